@@ -1,0 +1,60 @@
+# c2bus — the two commands are `make run` and `make test`; both bootstrap everything
+# (virtual environment, install, Kafka jars) on a fresh machine with Python 3.11+,
+# Java 17+ and Maven.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.c2bus-installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install jars run stop test test-unit lint format schemas clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"c2bus needs Python 3.11+, found {v.major}.{v.minor}: run make with PYTHON=python3.11 (or newer)")'
+	@echo "c2bus: creating the virtual environment in $(VENV) and installing c2bus[dev]…"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install c2bus with its dev tools
+
+jars: $(STAMP)  ## check Java and fetch the Kafka jars from Maven Central (cached)
+	$(BIN)/c2bus kafka fetch
+
+run: jars  ## start the local Kafka and create the topics
+	$(BIN)/c2bus kafka start
+	$(BIN)/c2bus topics create
+	$(BIN)/c2bus kafka status
+	@echo "c2bus: Kafka is running at localhost:9092; stop it with 'make stop'"
+
+stop: $(STAMP)  ## stop every local Kafka process
+	$(BIN)/c2bus kafka stop
+
+test: jars  ## the whole test suite, with a real Kafka started by the session
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)  ## the unit tests only (no Kafka)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff, mypy --strict, and the schemas checked against the code
+	$(BIN)/ruff check services tests loadtests
+	$(BIN)/ruff format --check services tests loadtests
+	$(BIN)/mypy --strict services
+	$(BIN)/c2bus schemas export --check
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix services tests loadtests
+	$(BIN)/ruff format services tests loadtests
+
+schemas: $(STAMP)  ## regenerate schemas/ from the event types
+	$(BIN)/c2bus schemas export
+
+clean:  ## stop local Kafka and remove .venv and .c2bus (jars, data)
+	-[ -x $(BIN)/c2bus ] && $(BIN)/c2bus kafka stop
+	rm -rf $(VENV) .c2bus .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmark harness and scenarios (see README.md)."""

@@ -1,0 +1,260 @@
+"""The ``c2bus`` command.
+
+Human-facing: progress lines on stderr, results on stdout, and every failure one line
+``c2bus: error: <cause>: <fix>`` with a non-zero exit status (1 for failures, 2 for usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .domain.schemas import generate, render
+from .errors import C2BusError, KafkaUnavailable
+from .runtime.kafka import probe
+from .runtime.localkafka import LocalCluster, kafka_version
+from .runtime.localkafka.toolchain import fetch_jars, find_java
+from .runtime.settings import KafkaSettings, LocalKafkaSettings, project_root
+from .runtime.topics import TOPICS, create_topics
+
+EXIT_FAILURE = 1
+EXIT_NOT_RUNNING = 3
+
+
+def _progress(message: str) -> None:
+    print(f"c2bus: {message}", file=sys.stderr, flush=True)
+
+
+def _external_hint(settings: KafkaSettings) -> str:
+    if settings.external:
+        return "check C2BUS_KAFKA_BOOTSTRAP, or unset it to use the local broker"
+    return "start the local broker with `c2bus kafka start`, or set C2BUS_KAFKA_BOOTSTRAP"
+
+
+# --- kafka ---------------------------------------------------------------------------------
+
+
+def cmd_kafka_fetch(args: argparse.Namespace) -> int:
+    local = LocalKafkaSettings.from_env()
+    java = find_java()
+    libs = fetch_jars(local.deploy_dir, local.jars_dir, _progress)
+    print(f"Java: {java}")
+    print(f"Kafka {kafka_version(local.deploy_dir)} jars: {libs}")
+    return 0
+
+
+def cmd_kafka_start(args: argparse.Namespace) -> int:
+    settings = KafkaSettings.from_env()
+    if settings.external:
+        try:
+            info = asyncio.run(probe(settings.bootstrap, args.timeout or 15))
+        except KafkaUnavailable as exc:
+            raise KafkaUnavailable(
+                f"{exc} (C2BUS_KAFKA_BOOTSTRAP): {_external_hint(settings)}"
+            ) from exc
+        _progress(
+            f"C2BUS_KAFKA_BOOTSTRAP is set: using the existing cluster at {settings.bootstrap} "
+            f"({len(info.broker_ids)} brokers); no local broker started"
+        )
+        return 0
+    cluster = LocalCluster(LocalKafkaSettings.from_env(), args.nodes)
+    cluster.start(_progress, args.timeout)
+    print(cluster.bootstrap)
+    return 0
+
+
+def cmd_kafka_status(args: argparse.Namespace) -> int:
+    settings = KafkaSettings.from_env()
+    if settings.external:
+        try:
+            info = asyncio.run(probe(settings.bootstrap, 10))
+        except KafkaUnavailable as exc:
+            print(f"external cluster {settings.bootstrap}: unreachable ({exc})")
+            return EXIT_NOT_RUNNING
+        print(
+            f"external cluster {settings.bootstrap}: {len(info.broker_ids)} brokers, "
+            f"{len(info.topics)} topics"
+        )
+        return 0
+    local = LocalKafkaSettings.from_env()
+    any_running = False
+    for nodes in (1, 3):
+        status = LocalCluster(local, nodes).status()
+        if not status.running:
+            continue
+        any_running = True
+        health = "healthy" if status.healthy else "DEGRADED"
+        print(f"local {nodes}-node Kafka at {status.bootstrap}: {health}")
+        for node in status.nodes:
+            state = f"running (pid {node.pid})" if node.running else "NOT RUNNING"
+            print(f"  node {node.node_id}  localhost:{node.broker_port}  {state}")
+        if status.info:
+            print(
+                f"  metadata: brokers {list(status.info.broker_ids)}, controller "
+                f"{status.info.controller_id}, {len(status.info.topics)} topics"
+            )
+        else:
+            print("  metadata: no answer")
+        if not status.healthy:
+            return EXIT_FAILURE
+    if not any_running:
+        print("no local Kafka is running (start one with `c2bus kafka start`)")
+        return EXIT_NOT_RUNNING
+    return 0
+
+
+def cmd_kafka_stop(args: argparse.Namespace) -> int:
+    local = LocalKafkaSettings.from_env()
+    stopped = sum(LocalCluster(local, n).stop(_progress, args.grace) for n in (1, 3))
+    if not stopped:
+        _progress("no local Kafka was running")
+    return 0
+
+
+def cmd_kafka_reset(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise C2BusError(
+            "reset deletes every topic and message of the local Kafka: add --yes to confirm"
+        )
+    local = LocalKafkaSettings.from_env()
+    for n in (1, 3):
+        LocalCluster(local, n).reset(_progress)
+    return 0
+
+
+# --- topics --------------------------------------------------------------------------------
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    settings = KafkaSettings.from_env()
+    try:
+        asyncio.run(
+            create_topics(
+                settings.bootstrap,
+                settings.topic_prefix,
+                replication=args.replication_factor,
+                progress=_progress,
+                timeout_ms=settings.request_timeout_ms,
+            )
+        )
+    except KafkaUnavailable as exc:
+        raise KafkaUnavailable(f"{exc}: {_external_hint(settings)}") from exc
+    return 0
+
+
+def cmd_topics_list(args: argparse.Namespace) -> int:
+    settings = KafkaSettings.from_env()
+    for spec in TOPICS:
+        config = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        print(f"{spec.name(settings.topic_prefix):32} {spec.partitions:3} partitions  {config}")
+        print(f"{'':32} {spec.description}")
+    return 0
+
+
+# --- schemas -------------------------------------------------------------------------------
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    target = Path(args.dir)
+    stale: list[str] = []
+    for name, doc in generate().items():
+        path = target / name
+        text = render(doc)
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == text:
+            continue
+        stale.append(name)
+        if not args.check:
+            target.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            _progress(f"wrote {path}")
+    if args.check and stale:
+        raise C2BusError(
+            f"schemas out of date with the code: {', '.join(stale)}: run `c2bus schemas export`"
+        )
+    if not stale:
+        _progress(f"schemas in {target} are up to date")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="c2bus",
+        description="c2bus: command-and-control event streaming on Apache Kafka.",
+        epilog="Environment: C2BUS_KAFKA_BOOTSTRAP points every command at an existing "
+        "cluster; C2BUS_TOPIC_PREFIX (default c2) names the topics. See docs/.",
+    )
+    parser.add_argument("--version", action="version", version=f"c2bus {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka = commands.add_parser("kafka", help="the local Apache Kafka (KRaft) broker")
+    kafka_cmds = kafka.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = kafka_cmds.add_parser("fetch", help="fetch the Kafka jars from Maven Central (once)")
+    p.set_defaults(func=cmd_kafka_fetch)
+    p = kafka_cmds.add_parser(
+        "start", help="start the local broker(s) in the background and wait until ready"
+    )
+    p.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="1 (default) or 3")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds to wait")
+    p.set_defaults(func=cmd_kafka_start)
+    p = kafka_cmds.add_parser("status", help="show the local broker(s); exit 3 if none runs")
+    p.set_defaults(func=cmd_kafka_status)
+    p = kafka_cmds.add_parser("stop", help="stop every local broker process")
+    p.add_argument(
+        "--grace", type=float, default=30.0, metavar="S", help="seconds before SIGKILL (30)"
+    )
+    p.set_defaults(func=cmd_kafka_stop)
+    p = kafka_cmds.add_parser("reset", help="stop the local broker(s) and delete their data")
+    p.add_argument("--yes", action="store_true", help="confirm deleting all local Kafka data")
+    p.set_defaults(func=cmd_kafka_reset)
+
+    topics = commands.add_parser("topics", help="the c2bus topics")
+    topic_cmds = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = topic_cmds.add_parser("create", help="create every missing c2bus topic (idempotent)")
+    p.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        metavar="N",
+        help="default: min(3, brokers); min.insync.replicas is 2 when N >= 3",
+    )
+    p.set_defaults(func=cmd_topics_create)
+    p = topic_cmds.add_parser("list", help="list the topics c2bus uses and their layout")
+    p.set_defaults(func=cmd_topics_list)
+
+    schemas = commands.add_parser("schemas", help="the published JSON Schemas")
+    schema_cmds = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = schema_cmds.add_parser("export", help="write schemas/ from the code's event types")
+    p.add_argument("--dir", default=str(project_root() / "schemas"), help="target folder")
+    p.add_argument("--check", action="store_true", help="fail if the files differ; write none")
+    p.set_defaults(func=cmd_schemas_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # aiokafka logs every refused connection; the commands report failures themselves.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except C2BusError as exc:
+        print(f"c2bus: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("c2bus: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""JSON Schema documents generated from the event structs (the published contracts).
+
+``c2bus schemas export`` writes them to ``schemas/``; a test regenerates them and fails if
+the committed files differ, so the contracts and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from .events import EVENT_TYPES, AnyEvent, Envelope, type_tag
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+UNION_FILE = "c2bus-event.schema.json"
+
+
+def schema_file(cls: type[Envelope]) -> str:
+    return f"{type_tag(cls)}.schema.json"
+
+
+def _document(schema: dict[str, Any], schema_id: str, title: str, description: str) -> Any:
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": schema_id,
+        "title": title,
+        "description": description,
+        **schema,
+    }
+
+
+def generate() -> dict[str, Any]:
+    """Every schema document, by file name."""
+    docs: dict[str, Any] = {}
+    for cls in EVENT_TYPES:
+        tag = type_tag(cls)
+        docs[schema_file(cls)] = _document(
+            msgspec.json.schema(cls),
+            f"urn:c2bus:schema:{tag}",
+            tag,
+            f"A c2bus {tag} event: CloudEvents 1.0 (JSON structured mode) with a security "
+            "label (classification, releasableto extension attributes).",
+        )
+    docs[UNION_FILE] = _document(
+        msgspec.json.schema(AnyEvent),
+        "urn:c2bus:schema:event",
+        "c2bus event",
+        "Any c2bus event; the CloudEvents `type` attribute selects the data shape.",
+    )
+    return docs
+
+
+def render(doc: Any) -> str:
+    """The canonical text of a schema file."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,56 @@
+"""Every error c2bus raises on purpose derives from :class:`C2BusError`.
+
+The tree::
+
+    C2BusError
+    ├── ConfigError            a setting or the environment is wrong (names the variable)
+    ├── InvalidEvent           bytes that are not a valid c2bus event (dead-letter material)
+    └── KafkaError
+        ├── KafkaUnavailable   no broker answered at the configured bootstrap address
+        ├── TopicError         topics could not be created or inspected
+        └── LocalKafkaError    the local broker tooling failed: Java or Maven missing,
+                               port taken, data directory of another cluster, start failed
+
+Library exceptions are translated at the boundary (``raise X(...) from exc``) so callers
+handle one tree. Every message is one line that names the cause and, where there is one,
+the fix.
+"""
+
+from __future__ import annotations
+
+
+class C2BusError(Exception):
+    """Root of every error c2bus raises on purpose."""
+
+
+class ConfigError(C2BusError):
+    """A setting or the environment is wrong."""
+
+
+class InvalidEvent(C2BusError):
+    """Bytes that do not decode into a valid event.
+
+    ``path`` is the JSON path of the offending field (``$`` when the whole document is bad),
+    ``reason`` the validation message without the path.
+    """
+
+    def __init__(self, reason: str, path: str = "$") -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{reason} - at `{path}`" if path != "$" else reason)
+
+
+class KafkaError(C2BusError):
+    """Talking to Kafka failed."""
+
+
+class KafkaUnavailable(KafkaError):
+    """No broker answered at the configured bootstrap address."""
+
+
+class TopicError(KafkaError):
+    """Topics could not be created or inspected."""
+
+
+class LocalKafkaError(KafkaError):
+    """The project's own local broker tooling failed."""

@@ -1,0 +1,1 @@
+"""Adapters shared by the services: settings, Kafka clients and topics, the local broker."""

@@ -1,0 +1,108 @@
+"""Settings read once from the environment (``C2BUS_…``) into frozen objects.
+
+Units are in the names; ``None`` means "not set / disabled". Only adapters and services see
+these objects, never the domain core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_DEFAULT_BROKER_PORT = 9092
+
+
+def project_root() -> Path:
+    """The checkout this package runs from (it holds ``deploy/``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range: expected {lo}..{hi}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where Kafka is and how topics are named.
+
+    ``bootstrap``: ``C2BUS_KAFKA_BOOTSTRAP`` when it points at an existing cluster, else the
+    local broker's address. ``external`` says which.
+    """
+
+    bootstrap: str
+    external: bool
+    topic_prefix: str
+    request_timeout_ms: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
+        env = os.environ if env is None else env
+        prefix = env.get("C2BUS_TOPIC_PREFIX") or "c2"
+        if not _PREFIX_RE.match(prefix):
+            raise ConfigError(
+                f"C2BUS_TOPIC_PREFIX={prefix!r} is invalid: use 1-64 letters, digits, _ or -"
+            )
+        timeout_ms = _int(env, "C2BUS_KAFKA_REQUEST_TIMEOUT_MS", 30_000, 1_000, 600_000)
+        external = (env.get("C2BUS_KAFKA_BOOTSTRAP") or "").strip()
+        if external:
+            return cls(external, True, prefix, timeout_ms)
+        local = LocalKafkaSettings.from_env(env)
+        return cls(local.bootstrap(nodes=1), False, prefix, timeout_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalKafkaSettings:
+    """The project's own broker(s): ports, heap, and where jars and data live.
+
+    Node ``i`` (0-based) listens for clients on ``base_port + 2*i`` and for the controller
+    quorum on ``base_port + 2*i + 1``: 9092/9093 for one node; 9092, 9094, 9096 for three.
+    """
+
+    home: Path
+    deploy_dir: Path
+    jars_dir: Path
+    base_port: int
+    heap_mb: int | None
+    start_timeout_s: int
+    host: str = "localhost"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalKafkaSettings:
+        env = os.environ if env is None else env
+        root = project_root()
+        home = Path(env.get("C2BUS_HOME") or root / ".c2bus").expanduser()
+        deploy = Path(env.get("C2BUS_DEPLOY_DIR") or root / "deploy").expanduser()
+        jars = Path(env.get("C2BUS_KAFKA_JARS_DIR") or root / ".c2bus" / "jars").expanduser()
+        heap = env.get("C2BUS_KAFKA_HEAP_MB")
+        return cls(
+            home=home.resolve(),
+            deploy_dir=deploy.resolve(),
+            jars_dir=jars.resolve(),
+            base_port=_int(env, "C2BUS_KAFKA_PORT", _DEFAULT_BROKER_PORT, 1024, 65000),
+            heap_mb=_int(env, "C2BUS_KAFKA_HEAP_MB", 0, 128, 8192) if heap else None,
+            start_timeout_s=_int(env, "C2BUS_KAFKA_START_TIMEOUT_S", 120, 5, 1800),
+        )
+
+    def broker_port(self, index: int) -> int:
+        return self.base_port + 2 * index
+
+    def controller_port(self, index: int) -> int:
+        return self.base_port + 2 * index + 1
+
+    def bootstrap(self, nodes: int) -> str:
+        return ",".join(f"{self.host}:{self.broker_port(i)}" for i in range(nodes))

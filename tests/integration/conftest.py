@@ -1,0 +1,73 @@
+"""A real Kafka for the integration tests, started through the project's own tooling.
+
+With ``C2BUS_KAFKA_BOOTSTRAP`` set the tests use that cluster instead. Otherwise the session
+starts a single local node under ``.c2bus/test`` on ``C2BUS_TEST_KAFKA_PORT`` (default 29092,
+so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
+``C2BUS_TEST_KEEP_KAFKA=1``. Every test gets its own topic prefix and consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from services.runtime.kafka import probe
+from services.runtime.localkafka import LocalCluster
+from services.runtime.settings import LocalKafkaSettings, project_root
+from services.runtime.topics import TopicNames, create_topics
+
+TEST_PORT = os.environ.get("C2BUS_TEST_KAFKA_PORT", "29092")
+
+
+def local_settings(**overrides: str) -> LocalKafkaSettings:
+    env = {
+        "C2BUS_HOME": str(project_root() / ".c2bus" / "test"),
+        "C2BUS_KAFKA_PORT": TEST_PORT,
+        **{k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"},
+        **overrides,
+    }
+    return LocalKafkaSettings.from_env(env)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("C2BUS_KAFKA_BOOTSTRAP", "").strip()
+    if external:
+        asyncio.run(probe(external, 15))
+        yield external
+        return
+    cluster = LocalCluster(local_settings(), nodes=1)
+    cluster.start(progress=lambda m: print(f"[kafka] {m}"))
+    try:
+        yield cluster.bootstrap
+    finally:
+        if os.environ.get("C2BUS_TEST_KEEP_KAFKA") != "1":
+            cluster.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def group_id(prefix: str) -> str:
+    return f"{prefix}-group"
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str, prefix: str) -> AsyncIterator[TopicNames]:
+    """The full set of c2bus topics under this test's own prefix."""
+    await create_topics(kafka_bootstrap, prefix)
+    yield TopicNames(prefix)

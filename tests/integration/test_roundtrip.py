@@ -1,0 +1,71 @@
+"""A CloudEvent survives a trip through a real broker, keyed as its topic promises."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.domain.codec import decode_event, encode_event
+from services.domain.events import DirectiveEvent, TrackEvent
+from services.runtime.topics import TopicNames
+
+
+async def consume(
+    bootstrap: str, topic: str, count: int, group_id: str, timeout_s: float = 30.0, **kwargs: Any
+) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **kwargs,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(records) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                for part in batch.values():
+                    records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_track_and_directive_round_trip(
+    kafka_bootstrap: str, topics: TopicNames, group_id: str, valid_example: Any
+) -> None:
+    track = decode_event(json.dumps(valid_example("sa-track")))
+    directive = decode_event(json.dumps(valid_example("directive")))
+    assert isinstance(track, TrackEvent)
+    assert isinstance(directive, DirectiveEvent)
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        sent_track = await producer.send_and_wait(
+            topics.sa, encode_event(track), key=track.key().encode()
+        )
+        await producer.send_and_wait(
+            topics.submitted, encode_event(directive), key=directive.key().encode()
+        )
+    finally:
+        await producer.stop()
+
+    [sa_record] = await consume(kafka_bootstrap, topics.sa, 1, group_id)
+    [dir_record] = await consume(kafka_bootstrap, topics.submitted, 1, group_id + "-d")
+
+    assert sa_record.key == b"TRK-4711"
+    assert sa_record.partition == sent_track.partition
+    assert decode_event(sa_record.value) == track
+    assert dir_record.key == b"NLD-11AMB"
+    received = decode_event(dir_record.value)
+    assert received == directive
+    assert received.label.allows(directive.classification, "NLD")

@@ -1,0 +1,139 @@
+"""The typed event contracts: decoding validates, encoding round-trips, keys are right."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.domain.codec import EventDecoder, decode_event, encode_event
+from services.domain.events import (
+    DecisionEvent,
+    DirectiveEvent,
+    DirectiveStatusEvent,
+    GeoPoint,
+    PolicySetEvent,
+    PositionEvent,
+    SaEvent,
+    TrackData,
+    TrackDomain,
+    TrackEvent,
+    UnitStatusEvent,
+    type_tag,
+)
+from services.domain.labels import Classification
+from services.errors import InvalidEvent
+from tests.conftest import VALID_EXAMPLES
+
+KEYS = {
+    "sa-track": (TrackEvent, "TRK-4711"),
+    "sa-position": (PositionEvent, "DEU-PZGRENBTL-122"),
+    "sa-unit-status": (UnitStatusEvent, "POL-12BDE"),
+    "directive": (DirectiveEvent, "NLD-11AMB"),
+    "decision": (DecisionEvent, "d-2026-11-26-0001"),
+    "directive-status": (DirectiveStatusEvent, "d-2026-11-26-0001"),
+    "policy-set": (PolicySetEvent, "alliance-main"),
+}
+
+
+def test_every_event_type_has_a_valid_example() -> None:
+    assert sorted(p.stem for p in VALID_EXAMPLES) == sorted(KEYS)
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_examples_decode_to_their_type_with_the_documented_key(
+    name: str, valid_example: Any
+) -> None:
+    cls, key = KEYS[name]
+    event = decode_event(json.dumps(valid_example(name)))
+    assert type(event) is cls
+    assert event.key() == key
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_encode_decode_round_trip_is_lossless(name: str, valid_example: Any) -> None:
+    event = decode_event(json.dumps(valid_example(name)))
+    again = decode_event(encode_event(event))
+    assert again == event
+    assert json.loads(encode_event(again)) == json.loads(encode_event(event))
+
+
+def test_label_is_parsed_from_the_extension_attributes(valid_example: Any) -> None:
+    doc = valid_example("sa-position")
+    event = decode_event(json.dumps(doc))
+    assert event.label.classification is Classification.NATO_RESTRICTED
+    assert event.label.releasable_to == {"DEU", "NLD", "POL"}
+
+
+def test_encoded_event_is_a_cloudevent_in_structured_mode() -> None:
+    event = TrackEvent(
+        specversion="1.0",
+        id="e-1",
+        source="urn:c2bus:test",
+        time=datetime(2026, 11, 26, 7, 0, tzinfo=UTC),
+        classification=Classification.NATO_SECRET,
+        releasableto="NATO",
+        data=TrackData(track_id="T1", position=GeoPoint(lat=1.0, lon=2.0), domain=TrackDomain.AIR),
+    )
+    doc = json.loads(encode_event(event))
+    assert doc["specversion"] == "1.0"
+    assert doc["type"] == "c2bus.sa.track.v1" == type_tag(TrackEvent)
+    assert doc["time"] == "2026-11-26T07:00:00Z"
+    assert doc["classification"] == "NATO SECRET"
+    assert doc["releasableto"] == "NATO"
+    assert doc["data"]["position"] == {"lat": 1.0, "lon": 2.0}
+    assert "subject" not in doc  # unset optional attributes are omitted, not null
+
+
+def test_time_keeps_its_offset(valid_example: Any) -> None:
+    doc = valid_example("sa-track")
+    doc["time"] = "2026-11-26T09:00:00+02:00"
+    event = decode_event(json.dumps(doc))
+    assert event.time == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    assert event.time.utcoffset() == timedelta(hours=2)
+
+
+def test_a_narrow_decoder_rejects_other_event_types(valid_example: Any) -> None:
+    sa_only: EventDecoder[SaEvent] = EventDecoder(SaEvent)
+    assert isinstance(sa_only.decode_event(json.dumps(valid_example("sa-track"))), TrackEvent)
+    with pytest.raises(InvalidEvent) as err:
+        sa_only.decode_event(json.dumps(valid_example("directive")))
+    assert err.value.path == "$.type"
+
+
+def test_unknown_data_fields_are_rejected_but_unknown_extensions_are_ignored(
+    valid_example: Any,
+) -> None:
+    doc = valid_example("sa-track")
+    doc["someextension"] = "x"  # CloudEvents extensions we do not know are ignored
+    decode_event(json.dumps(doc))
+    doc["data"]["lat"] = 1.0  # a typo inside our own data is an error
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(json.dumps(doc))
+    assert err.value.path == "$.data"
+    assert "unknown field `lat`" in err.value.reason
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"specversion": 1}'])
+def test_garbage_is_an_invalid_event_not_a_crash(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent):
+        decode_event(raw)
+
+
+@given(st.binary(max_size=256))
+def test_arbitrary_bytes_either_decode_or_raise_invalid_event(raw: bytes) -> None:
+    try:
+        decode_event(raw)
+    except InvalidEvent as exc:
+        assert str(exc)
+
+
+@given(st.dictionaries(st.sampled_from(["specversion", "id", "type", "time", "data"]), st.text()))
+def test_partial_envelopes_are_rejected(doc: dict[str, str]) -> None:
+    with pytest.raises(InvalidEvent):
+        decode_event(msgspec.json.encode(doc))

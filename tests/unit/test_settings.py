@@ -1,0 +1,68 @@
+"""Settings are read from the environment with clear errors naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.errors import ConfigError
+from services.runtime.settings import KafkaSettings, LocalKafkaSettings
+from services.runtime.topics import TOPICS, TopicNames
+
+
+def test_defaults_point_at_the_local_broker_with_prefix_c2() -> None:
+    settings = KafkaSettings.from_env({})
+    assert settings.bootstrap == "localhost:9092"
+    assert not settings.external
+    assert settings.topic_prefix == "c2"
+
+
+def test_bootstrap_variable_selects_an_existing_cluster() -> None:
+    settings = KafkaSettings.from_env({"C2BUS_KAFKA_BOOTSTRAP": " kafka-1:9092,kafka-2:9092 "})
+    assert settings.bootstrap == "kafka-1:9092,kafka-2:9092"
+    assert settings.external
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"C2BUS_TOPIC_PREFIX": "bad prefix"}, "C2BUS_TOPIC_PREFIX"),
+        ({"C2BUS_KAFKA_PORT": "ninety"}, "C2BUS_KAFKA_PORT='ninety' is not an integer"),
+        ({"C2BUS_KAFKA_PORT": "80"}, "C2BUS_KAFKA_PORT=80 is out of range"),
+        ({"C2BUS_KAFKA_HEAP_MB": "16"}, "C2BUS_KAFKA_HEAP_MB=16 is out of range"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        KafkaSettings.from_env(env)
+
+
+def test_node_ports_follow_the_base_port(tmp_path: Path) -> None:
+    local = LocalKafkaSettings.from_env({"C2BUS_KAFKA_PORT": "19092", "C2BUS_HOME": str(tmp_path)})
+    assert local.home == tmp_path.resolve()
+    assert [local.broker_port(i) for i in range(3)] == [19092, 19094, 19096]
+    assert [local.controller_port(i) for i in range(3)] == [19093, 19095, 19097]
+    assert local.bootstrap(3) == "localhost:19092,localhost:19094,localhost:19096"
+
+
+def test_topic_names_cover_the_design_topics_under_one_prefix() -> None:
+    names = TopicNames("c2")
+    assert set(names.all()) == {
+        "c2.sa",
+        "c2.directives.submitted",
+        "c2.directives.approved",
+        "c2.decisions",
+        "c2.directives.status",
+        "c2.policy",
+        "c2.dlq",
+    }
+    assert {names.sa, names.submitted, names.approved, names.decisions} <= set(names.all())
+    assert {names.status, names.policy, names.dlq} <= set(names.all())
+    assert TopicNames("x").dlq == "x.dlq"
+
+
+def test_policy_is_compacted_and_decisions_are_kept() -> None:
+    by_role = {spec.role: spec for spec in TOPICS}
+    assert by_role["policy"].config["cleanup.policy"] == "compact"
+    assert by_role["decisions"].config["retention.ms"] == "-1"
