@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from ..errors import TopicError
@@ -164,13 +167,11 @@ async def create_topics(
                 message = entry[2] if len(entry) > 2 else ""
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise TopicError(f"creating topic {name} failed (error {code}): {message}")
-        try:
-            described = await admin.describe_topics(list(wanted))
-        except AioKafkaError as exc:
-            raise TopicError(f"describing topics failed: {exc}") from exc
-    layout = {t["topic"]: t for t in described}
+        # New topics must show every partition; existing ones keep the layout they have.
+        expected = {name: (wanted[name].partitions if name in missing else 1) for name in wanted}
+        layout = await _wait_until_ready(admin, expected, timeout_ms / 1000)
     for name in wanted:
-        partitions = layout.get(name, {}).get("partitions", [])
+        partitions = layout[name]["partitions"]
         replicas = len(partitions[0]["replicas"]) if partitions else 0
         outcome = TopicOutcome(name, name in missing, len(partitions), replicas)
         outcomes.append(outcome)
@@ -178,3 +179,43 @@ async def create_topics(
             state = "created" if outcome.created else "exists "
             progress(f"{state} {name} ({outcome.partitions} partition(s), replication {replicas})")
     return outcomes
+
+
+def _ready(entry: dict[str, Any], partitions: int) -> bool:
+    parts = entry.get("partitions", [])
+    return (
+        entry.get("error_code") == 0
+        and len(parts) >= partitions
+        and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in parts)
+    )
+
+
+async def _wait_until_ready(
+    admin: AIOKafkaAdminClient, expected: dict[str, int], timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    """Poll metadata until every topic shows its expected partitions, each with a leader.
+
+    Creation returns once the controller has committed it; brokers learn of new topics a
+    moment later. Returning only when metadata shows them means a producer started right
+    after ``topics create`` finds its topic.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            described = await admin.describe_topics(list(expected))
+        except AioKafkaError as exc:
+            raise TopicError(f"describing topics failed: {exc}") from exc
+        layout = {t["topic"]: t for t in described}
+        pending = sorted(
+            name
+            for name, partitions in expected.items()
+            if not _ready(layout.get(name, {}), partitions)
+        )
+        if not pending:
+            return layout
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"topics not ready after {timeout_s:g}s (no leader for every partition): "
+                f"{', '.join(pending)}"
+            )
+        await asyncio.sleep(0.2)

@@ -1,9 +1,9 @@
 """A real Kafka for the integration tests, started through the project's own tooling.
 
 With ``C2BUS_KAFKA_BOOTSTRAP`` set the tests use that cluster instead. Otherwise the session
-starts a single local node under ``.c2bus/test`` on ``C2BUS_TEST_KAFKA_PORT`` (default 29092,
-so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
-``C2BUS_TEST_KEEP_KAFKA=1``. Every test gets its own topic prefix and consumer group.
+starts a fresh single local node under ``.c2bus/test`` on ``C2BUS_TEST_KAFKA_PORT`` (default
+29092, so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
+``C2BUS_TEST_KEEP_KAFKA=1`` (a kept broker is reused by the next session). Every test gets its own topic prefix and consumer group.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def kafka_bootstrap() -> Iterator[str]:
         yield external
         return
     cluster = LocalCluster(local_settings(), nodes=1)
+    if not cluster.status(1).running:
+        cluster.reset()  # a fresh broker per session: no topics left from earlier runs
     cluster.start(progress=lambda m: print(f"[kafka] {m}"))
     try:
         yield cluster.bootstrap

@@ -68,3 +68,20 @@ def test_restart_keeps_the_data_and_the_cluster_id(home: Path) -> None:
     again = run("kafka", "start", env=env)
     assert again.returncode == 0, again.stderr
     assert (cluster.dir / "cluster.id").read_text() == cluster_id
+
+
+def test_bootstrap_variable_uses_the_existing_cluster(kafka_bootstrap: str, home: Path) -> None:
+    env = {"C2BUS_KAFKA_BOOTSTRAP": kafka_bootstrap, "C2BUS_HOME": str(home)}
+    started = run("kafka", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    assert f"using the existing cluster at {kafka_bootstrap}" in started.stderr
+    assert not (home / "kafka").exists()  # no local broker was set up
+
+    prefix = f"ext{home.name[-8:].lower().replace('_', '')}"
+    created = run("topics", "create", env={**env, "C2BUS_TOPIC_PREFIX": prefix})
+    assert created.returncode == 0, created.stderr
+    assert f"created {prefix}.policy" in created.stderr
+
+    status = run("kafka", "status", env=env)
+    assert status.returncode == 0
+    assert f"external cluster {kafka_bootstrap}" in status.stdout

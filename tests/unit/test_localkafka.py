@@ -150,3 +150,14 @@ def test_maven_failure_shows_its_error_line(
     assert "Maven could not fetch the Kafka" in str(err.value)
     assert "network unreachable" in str(err.value)
     assert not (tmp_path / "jars" / f"kafka-{kafka_version(project_root() / 'deploy')}").exists()
+
+
+def test_cached_jars_need_neither_maven_nor_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = kafka_version(project_root() / "deploy")
+    cached = tmp_path / "jars" / f"kafka-{version}"
+    cached.mkdir(parents=True)
+    (cached / ".complete").write_text(version)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no mvn reachable
+    assert fetch_jars(project_root() / "deploy", tmp_path / "jars", lambda _: None) == cached
