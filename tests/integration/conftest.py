@@ -3,7 +3,8 @@
 With ``C2BUS_KAFKA_BOOTSTRAP`` set the tests use that cluster instead. Otherwise the session
 starts a fresh single local node under ``.c2bus/test`` on ``C2BUS_TEST_KAFKA_PORT`` (default
 29092, so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
-``C2BUS_TEST_KEEP_KAFKA=1`` (a kept broker is reused by the next session). Every test gets its own topic prefix and consumer group.
+``C2BUS_TEST_KEEP_KAFKA=1`` (a kept broker is reused by the next session). Every test
+gets its own topic prefix and consumer group.
 """
 
 from __future__ import annotations
