@@ -5,6 +5,8 @@ The tree::
     C2BusError
     ├── ConfigError            a setting or the environment is wrong (names the variable)
     ├── InvalidEvent           bytes that are not a valid c2bus event (dead-letter material)
+    ├── PolicyError            a command structure or policy document is invalid
+    ├── AuthError              a token is missing, malformed, expired or not ours
     └── KafkaError
         ├── KafkaUnavailable   no broker answered at the configured bootstrap address
         ├── TopicError         topics could not be created or inspected
@@ -38,6 +40,14 @@ class InvalidEvent(C2BusError):
         self.reason = reason
         self.path = path
         super().__init__(f"{reason} - at `{path}`" if path != "$" else reason)
+
+
+class PolicyError(C2BusError):
+    """A command structure or policy document is invalid; nothing passes without one."""
+
+
+class AuthError(C2BusError):
+    """A token was refused; the message says why (never the token itself)."""
 
 
 class KafkaError(C2BusError):

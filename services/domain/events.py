@@ -222,6 +222,8 @@ class Envelope(Struct, frozen=True, kw_only=True, tag_field="type", omit_default
     subject: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
+    #: On an approved directive: the id of the ALLOW decision that let it through.
+    decisionid: EventId | None = None
 
     #: Short name of the topic family this event belongs on (see ``runtime.topics``).
     topic_role: ClassVar[str]

@@ -11,9 +11,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError as AioKafkaError
+from aiokafka.structs import TopicPartition
 
 from ..errors import KafkaUnavailable
 
@@ -69,3 +71,73 @@ async def admin_client(
         yield admin
     finally:
         await admin.close()
+
+
+def new_producer(
+    bootstrap: str,
+    client_id: str,
+    *,
+    transactional_id: str | None = None,
+    request_timeout_ms: int = 30_000,
+    linger_ms: int = 5,
+) -> AIOKafkaProducer:
+    """An idempotent ``acks=all`` producer (transactional when given a transactional id)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=transactional_id,
+        request_timeout_ms=request_timeout_ms,
+        linger_ms=linger_ms,
+    )
+
+
+def new_consumer(
+    bootstrap: str,
+    client_id: str,
+    *topics: str,
+    group_id: str | None,
+    auto_offset_reset: str = "earliest",
+    isolation_level: str = "read_committed",
+) -> AIOKafkaConsumer:
+    """A ``read_committed`` consumer with manual commits (offsets are ours to place)."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        isolation_level=isolation_level,
+    )
+
+
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str) -> None:
+    """Start a client, translating connection failures into :class:`KafkaUnavailable`."""
+    try:
+        await client.start()
+    except (AioKafkaError, OSError) as exc:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap}") from exc
+
+
+async def assign_all(
+    consumer: AIOKafkaConsumer, topics: list[str], timeout_s: float = 30.0
+) -> None:
+    """Assign every partition of ``topics`` to a group-less consumer, positioned at the end.
+
+    Positions are resolved before returning, so anything produced afterwards is seen.
+    """
+    tps: list[TopicPartition] = []
+    async with asyncio.timeout(timeout_s):
+        for topic in topics:
+            while not (partitions := consumer.partitions_for_topic(topic)):
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(0.2)
+            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)

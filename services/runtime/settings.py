@@ -106,3 +106,62 @@ class LocalKafkaSettings:
 
     def bootstrap(self, nodes: int) -> str:
         return ",".join(f"{self.host}:{self.broker_port(i)}" for i in range(nodes))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Token verification: the HS256 key file, and the audience and issuer tokens must name."""
+
+    key_file: Path
+    audience: str
+    issuer: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
+        env = os.environ if env is None else env
+        home = Path(env.get("C2BUS_HOME") or project_root() / ".c2bus").expanduser()
+        key_file = Path(env.get("C2BUS_JWT_KEY_FILE") or home / "secrets" / "jwt-hs256.key")
+        return cls(
+            key_file=key_file.expanduser().resolve(),
+            audience=env.get("C2BUS_JWT_AUDIENCE") or "c2bus",
+            issuer=env.get("C2BUS_JWT_ISSUER") or "c2bus-local",
+        )
+
+
+DEFAULT_PORTS = {"ingest": 8081, "enforcer": 8082, "gateway": 8765}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """What every service reads: Kafka, tokens, where it listens, how it stops."""
+
+    service: str
+    instance: str
+    kafka: KafkaSettings
+    auth: AuthSettings
+    host: str
+    port: int
+    shutdown_timeout_s: float
+    log_level: str
+    structure_file: Path
+    gateway_queue_max: int
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if env is None else env
+        upper = service.upper()
+        structure = env.get("C2BUS_STRUCTURE_FILE") or (
+            project_root() / "deploy" / "policies" / "command-structure.yaml"
+        )
+        return cls(
+            service=service,
+            instance=env.get("C2BUS_INSTANCE") or f"{service}-{os.getpid()}",
+            kafka=KafkaSettings.from_env(env),
+            auth=AuthSettings.from_env(env),
+            host=env.get("C2BUS_HOST") or "127.0.0.1",
+            port=_int(env, f"C2BUS_{upper}_PORT", DEFAULT_PORTS.get(service, 0), 0, 65535),
+            shutdown_timeout_s=_int(env, "C2BUS_SHUTDOWN_TIMEOUT_S", 10, 1, 300),
+            log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
+            structure_file=Path(structure).expanduser().resolve(),
+            gateway_queue_max=_int(env, "C2BUS_GATEWAY_QUEUE_MAX", 1000, 10, 1_000_000),
+        )

@@ -1,0 +1,48 @@
+"""What the enforcer writes for a decided directive: the decision event and, if allowed,
+the approved directive. Pure: ids are derived from the directive id, so reprocessing the
+same directive yields the same events (downstream can drop duplicates by id)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from .events import DecisionData, DecisionEvent, DirectiveEvent
+from .structure import Decision
+
+
+def decision_id(directive: DirectiveEvent) -> str:
+    return f"decision:{directive.id}"
+
+
+def decision_event(
+    directive: DirectiveEvent, decision: Decision, now: datetime, source: str
+) -> DecisionEvent:
+    """The audit record of a verdict; it carries the directive's own security label."""
+    data = directive.data
+    return DecisionEvent(
+        specversion="1.0",
+        id=decision_id(directive),
+        source=source,
+        time=now,
+        classification=directive.classification,
+        releasableto=directive.releasableto,
+        subject=directive.id,
+        data=DecisionData(
+            directive_id=directive.id,
+            verdict=decision.verdict,
+            issuer=data.issuer,
+            target=data.target,
+            kind=data.kind,
+            policy_set_id=decision.policy_set_id,
+            policy_version=decision.policy_version,
+            policy_hash=decision.policy_hash,
+            reasons=list(decision.reasons),
+        ),
+    )
+
+
+def approved_directive(directive: DirectiveEvent) -> DirectiveEvent:
+    """The directive as released downstream, naming the decision that allowed it."""
+    return msgspec.structs.replace(directive, decisionid=decision_id(directive))

@@ -1,0 +1,1 @@
+"""The policy-enforcement consumer: decides every submitted directive, records every verdict."""

@@ -1,0 +1,282 @@
+"""The gateway process: Kafka in, WebSocket consoles out.
+
+One group-less consumer reads every partition of the SA, approved-directive and decision
+topics (``read_committed``), from the end: each gateway serves its own consoles, so many can
+run side by side. Each event is decoded once, its frame encoded once, and offered to every
+entitled session. Consoles authenticate at the handshake with a bearer token (header, or
+``access_token`` query parameter for browsers) and must speak the ``c2bus.v1`` subprotocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..domain.codec import EventDecoder, encode_event
+from ..domain.events import DecisionEvent, DirectiveEvent, Envelope, SaEvent
+from ..errors import AuthError, InvalidEvent
+from ..runtime.auth import TokenVerifier, load_key
+from ..runtime.dlq import DeadLetters
+from ..runtime.kafka import assign_all, new_consumer, new_producer, start_client
+from ..runtime.lifecycle import bounded
+from ..runtime.settings import ServiceSettings
+from ..runtime.topics import TopicNames
+from .hub import Hub, Session
+from .protocol import (
+    SUBPROTOCOL,
+    BadMessage,
+    CloseCode,
+    Ping,
+    Subscribe,
+    Unsubscribe,
+    event_frame,
+    frame,
+    parse_client_message,
+    welcome,
+)
+from .protocol import Stream as S
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 20.0
+
+
+class Gateway:
+    def __init__(self, settings: ServiceSettings, verifier: TokenVerifier) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.topics = TopicNames(settings.kafka.topic_prefix)
+        self.hub = Hub()
+        self.identities: dict[Any, Any] = {}
+        self.ready = False
+        self.port = settings.port
+        self.registry = CollectorRegistry()
+        self.connections = Gauge(
+            "c2bus_gateway_connections", "Open console sessions", registry=self.registry
+        )
+        self.refused = Counter(
+            "c2bus_gateway_refused", "Handshakes refused", ["reason"], registry=self.registry
+        )
+        self.sent = Counter(
+            "c2bus_gateway_events_sent", "Event frames queued", ["stream"], registry=self.registry
+        )
+        self.slow = Counter(
+            "c2bus_gateway_slow_disconnects", "Consoles closed as too slow", registry=self.registry
+        )
+        self.decoders: dict[str, tuple[S, EventDecoder[Any]]] = {
+            self.topics.sa: (S.SA, EventDecoder(SaEvent)),
+            self.topics.approved: (S.DIRECTIVES, EventDecoder(DirectiveEvent)),
+            self.topics.decisions: (S.DECISIONS, EventDecoder(DecisionEvent)),
+        }
+
+    # --- handshake ----------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, '{"status": "ok"}\n')
+        if path == "/readyz":
+            if self.ready:
+                return connection.respond(HTTPStatus.OK, '{"status": "ready"}\n')
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, '{"status": "not ready"}\n')
+        if path == "/metrics":
+            body = generate_latest(self.registry)
+            headers = Headers(
+                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))]
+            )
+            return Response(200, "OK", headers, body)
+        token = _token(request)
+        if not token:
+            return self._refuse(connection, "missing", "a bearer token is required")
+        try:
+            identity = self.verifier.verify(token)
+        except AuthError as exc:
+            return self._refuse(connection, "invalid", str(exc))
+        if not self.ready:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway not ready\n")
+        self.identities[connection.id] = identity
+        return None
+
+    def _refuse(self, connection: ServerConnection, reason: str, message: str) -> Response:
+        self.refused.labels(reason).inc()
+        log.info(
+            "console.refused", extra={"reason": message, "remote": str(connection.remote_address)}
+        )
+        response = connection.respond(HTTPStatus.UNAUTHORIZED, message + "\n")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    # --- sessions -----------------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        identity = self.identities.pop(connection.id)
+        session = Session(identity, self.settings.gateway_queue_max)
+        self.hub.add(session)
+        self.connections.inc()
+        log.info(
+            "console.connected",
+            extra={"session": session.id, "sub": identity.subject, "unit": identity.unit},
+        )
+        try:
+            await connection.send(welcome(session.id, identity, HEARTBEAT_S))
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(self._write(connection, session))
+                reader = tasks.create_task(self._read(connection, session))
+                await asyncio.wait([writer, reader], return_when=asyncio.FIRST_COMPLETED)
+                writer.cancel()
+                reader.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.remove(session)
+            self.connections.dec()
+            log.info("console.disconnected", extra={"session": session.id})
+
+    async def _write(self, connection: ServerConnection, session: Session) -> None:
+        overflow = asyncio.ensure_future(session.overflowed.wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(session.queue.get())
+                done, _ = await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
+                if overflow in done:
+                    get.cancel()
+                    self.slow.inc()
+                    log.warning("console.too_slow", extra={"session": session.id})
+                    await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")
+                    return
+                await connection.send(get.result())
+        finally:
+            overflow.cancel()
+
+    async def _read(self, connection: ServerConnection, session: Session) -> None:
+        async for raw in connection:
+            try:
+                message = parse_client_message(raw)
+            except BadMessage as exc:
+                await connection.send(
+                    frame("error", id=exc.correlation_id, code="bad_request", message=str(exc))
+                )
+                continue
+            if isinstance(message, Subscribe):
+                session.streams.update(message.streams)
+                await connection.send(
+                    frame(
+                        "subscribed",
+                        id=message.id,
+                        streams=sorted(s.value for s in session.streams),
+                    )
+                )
+            elif isinstance(message, Unsubscribe):
+                session.streams.difference_update(message.streams)
+                await connection.send(
+                    frame(
+                        "unsubscribed",
+                        id=message.id,
+                        streams=sorted(s.value for s in session.streams),
+                    )
+                )
+            elif isinstance(message, Ping):
+                await connection.send(frame("pong", id=message.id))
+
+    # --- Kafka --------------------------------------------------------------------------
+
+    async def _consume(
+        self, consumer: AIOKafkaConsumer, dlq: DeadLetters, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for records in batch.values():
+                for record in records:
+                    await self._dispatch(record, dlq)
+
+    async def _dispatch(self, record: Any, dlq: DeadLetters) -> None:
+        stream, decoder = self.decoders[record.topic]
+        try:
+            if record.value is None:
+                raise InvalidEvent("record has no value")
+            event: Envelope = decoder.decode_event(record.value)
+            label = event.label
+        except (InvalidEvent, ValueError) as exc:
+            error = exc if isinstance(exc, InvalidEvent) else InvalidEvent(str(exc))
+            await dlq.send(record, "gateway.decode", error)
+            return
+        position = f"{record.topic}/{record.partition}/{record.offset}"
+        message = event_frame(stream, position, encode_event(event))
+        delivered = self.hub.route(stream, event, label, message)
+        if delivered:
+            self.sent.labels(stream.value).inc(delivered)
+
+    async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+        bootstrap = self.settings.kafka.bootstrap
+        consumer = new_consumer(
+            bootstrap, self.settings.instance, group_id=None, auto_offset_reset="latest"
+        )
+        producer = new_producer(bootstrap, self.settings.instance)
+        await start_client(producer, bootstrap)
+        try:
+            await start_client(consumer, bootstrap)
+        except BaseException:
+            await producer.stop()
+            raise
+        timeout = self.settings.shutdown_timeout_s
+        dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
+        server: Server | None = None
+        try:
+            await assign_all(consumer, list(self.decoders))
+            server = await serve(
+                self._handle,
+                self.settings.host,
+                self.settings.port,
+                process_request=self._process_request,
+                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                max_size=64 * 1024,
+                ping_interval=HEARTBEAT_S,
+                ping_timeout=HEARTBEAT_S,
+            )
+            self.port = next(iter(server.sockets)).getsockname()[1]
+            self.ready = True
+            log.info("gateway.started", extra={"port": self.port})
+            if started is not None:
+                started.set()
+            await self._consume(consumer, dlq, stop)
+        finally:
+            self.ready = False
+            if server is not None:
+                server.close(close_connections=True)  # close code 1001, going away
+                await bounded("websockets.close", server.wait_closed(), timeout)
+            await bounded("consumer.stop", consumer.stop(), timeout)
+            await bounded("producer.stop", producer.stop(), timeout)
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    query = parse_qs(urlsplit(request.path).query)
+    values = query.get("access_token")
+    return values[0] if values else None
+
+
+async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    verifier = TokenVerifier(
+        load_key(settings.auth.key_file), settings.auth.audience, settings.auth.issuer
+    )
+    with contextlib.suppress(asyncio.CancelledError):
+        await Gateway(settings, verifier).run(stop)

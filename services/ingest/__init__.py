@@ -1,0 +1,1 @@
+"""The ingest service: authorised publishers POST SA events and directives over HTTP."""
