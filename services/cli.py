@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,13 @@ from .errors import C2BusError, KafkaUnavailable
 from .runtime.kafka import probe
 from .runtime.localkafka import LocalCluster, kafka_version
 from .runtime.localkafka.toolchain import fetch_jars, find_java
-from .runtime.settings import KafkaSettings, LocalKafkaSettings, project_root
+from .runtime.settings import (
+    AuthSettings,
+    KafkaSettings,
+    LocalKafkaSettings,
+    ServiceSettings,
+    project_root,
+)
 from .runtime.topics import TOPICS, create_topics
 
 EXIT_FAILURE = 1
@@ -182,6 +189,127 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the system ------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .up import UpOptions, run_up
+
+    options = UpOptions(
+        tracks=args.tracks,
+        rate_hz=args.rate,
+        directive_every_s=args.directive_every,
+        simulator=not args.no_sim,
+    )
+    return run_up(options, _progress)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .runtime.lifecycle import run_service
+
+    if args.service == "enforcer":
+        from .enforcer.app import main as service_main
+    elif args.service == "ingest":
+        from .ingest.app import main as service_main
+    else:
+        from .gateway.app import main as service_main
+    return run_service(args.service, service_main)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .simulator.app import SimOptions, simulate
+
+    settings = ServiceSettings.from_env("simulator")
+    options = SimOptions(
+        tracks=args.tracks,
+        rate_hz=args.rate,
+        directive_every_s=args.directive_every,
+        duration_s=args.duration,
+        seed=args.seed,
+    )
+
+    async def run() -> tuple[int, int]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        _progress(
+            f"simulating {options.tracks} tracks at {options.rate_hz:g} Hz and a directive "
+            f"every {options.directive_every_s:g}s into {settings.kafka.bootstrap} "
+            f"(topics '{settings.kafka.topic_prefix}.'); Ctrl-C stops"
+        )
+        return await simulate(settings, options, stop, _progress)
+
+    sa, directives = asyncio.run(run())
+    _progress(f"done: {sa} SA events and {directives} directives published")
+    return 0
+
+
+def _identity_token(args: argparse.Namespace, ttl_s: int) -> str:
+    from .domain.identity import Identity
+    from .domain.labels import Classification
+    from .runtime.auth import load_or_create_key, mint
+
+    auth = AuthSettings.from_env()
+    try:
+        clearance = Classification(args.clearance)
+    except ValueError:
+        levels = ", ".join(c.value for c in Classification)
+        raise C2BusError(f"unknown clearance {args.clearance!r}: use one of {levels}") from None
+    identity = Identity(
+        subject=args.sub or f"console-{args.unit.lower()}",
+        nation=args.nation,
+        clearance=clearance,
+        unit=args.unit,
+        roles=frozenset(r for r in args.roles.split(",") if r),
+    )
+    key = load_or_create_key(auth.key_file)
+    return mint(key, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=ttl_s)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    print(_identity_token(args, args.ttl))
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from .console.client import run_console
+
+    token = args.token or _identity_token(args, 8 * 3600)
+    url = args.url or f"ws://{ServiceSettings.from_env('gateway').host}:" + str(
+        ServiceSettings.from_env("gateway").port
+    )
+    streams = [s for s in args.streams.split(",") if s]
+    received = asyncio.run(
+        run_console(
+            url, token, streams, plain=args.plain, count=args.count, duration_s=args.duration
+        )
+    )
+    if args.plain:
+        _progress(f"{received} events received")
+    return 0
+
+
+def _add_identity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sub", default=None, help="subject (default: console-<unit>)")
+    p.add_argument("--unit", default="JFC-BRUNSSUM", help="unit id (default JFC-BRUNSSUM)")
+    p.add_argument("--nation", default="DEU", help="ISO 3166-1 alpha-3 nation (default DEU)")
+    p.add_argument(
+        "--clearance", default="NATO SECRET", help="classification cleared to (NATO SECRET)"
+    )
+    p.add_argument(
+        "--roles",
+        default="console",
+        help="comma-separated roles (console; sa-publisher, directive-publisher for ingest)",
+    )
+
+
+def _add_sim_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracks", type=int, default=50, help="moving tracks (50)")
+    p.add_argument("--rate", type=float, default=1.0, help="updates per track per second (1)")
+    p.add_argument("--directive-every", type=float, default=5.0, metavar="S", help="seconds (5)")
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -229,6 +357,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_topics_create)
     p = topic_cmds.add_parser("list", help="list the topics c2bus uses and their layout")
     p.set_defaults(func=cmd_topics_list)
+
+    p = commands.add_parser(
+        "up", help="run everything: Kafka, topics, ingest, enforcer, gateway, simulator"
+    )
+    _add_sim_options(p)
+    p.add_argument("--no-sim", action="store_true", help="do not start the simulator")
+    p.set_defaults(func=cmd_up)
+
+    p = commands.add_parser("serve", help="run one service in the foreground")
+    p.add_argument("service", choices=("ingest", "enforcer", "gateway"))
+    p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("sim", help="publish simulated tracks and directives to Kafka")
+    _add_sim_options(p)
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S")
+    p.add_argument("--seed", type=int, default=None, help="random seed (repeatable runs)")
+    p.set_defaults(func=cmd_sim)
+
+    p = commands.add_parser("token", help="mint a token with the local key (development)")
+    _add_identity_options(p)
+    p.add_argument("--ttl", type=int, default=8 * 3600, metavar="S", help="lifetime (8 h)")
+    p.set_defaults(func=cmd_token)
+
+    p = commands.add_parser("console", help="a terminal console on the gateway")
+    _add_identity_options(p)
+    p.add_argument("--url", default=None, help="gateway URL (default ws://127.0.0.1:8765)")
+    p.add_argument("--token", default=None, help="use this token instead of minting one")
+    p.add_argument("--streams", default="sa,directives,decisions", help="sa,directives,decisions")
+    p.add_argument("--plain", action="store_true", help="one line per event, no screen")
+    p.add_argument("--count", type=int, default=None, help="exit after N events")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="exit after S")
+    p.set_defaults(func=cmd_console)
 
     schemas = commands.add_parser("schemas", help="the published JSON Schemas")
     schema_cmds = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")

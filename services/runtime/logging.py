@@ -17,7 +17,12 @@ from typing import Any
 import orjson
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn duplicates its message with ANSI colours
+}
 
 
 class JsonFormatter(logging.Formatter):

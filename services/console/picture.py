@@ -1,0 +1,73 @@
+"""The console's picture of the world, built from gateway frames (no I/O, no rendering)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Picture:
+    tracks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seen_at: dict[str, float] = field(default_factory=dict)
+    directives: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
+    decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
+    counts: Counter[str] = field(default_factory=Counter)
+    identity: dict[str, Any] = field(default_factory=dict)
+    status: str = "connecting"
+    started: float = field(default_factory=time.monotonic)
+
+    def apply(self, message: dict[str, Any]) -> str | None:
+        """Fold one server frame into the picture; returns a one-line summary of it."""
+        op = message.get("op")
+        if op == "welcome":
+            self.identity = message.get("identity", {})
+            self.status = "connected"
+            ident = self.identity
+            return (
+                f"CONNECTED as {ident.get('sub')} ({ident.get('unit')}, {ident.get('nation')}, "
+                f"{ident.get('clearance')})"
+            )
+        if op == "subscribed":
+            return "SUBSCRIBED " + ",".join(message.get("streams", []))
+        if op == "error":
+            return f"ERROR {message.get('code')}: {message.get('message')}"
+        if op != "event":
+            return None
+        stream = str(message.get("stream"))
+        event = message.get("event", {})
+        self.counts[stream] += 1
+        data = event.get("data", {})
+        label = f"[{event.get('classification')} // {event.get('releasableto')}]"
+        if stream == "sa" and "track_id" in data:
+            self.tracks[data["track_id"]] = event
+            self.seen_at[data["track_id"]] = time.monotonic()
+            pos = data.get("position", {})
+            return (
+                f"TRACK {data['track_id']} {data.get('identity', 'UNKNOWN')} {data.get('domain', '')} "
+                f"{pos.get('lat', 0):.4f},{pos.get('lon', 0):.4f} "
+                f"{data.get('course_deg', 0):.0f}deg {data.get('speed_mps', 0):.0f}m/s {label}"
+            )
+        if stream == "sa":
+            return f"SA {event.get('type')} {event.get('subject', '')} {label}"
+        if stream == "directives":
+            self.directives.appendleft(event)
+            return (
+                f"DIRECTIVE {event.get('id')} {data.get('kind')} {data.get('issuer')} -> "
+                f"{data.get('target')} {label}"
+            )
+        if stream == "decisions":
+            self.decisions.appendleft(event)
+            reasons = "; ".join(f"{r['rule']}: {r['message']}" for r in data.get("reasons", []))
+            return (
+                f"DECISION {data.get('verdict')} {data.get('directive_id')} {data.get('kind')} "
+                f"{data.get('issuer')} -> {data.get('target')}"
+                + (f" ({reasons})" if reasons else "")
+            )
+        return None
+
+    def rate(self) -> float:
+        elapsed = max(time.monotonic() - self.started, 1e-3)
+        return sum(self.counts.values()) / elapsed

@@ -1,0 +1,1 @@
+"""A simulated sensor feed and command traffic for local runs and demonstrations."""

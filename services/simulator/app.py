@@ -1,0 +1,94 @@
+"""``c2bus sim``: publish moving tracks and periodic directives straight to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..domain.codec import encode_event
+from ..domain.structure import CommandStructure
+from ..runtime.kafka import new_producer, start_client
+from ..runtime.lifecycle import bounded
+from ..runtime.settings import ServiceSettings
+from ..runtime.topics import TopicNames
+from .model import initial_tracks, next_directive, step, track_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    tracks: int = 50
+    rate_hz: float = 1.0
+    directive_every_s: float = 5.0
+    duration_s: float | None = None
+    seed: int | None = None
+    deny_ratio: float = 0.3
+    favoured_issuer: str = "JFC-BRUNSSUM"
+
+
+async def simulate(
+    settings: ServiceSettings,
+    options: SimOptions,
+    stop: asyncio.Event,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int, int]:
+    """Run until ``stop`` or the duration ends; returns (SA events, directives) published."""
+    structure = CommandStructure.load(settings.structure_file.read_bytes())
+    topics = TopicNames(settings.kafka.topic_prefix)
+    rng = random.Random(options.seed)
+    tracks = initial_tracks(options.tracks, rng)
+    source = f"urn:c2bus:sim:{settings.instance}"
+    producer = new_producer(settings.kafka.bootstrap, settings.instance, linger_ms=20)
+    await start_client(producer, settings.kafka.bootstrap)
+    interval = 1.0 / options.rate_hz
+    began = last = time.monotonic()
+    next_directive_at = began + min(1.0, options.directive_every_s)
+    next_report = began + 5.0
+    seq = sa_count = directive_count = 0
+    try:
+        while not stop.is_set():
+            now_mono = time.monotonic()
+            if options.duration_s is not None and now_mono - began >= options.duration_s:
+                break
+            now = datetime.now(UTC)
+            dt = now_mono - last
+            last = now_mono
+            seq += 1
+            tracks = [step(t, dt) for t in tracks]
+            for track in tracks:
+                event = track_event(track, now, source, seq)
+                await producer.send(topics.sa, encode_event(event), key=track.track_id.encode())
+            sa_count += len(tracks)
+            if now_mono >= next_directive_at:
+                directive_count += 1
+                directive = next_directive(
+                    structure,
+                    rng,
+                    now,
+                    source,
+                    directive_count,
+                    deny_ratio=options.deny_ratio,
+                    favoured_issuer=options.favoured_issuer,
+                )
+                await producer.send(
+                    topics.submitted, encode_event(directive), key=directive.data.target.encode()
+                )
+                next_directive_at = now_mono + options.directive_every_s
+            if progress and now_mono >= next_report:
+                progress(f"published {sa_count} SA events and {directive_count} directives")
+                next_report = now_mono + 5.0
+            try:
+                async with asyncio.timeout(max(0.0, interval - (time.monotonic() - now_mono))):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+    finally:
+        await bounded("producer.stop", producer.stop(), settings.shutdown_timeout_s)
+    log.info("sim.finished", extra={"sa_events": sa_count, "directives": directive_count})
+    return sa_count, directive_count
