@@ -46,7 +46,8 @@ class Picture:
             self.seen_at[data["track_id"]] = time.monotonic()
             pos = data.get("position", {})
             return (
-                f"TRACK {data['track_id']} {data.get('identity', 'UNKNOWN')} {data.get('domain', '')} "
+                f"TRACK {data['track_id']} {data.get('identity', 'UNKNOWN')} "
+                f"{data.get('domain', '')} "
                 f"{pos.get('lat', 0):.4f},{pos.get('lon', 0):.4f} "
                 f"{data.get('course_deg', 0):.0f}deg {data.get('speed_mps', 0):.0f}m/s {label}"
             )
