@@ -238,7 +238,7 @@ class Gateway:
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
         server: Server | None = None
         try:
-            await assign_all(consumer, list(self.decoders))
+            await assign_all(consumer, bootstrap, list(self.decoders))
             server = await serve(
                 self._handle,
                 self.settings.host,

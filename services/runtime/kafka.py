@@ -17,7 +17,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
-from ..errors import KafkaUnavailable
+from ..errors import KafkaError, KafkaUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class ClusterInfo:
     broker_ids: tuple[int, ...]
     controller_id: int | None
     topics: frozenset[str]
+    partitions: dict[str, frozenset[int]]
 
 
 async def probe(bootstrap: str, timeout_s: float = 10.0) -> ClusterInfo:
@@ -53,6 +54,9 @@ async def probe(bootstrap: str, timeout_s: float = 10.0) -> ClusterInfo:
         broker_ids=tuple(sorted(b.nodeId for b in metadata.brokers())),
         controller_id=metadata.controller.nodeId if metadata.controller else None,
         topics=frozenset(metadata.topics()),
+        partitions={
+            t: frozenset(metadata.partitions_for_topic(t) or ()) for t in metadata.topics()
+        },
     )
 
 
@@ -124,20 +128,19 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: s
 
 
 async def assign_all(
-    consumer: AIOKafkaConsumer, topics: list[str], timeout_s: float = 30.0
+    consumer: AIOKafkaConsumer, bootstrap: str, topics: list[str], timeout_s: float = 30.0
 ) -> None:
     """Assign every partition of ``topics`` to a group-less consumer, positioned at the end.
 
     Positions are resolved before returning, so anything produced afterwards is seen.
     """
-    tps: list[TopicPartition] = []
+    info = await probe(bootstrap, timeout_s)
+    missing = [t for t in topics if not info.partitions.get(t)]
+    if missing:
+        raise KafkaError(f"topics missing: {', '.join(missing)}: run `c2bus topics create`")
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(info.partitions[t])]
+    consumer.assign(tps)
     async with asyncio.timeout(timeout_s):
-        for topic in topics:
-            while not (partitions := consumer.partitions_for_topic(topic)):
-                await consumer._client.force_metadata_update()
-                await asyncio.sleep(0.2)
-            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)

@@ -1,0 +1,160 @@
+"""Helpers to run c2bus services inside a test's event loop, on real Kafka and real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from services.domain.identity import Identity
+from services.domain.labels import Classification
+from services.enforcer.app import Enforcer, load_policy
+from services.gateway.app import Gateway
+from services.gateway.protocol import SUBPROTOCOL
+from services.ingest.app import Ingest
+from services.runtime.auth import TokenVerifier, mint
+from services.runtime.settings import ServiceSettings
+
+AUDIENCE = "c2bus"
+ISSUER = "c2bus-local"
+
+
+@dataclass
+class Env:
+    """Settings for services of one test: its topic prefix, a fresh key, ephemeral ports."""
+
+    bootstrap: str
+    prefix: str
+    key_file: Path
+    key: bytes
+
+    @classmethod
+    def create(cls, bootstrap: str, prefix: str, tmp_path: Path) -> Env:
+        key = secrets.token_urlsafe(48).encode()
+        key_file = tmp_path / "jwt.key"
+        key_file.write_bytes(key)
+        return cls(bootstrap, prefix, key_file, key)
+
+    def vars(self, **extra: str) -> dict[str, str]:
+        return {
+            "C2BUS_KAFKA_BOOTSTRAP": self.bootstrap,
+            "C2BUS_TOPIC_PREFIX": self.prefix,
+            "C2BUS_JWT_KEY_FILE": str(self.key_file),
+            "C2BUS_SHUTDOWN_TIMEOUT_S": "5",
+            **extra,
+        }
+
+    def settings(self, service: str, **extra: str) -> ServiceSettings:
+        env = self.vars(
+            **{f"C2BUS_{service.upper()}_PORT": "0", "C2BUS_INSTANCE": f"{service}-test"}, **extra
+        )
+        return ServiceSettings.from_env(service, env)
+
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self.key, AUDIENCE, ISSUER)
+
+    def token(
+        self,
+        unit: str = "JFC-BRUNSSUM",
+        nation: str = "DEU",
+        clearance: Classification = Classification.NATO_SECRET,
+        roles: tuple[str, ...] = ("console",),
+        ttl_s: int = 3600,
+        now: float | None = None,
+    ) -> str:
+        identity = Identity(f"test-{unit.lower()}", nation, clearance, unit, frozenset(roles))
+        return mint(self.key, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=ttl_s, now=now)
+
+
+@contextlib.asynccontextmanager
+async def running(service: Any, ready: Any, timeout_s: float = 30.0) -> AsyncIterator[Any]:
+    """Run ``service.run(stop)`` as a task until the block ends; wait for ``ready()`` first."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not ready():
+                if task.done():
+                    task.result()  # raises what made it stop
+                await asyncio.sleep(0.05)
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+@contextlib.asynccontextmanager
+async def enforcer(env: Env) -> AsyncIterator[Enforcer]:
+    settings = env.settings("enforcer")
+    service = Enforcer(settings, load_policy(settings))
+    async with running(service, lambda: service.ready) as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def gateway(env: Env, **extra: str) -> AsyncIterator[Gateway]:
+    service = Gateway(env.settings("gateway", **extra), env.verifier())
+    async with running(service, lambda: service.ready) as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def ingest(env: Env) -> AsyncIterator[Ingest]:
+    service = Ingest(env.settings("ingest"), env.verifier())
+    async with running(service, lambda: service.producer is not None) as s:
+        yield s
+
+
+class Console:
+    """A real WebSocket client speaking c2bus.v1, collecting event frames."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self.welcome: dict[str, Any] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, port: int, token: str, streams: tuple[str, ...] = ("sa", "directives", "decisions")
+    ) -> AsyncIterator[Console]:
+        async with connect(
+            f"ws://127.0.0.1:{port}",
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {token}"},
+        ) as ws:
+            console = cls(ws)
+            console.welcome = json.loads(await ws.recv())
+            assert console.welcome["op"] == "welcome"
+            await ws.send(orjson.dumps({"op": "subscribe", "id": "s", "streams": list(streams)}))
+            reply = json.loads(await ws.recv())
+            assert reply["op"] == "subscribed", reply
+            yield console
+
+    async def events_until(self, predicate: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Collect event frames until one satisfies ``predicate``; return all collected."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for frame in self.frames:
+                if predicate(frame):
+                    return self.frames
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching frame within {timeout_s}s: {self.frames}")
+            async with asyncio.timeout(remaining):
+                message = json.loads(await self.ws.recv())
+            if message["op"] == "event":
+                self.frames.append(message)
+
+
+def event_id(frame: dict[str, Any]) -> str:
+    return str(frame["event"]["id"])
