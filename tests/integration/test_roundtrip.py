@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from services.domain.codec import decode_event, encode_event
-from services.runtime.kafka import probe
 from services.domain.events import DirectiveEvent, TrackEvent
+from services.runtime.kafka import probe
 from services.runtime.topics import TopicNames
 
 

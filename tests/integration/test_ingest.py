@@ -1,0 +1,124 @@
+"""HTTP ingest on a real socket: valid events produced keyed by entity or target, invalid
+ones refused with every problem listed, batches all or nothing, callers authorised."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.domain.codec import decode_event
+from services.domain.labels import Classification
+from services.runtime.topics import TopicNames
+from tests.integration.services import Env, ingest
+from tests.integration.test_roundtrip import read_all
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
+    return Env.create(kafka_bootstrap, prefix, tmp_path)
+
+
+def publisher(env: Env, *roles: str) -> dict[str, str]:
+    token = env.token(unit="SENSOR-NET", clearance=Classification.COSMIC_TOP_SECRET, roles=roles)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_publish_single_and_batch(env: Env, topics: TopicNames, valid_example: Any) -> None:
+    track = valid_example("sa-track")
+    status = valid_example("sa-unit-status")
+    directive = valid_example("directive")
+    async with (
+        ingest(env) as service,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{service.http.port}",
+            headers=publisher(env, "sa-publisher", "directive-publisher"),
+        ) as http,
+    ):
+        one = await http.post("/v1/sa", json=track)
+        assert one.status_code == 202, one.text
+        assert one.json()["topic"] == topics.sa
+        batch = await http.post("/v1/sa/batch", json=[track | {"id": "t-2"}, status])
+        assert batch.status_code == 202, batch.text
+        assert [r["id"] for r in batch.json()] == ["t-2", status["id"]]
+        sent = await http.post("/v1/directives", json=directive)
+        assert sent.status_code == 202, sent.text
+
+    sa = await read_all(env.bootstrap, topics.sa)
+    assert sorted(r.key for r in sa) == [b"POL-12BDE", b"TRK-4711", b"TRK-4711"]
+    [submitted] = await read_all(env.bootstrap, topics.submitted)
+    assert submitted.key == b"NLD-11AMB"  # keyed by target unit
+    assert decode_event(submitted.value).id == directive["id"]
+
+
+async def test_invalid_bodies_list_every_problem(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    bad = copy.deepcopy(valid_example("sa-track"))
+    del bad["classification"]
+    bad["data"]["position"]["lat"] = 123.0
+    bad["time"] = "soon"
+    good = valid_example("sa-track")
+    async with (
+        ingest(env) as service,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{service.http.port}", headers=publisher(env, "sa-publisher")
+        ) as http,
+    ):
+        single = await http.post("/v1/sa", json=bad)
+        assert single.status_code == 422
+        problems = {(p["path"], p["message"]) for p in single.json()["problems"]}
+        paths = {path for path, _ in problems}
+        assert {"$", "$.data.position.lat", "$.time"} <= paths, problems
+        assert any("classification" in message for _, message in problems)
+
+        batch = await http.post("/v1/sa/batch", json=[good, bad])
+        assert batch.status_code == 422
+        assert {p["index"] for p in batch.json()["problems"]} == {1}
+
+        garbage = await http.post("/v1/sa", content=b"{nope")
+        assert garbage.status_code == 422
+        assert garbage.json()["problems"][0]["message"].startswith("malformed JSON")
+
+        wrong_kind = await http.post("/v1/sa", json=valid_example("directive"))
+        assert wrong_kind.status_code == 422
+        assert wrong_kind.json()["problems"][0]["path"] == "$.type"
+
+    assert await read_all(env.bootstrap, topics.sa) == []  # nothing produced, not even `good`
+
+
+async def test_callers_must_be_authorised(env: Env, valid_example: Any) -> None:
+    async with (
+        ingest(env) as service,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}") as http,
+    ):
+        anonymous = await http.post("/v1/sa", json=valid_example("sa-track"))
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == "Bearer"
+        sa_only = publisher(env, "sa-publisher")
+        forbidden = await http.post(
+            "/v1/directives", json=valid_example("directive"), headers=sa_only
+        )
+        assert forbidden.status_code == 403
+        assert "directive-publisher" in forbidden.json()["detail"]
+
+
+async def test_openapi_and_ops_endpoints(env: Env) -> None:
+    async with (
+        ingest(env) as service,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}") as http,
+    ):
+        assert (await http.get("/docs")).status_code == 200
+        spec = (await http.get("/openapi.json")).json()
+        assert {"/v1/sa", "/v1/sa/batch", "/v1/directives", "/v1/directives/batch"} <= set(
+            spec["paths"]
+        )
+        body = spec["paths"]["/v1/directives"]["post"]["requestBody"]["content"]
+        assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/DirectiveEvent"}
+        assert "DirectiveEvent" in spec["components"]["schemas"]
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).json() == {"status": "ready"}
+        assert "c2bus_ingest_accepted" in (await http.get("/metrics")).text

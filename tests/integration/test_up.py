@@ -1,0 +1,87 @@
+"""`c2bus up` (what `make run` runs) brings the whole system up on a broker of its own,
+a console shows live tracks, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from services.runtime.localkafka import LocalCluster
+from tests.conftest import ROOT
+from tests.integration.conftest import local_settings
+from tests.integration.test_lifecycle import process_gone
+
+KAFKA_PORT = "35092"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("INGEST", "ENFORCER", "GATEWAY")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("C2BUS_")}
+    env.update(
+        {
+            "C2BUS_HOME": str(tmp_path),
+            "C2BUS_KAFKA_PORT": KAFKA_PORT,
+            **{f"C2BUS_{name}_PORT": str(port) for name, port in ports.items()},
+        }
+    )
+    env.update({k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"})
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services", "up", "--tracks", "5", "--rate", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    cluster = LocalCluster(local_settings(C2BUS_HOME=str(tmp_path), C2BUS_KAFKA_PORT=KAFKA_PORT))
+    try:
+        deadline = time.monotonic() + 120
+        while not any("c2bus is up:" in line for line in lines):
+            assert up.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        output = "".join(lines)
+        assert f"ws://127.0.0.1:{ports['GATEWAY']}" in output
+        assert f"http://127.0.0.1:{ports['INGEST']}/docs" in output
+        assert "started by c2bus up" in output
+
+        console = subprocess.run(
+            [sys.executable, "-m", "services", "console", "--plain", "--count", "8",
+             "--duration", "60", "--url", f"ws://127.0.0.1:{ports['GATEWAY']}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert console.returncode == 0, console.stderr
+        tracks = [ln for ln in console.stdout.splitlines() if ln.startswith("TRACK TRK-")]
+        assert len(tracks) >= 5, console.stdout
+        assert console.stdout.startswith("CONNECTED as console-jfc-brunssum")
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            code = up.wait(90)
+        finally:
+            if up.poll() is None:
+                up.kill()
+            reader.join(10)
+    output = "".join(lines)
+    assert code == 0, output
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
+    assert len(pids) >= 5  # broker, enforcer, ingest, gateway, simulator
+    assert all(process_gone(pid) for pid in pids), output
+    assert cluster.pids(1) == []
+    assert "local 1-node Kafka stopped" in output
