@@ -71,10 +71,13 @@ async def test_tokens_that_must_not_connect(env: Env, tmp_path: Path) -> None:
 
 
 async def test_browser_style_query_token(env: Env) -> None:
-    async with gateway(env) as gw, connect(
-        f"ws://127.0.0.1:{gw.port}/?access_token={env.token()}",
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-    ) as ws:
+    async with (
+        gateway(env) as gw,
+        connect(
+            f"ws://127.0.0.1:{gw.port}/?access_token={env.token()}",
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        ) as ws,
+    ):
         assert json.loads(await ws.recv())["op"] == "welcome"
 
 
