@@ -128,17 +128,18 @@ def next_directive(
 ) -> DirectiveEvent:
     """A directive from a command to a unit: valid (issuer above target) or, with
     probability ``deny_ratio``, one the chain of command forbids."""
-    with_subordinates = [u for u, _ in structure.units.items() if any(structure.subordinates(u))]
-    if favoured_issuer in with_subordinates and rng.random() < 0.5:
+    deny = rng.random() < deny_ratio
+    candidates = sorted(
+        unit
+        for unit in structure.units
+        if (_outside(structure, unit) if deny else any(structure.subordinates(unit)))
+    )
+    if favoured_issuer in candidates and rng.random() < 0.5:
         issuer = favoured_issuer
     else:
-        issuer = rng.choice(sorted(with_subordinates))
-    below = sorted(structure.subordinates(issuer))
-    if rng.random() < deny_ratio:
-        outside = sorted(u for u in structure.units if u != issuer and u not in below)
-        target = rng.choice(outside)
-    else:
-        target = rng.choice(below)
+        issuer = rng.choice(candidates)
+    pool = _outside(structure, issuer) if deny else sorted(structure.subordinates(issuer))
+    target = rng.choice(pool)
     return DirectiveEvent(
         specversion="1.0",
         id=f"{source}:directive:{seq}",
@@ -156,3 +157,9 @@ def next_directive(
             text=f"Simulated directive {seq}",
         ),
     )
+
+
+def _outside(structure: CommandStructure, issuer: str) -> list[str]:
+    """Units ``issuer`` may not direct: neither itself nor below it."""
+    below = set(structure.subordinates(issuer))
+    return sorted(u for u in structure.units if u != issuer and u not in below)
