@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.c2bus-installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars run stop test test-unit lint format schemas clean
+.PHONY: help install jars run console stop test test-unit lint format schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,13 +27,13 @@ install: $(STAMP)  ## create .venv and install c2bus with its dev tools
 jars: $(STAMP)  ## check Java and fetch the Kafka jars from Maven Central (cached)
 	$(BIN)/c2bus kafka fetch
 
-run: jars  ## start the local Kafka and create the topics
-	$(BIN)/c2bus kafka start
-	$(BIN)/c2bus topics create
-	$(BIN)/c2bus kafka status
-	@echo "c2bus: Kafka is running at localhost:9092; stop it with 'make stop'"
+run: jars  ## the whole system: Kafka, topics, ingest, enforcer, gateway, simulator (Ctrl-C stops)
+	$(BIN)/c2bus up
 
-stop: $(STAMP)  ## stop every local Kafka process
+console: $(STAMP)  ## a terminal console on the running gateway
+	$(BIN)/c2bus console
+
+stop: $(STAMP)  ## stop a local Kafka left running (c2bus kafka start)
 	$(BIN)/c2bus kafka stop
 
 test: jars  ## the whole test suite, with a real Kafka started by the session
