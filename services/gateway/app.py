@@ -55,6 +55,8 @@ from .protocol import Stream as S
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 20.0
+# Below this many bytes waiting in the socket's user-space buffer, send() returns at once.
+WRITE_BUFFER_HIGH = 32 * 1024
 
 
 class Gateway:
@@ -63,7 +65,6 @@ class Gateway:
         self.verifier = verifier
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.hub = Hub()
-        self.identities: dict[Any, Any] = {}
         self.ready = False
         self.port = settings.port
         self.registry = CollectorRegistry()
@@ -110,7 +111,7 @@ class Gateway:
             return self._refuse(connection, "invalid", str(exc))
         if not self.ready:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway not ready\n")
-        self.identities[connection.id] = identity
+        del identity  # the handler verifies again: nothing is kept for handshakes that fail later
         return None
 
     def _refuse(self, connection: ServerConnection, reason: str, message: str) -> Response:
@@ -125,7 +126,12 @@ class Gateway:
     # --- sessions -----------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        identity = self.identities.pop(connection.id)
+        token = _token(connection.request) if connection.request else None
+        try:
+            identity = self.verifier.verify(token or "")
+        except AuthError:  # expired between the handshake and now: fail closed
+            await connection.close(CloseCode.POLICY, "token no longer valid")
+            return
         session = Session(identity, self.settings.gateway_queue_max)
         self.hub.add(session)
         self.connections.inc()
@@ -149,22 +155,46 @@ class Gateway:
             log.info("console.disconnected", extra={"session": session.id})
 
     async def _write(self, connection: ServerConnection, session: Session) -> None:
+        """Send the session's queued frames; close it as slow when its queue overflows.
+
+        A console that stops reading blocks ``send`` once the socket buffers are full; the
+        overflow is watched during such a send too, so the slow console is closed instead
+        of holding its frames forever.
+        """
         overflow = asyncio.ensure_future(session.overflowed.wait())
         try:
-            while True:
-                get = asyncio.ensure_future(session.queue.get())
-                done, _ = await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
-                if overflow in done:
-                    get.cancel()
-                    self.slow.inc()
-                    log.warning("console.too_slow", extra={"session": session.id})
-                    await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")
-                    return
-                await connection.send(get.result())
+            while not overflow.done():
+                if session.queue.empty():
+                    get = asyncio.ensure_future(session.queue.get())
+                    await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
+                    if not get.done():
+                        get.cancel()
+                        break
+                    message = get.result()
+                else:
+                    message = session.queue.get_nowait()
+                if connection.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH:
+                    await connection.send(message)  # room in the buffer: does not block
+                    continue
+                send = asyncio.ensure_future(connection.send(message))
+                await asyncio.wait([send, overflow], return_when=asyncio.FIRST_COMPLETED)
+                if not send.done():
+                    send.cancel()
+                    break
+                send.result()
+            self.slow.inc()
+            log.warning("console.too_slow", extra={"session": session.id})
+            await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")
+        except ConnectionClosed:
+            return
         finally:
             overflow.cancel()
 
     async def _read(self, connection: ServerConnection, session: Session) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._read_messages(connection, session)
+
+    async def _read_messages(self, connection: ServerConnection, session: Session) -> None:
         async for raw in connection:
             try:
                 message = parse_client_message(raw)
@@ -199,11 +229,15 @@ class Gateway:
     async def _consume(
         self, consumer: AIOKafkaConsumer, dlq: DeadLetters, stop: asyncio.Event
     ) -> None:
+        # A batch is routed without yielding, so it must fit well inside a console's queue;
+        # after each batch the session writers get the loop to flush.
+        batch_size = max(1, min(200, self.settings.gateway_queue_max // 4))
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            batch = await consumer.getmany(timeout_ms=200, max_records=batch_size)
             for records in batch.values():
                 for record in records:
                     await self._dispatch(record, dlq)
+            await asyncio.sleep(0)
 
     async def _dispatch(self, record: Any, dlq: DeadLetters) -> None:
         stream, decoder = self.decoders[record.topic]
@@ -246,6 +280,9 @@ class Gateway:
                 process_request=self._process_request,
                 subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                 max_size=64 * 1024,
+                # No permessage-deflate: it would compress every frame once per console,
+                # undoing encode-once fan-out, and hide the bytes really queued per console.
+                compression=None,
                 ping_interval=HEARTBEAT_S,
                 ping_timeout=HEARTBEAT_S,
             )

@@ -57,14 +57,19 @@ class Rejected(Exception):
 
 
 class Route:
-    """One kind of input: its decoder, problem finder, topic and required role."""
+    """One kind of input: its decoders, problem finder, topic and required role."""
 
-    def __init__(self, name: str, types: tuple[type[Envelope], ...], topic: str, role: str):
+    def __init__(
+        self,
+        name: str,
+        accepted: Any,
+        types: tuple[type[Envelope], ...],
+        topic: str,
+        role: str,
+    ) -> None:
         self.name = name
-        self.decoder: EventDecoder[Any] = EventDecoder(SaEvent if types == SA_TYPES else types[0])
-        self.list_decoder: EventDecoder[Any] = EventDecoder(
-            list[SaEvent] if types == SA_TYPES else list[types[0]]  # type: ignore[valid-type]
-        )
+        self.decoder: EventDecoder[Any] = EventDecoder(accepted)
+        self.list_decoder: EventDecoder[Any] = EventDecoder(list[accepted])
         self.finder = ProblemFinder(types)
         self.topic = topic
         self.role = role
@@ -76,9 +81,13 @@ class Ingest:
         self.verifier = verifier
         topics = TopicNames(settings.kafka.topic_prefix)
         self.routes = {
-            "sa": Route("sa", SA_TYPES, topics.sa, "sa-publisher"),
+            "sa": Route("sa", SaEvent, SA_TYPES, topics.sa, "sa-publisher"),
             "directives": Route(
-                "directives", DIRECTIVE_TYPES, topics.submitted, "directive-publisher"
+                "directives",
+                DirectiveEvent,
+                DIRECTIVE_TYPES,
+                topics.submitted,
+                "directive-publisher",
             ),
         }
         self.registry = CollectorRegistry()

@@ -2,7 +2,7 @@
 
 With ``C2BUS_KAFKA_BOOTSTRAP`` set the tests use that cluster instead. Otherwise the session
 starts a fresh single local node under ``.c2bus/test`` on ``C2BUS_TEST_KAFKA_PORT`` (default
-29092, so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
+19092, so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
 ``C2BUS_TEST_KEEP_KAFKA=1`` (a kept broker is reused by the next session). Every test
 gets its own topic prefix and consumer group.
 """
@@ -21,7 +21,7 @@ from services.runtime.localkafka import LocalCluster
 from services.runtime.settings import LocalKafkaSettings, project_root
 from services.runtime.topics import TopicNames, create_topics
 
-TEST_PORT = os.environ.get("C2BUS_TEST_KAFKA_PORT", "29092")
+TEST_PORT = os.environ.get("C2BUS_TEST_KAFKA_PORT", "19092")
 
 
 def local_settings(**overrides: str) -> LocalKafkaSettings:

@@ -143,13 +143,19 @@ class Console:
     async def events_until(self, predicate: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Collect event frames until one satisfies ``predicate``; return all collected."""
         deadline = time.monotonic() + timeout_s
+        checked = 0
         while True:
-            for frame in self.frames:
+            for frame in self.frames[checked:]:
                 if predicate(frame):
                     return self.frames
+            checked = len(self.frames)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no matching frame within {timeout_s}s: {self.frames}")
+                last = self.frames[-1] if self.frames else None
+                raise AssertionError(
+                    f"no matching frame within {timeout_s}s; {len(self.frames)} frames, "
+                    f"the last: {last}"
+                )
             async with asyncio.timeout(remaining):
                 message = json.loads(await self.ws.recv())
             if message["op"] == "event":

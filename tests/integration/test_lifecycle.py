@@ -11,7 +11,7 @@ from services.runtime.localkafka import LocalCluster
 from tests.integration.conftest import local_settings
 from tests.unit.test_cli import run
 
-PORT = "33092"
+PORT = "21092"  # below the ephemeral port range
 
 
 def process_gone(pid: int) -> bool:

@@ -19,7 +19,7 @@ from tests.integration.test_topics import topic_configs
 from tests.unit.test_cli import run
 
 pytestmark = pytest.mark.cluster
-PORT = "39092"
+PORT = "23092"  # below the ephemeral range (32768+), where client sockets live
 
 
 @pytest.fixture

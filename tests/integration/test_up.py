@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 from tests.integration.conftest import local_settings
 from tests.integration.test_lifecycle import process_gone
 
-KAFKA_PORT = "35092"
+KAFKA_PORT = "25092"  # below the ephemeral port range
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from services.runtime.localkafka.toolchain import fetch_jars, find_java
 from services.runtime.settings import LocalKafkaSettings, project_root
 
 
-def settings(tmp_path: Path, port: int = 45092) -> LocalKafkaSettings:
+def settings(tmp_path: Path, port: int = 27092) -> LocalKafkaSettings:
     return LocalKafkaSettings.from_env(
         {
             "C2BUS_HOME": str(tmp_path / "home"),
@@ -86,14 +86,14 @@ def test_data_directory_of_another_cluster_is_refused(tmp_path: Path) -> None:
 
 
 def test_three_node_configs_name_every_voter(tmp_path: Path) -> None:
-    cluster = LocalCluster(settings(tmp_path, port=46092), nodes=3)
+    cluster = LocalCluster(settings(tmp_path, port=28092), nodes=3)
     for node_id in cluster.node_ids():
         cluster._render(node_id)
     props = cluster.properties_path(2).read_text()
     assert "node.id=2" in props
-    voters = "1@localhost:46093,2@localhost:46095,3@localhost:46097"
+    voters = "1@localhost:28093,2@localhost:28095,3@localhost:28097"
     assert f"controller.quorum.voters={voters}" in props
-    assert "listeners=PLAINTEXT://localhost:46094,CONTROLLER://localhost:46095" in props
+    assert "listeners=PLAINTEXT://localhost:28094,CONTROLLER://localhost:28095" in props
     assert "min.insync.replicas=2" in props
     assert "offsets.topic.replication.factor=3" in props
     assert "${" not in props

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import json
+import socket
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
+from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from services.gateway.protocol import SUBPROTOCOL
+from services.gateway.protocol import SUBPROTOCOL, CloseCode
 from services.runtime.topics import TopicNames
 from tests.integration.services import Console, Env, gateway
 
@@ -103,3 +107,58 @@ async def test_ops_endpoints_answer_without_a_token(env: Env) -> None:
             status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{gw.port}{path}")
             assert status == 200
             assert needle in body
+
+
+def small_receive_buffer(port: int) -> socket.socket:
+    """A client socket whose kernel receive buffer cannot grow to tens of megabytes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starved(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    # Large events (4 KB of remarks that do not compress) fill the socket buffers between
+    # gateway and console quickly.
+    doc = valid_example("sa-unit-status")
+    doc["data"]["remarks"] = base64.b64encode(os.urandom(3000)).decode()
+    raw = json.dumps(doc).encode()
+    count = 5000
+    async with (
+        gateway(env, C2BUS_GATEWAY_QUEUE_MAX="1000") as gw,
+        connect(
+            f"ws://127.0.0.1:{gw.port}",
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {env.token()}"},
+            max_queue=4,  # the client library stops reading from the socket too
+            sock=small_receive_buffer(gw.port),
+        ) as stalled,
+        Console.connect(gw.port, env.token(nation="POL")) as healthy,
+    ):
+        await stalled.recv()  # welcome
+        await stalled.send(json.dumps({"op": "subscribe", "streams": ["sa"]}))
+        await stalled.recv()  # subscribed; from here on it reads nothing
+        # The healthy console reads all along, so it keeps up.
+        reading = asyncio.create_task(
+            healthy.events_until(lambda _: len(healthy.frames) > count, 90)
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=20)
+        await producer.start()
+        try:
+            for i in range(count):
+                await producer.send(topics.sa, raw, key=f"U{i % 50}".encode())
+            await producer.send_and_wait(topics.sa, raw, key=b"U0")
+        finally:
+            await producer.stop()
+        await reading
+        assert len(healthy.frames) == count + 1  # everything, nothing dropped
+        assert len({f["pos"] for f in healthy.frames}) == count + 1  # and nothing twice
+        # The stalled one is closed with the documented code once its buffer is full.
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(30):
+                while True:
+                    await stalled.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
