@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from services.runtime.localkafka import LocalCluster
@@ -70,6 +71,15 @@ def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
         tracks = [ln for ln in console.stdout.splitlines() if ln.startswith("TRACK TRK-")]
         assert len(tracks) >= 5, console.stdout
         assert console.stdout.startswith("CONNECTED as console-jfc-brunssum")
+
+        for name, path, needle in (
+            ("ENFORCER", "/metrics", "c2bus_enforcer_decisions"),
+            ("INGEST", "/readyz", "ready"),
+            ("GATEWAY", "/metrics", "c2bus_gateway_connections"),
+        ):
+            url = f"http://127.0.0.1:{ports[name]}{path}"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert needle in response.read().decode()
     finally:
         up.send_signal(signal.SIGINT)
         try:
