@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -34,7 +35,9 @@ EXIT_NOT_RUNNING = 3
 
 
 def _progress(message: str) -> None:
-    print(f"c2bus: {message}", file=sys.stderr, flush=True)
+    # Progress is best effort: a closed terminal or pipe must not stop a shutdown midway.
+    with contextlib.suppress(OSError):
+        print(f"c2bus: {message}", file=sys.stderr, flush=True)
 
 
 def _external_hint(settings: KafkaSettings) -> str:

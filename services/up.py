@@ -128,9 +128,11 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         )
         return await _supervise(children, stop, progress)
     finally:
-        await asyncio.to_thread(_stop_children, children, progress)
-        if started_cluster is not None:
-            await asyncio.to_thread(started_cluster.stop, progress)
+        try:
+            await asyncio.to_thread(_stop_children, children, progress)
+        finally:
+            if started_cluster is not None:
+                await asyncio.to_thread(started_cluster.stop, progress)
 
 
 async def _wait_ready(children: list[Child], progress: Progress) -> None:
@@ -188,7 +190,8 @@ def _summary(
         "Ctrl-C stops everything.",
         "",
     ]
-    print("\n".join(lines), flush=True)  # noqa: T201 (the summary is the command's output)
+    with contextlib.suppress(OSError):
+        print("\n".join(lines), flush=True)  # noqa: T201 (the summary is the command's output)
 
 
 async def _supervise(children: list[Child], stop: asyncio.Event, progress: Progress) -> int:
