@@ -24,7 +24,7 @@ from ..domain.events import DirectiveEvent, Verdict
 from ..domain.structure import ChainOfCommandPolicy, CommandStructure, DirectivePolicy
 from ..errors import InvalidEvent, PolicyError
 from ..runtime.dlq import DeadLetters
-from ..runtime.kafka import new_consumer, new_producer, start_client
+from ..runtime.kafka import new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_app
 from ..runtime.settings import ServiceSettings
@@ -90,12 +90,7 @@ class Enforcer:
             transactional_id=f"{self.group_id}.{self.settings.instance}",
         )
         self.http.bind()
-        await start_client(producer, bootstrap)
-        try:
-            await start_client(consumer, bootstrap)
-        except BaseException:
-            await producer.stop()
-            raise
+        await start_clients(bootstrap, producer, consumer)
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
         self.ready = True
         log.info("enforcer.started", extra={"group_id": self.group_id, "port": self.http.port})

@@ -34,7 +34,7 @@ from ..domain.events import DecisionEvent, DirectiveEvent, Envelope, SaEvent
 from ..errors import AuthError, InvalidEvent
 from ..runtime.auth import TokenVerifier, load_key
 from ..runtime.dlq import DeadLetters
-from ..runtime.kafka import assign_all, new_consumer, new_producer, start_client
+from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
@@ -262,12 +262,7 @@ class Gateway:
             bootstrap, self.settings.instance, group_id=None, auto_offset_reset="latest"
         )
         producer = new_producer(bootstrap, self.settings.instance)
-        await start_client(producer, bootstrap)
-        try:
-            await start_client(consumer, bootstrap)
-        except BaseException:
-            await producer.stop()
-            raise
+        await start_clients(bootstrap, producer, consumer)
         timeout = self.settings.shutdown_timeout_s
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
         server: Server | None = None

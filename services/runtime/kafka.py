@@ -127,6 +127,20 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: s
         raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap}") from exc
 
 
+async def start_clients(bootstrap: str, *clients: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Start clients in order; if one fails, stop those already started and raise."""
+    started: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+    try:
+        for client in clients:
+            await start_client(client, bootstrap)
+            started.append(client)
+    except BaseException:
+        for client in reversed(started):
+            with contextlib.suppress(Exception):
+                await client.stop()
+        raise
+
+
 async def assign_all(
     consumer: AIOKafkaConsumer, bootstrap: str, topics: list[str], timeout_s: float = 30.0
 ) -> None:
