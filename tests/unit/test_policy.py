@@ -1,0 +1,368 @@
+"""The alignment-policy engine against the reference policy: one scenario per rule family
+with an ALLOW and a DENY or HOLD case, validation that lists every located problem, and the
+invariants that must never break (property tests)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.domain.codec import decode_event
+from services.domain.events import DirectiveEvent, Verdict
+from services.domain.policy import (
+    Approval,
+    CompiledPolicy,
+    DirectiveContext,
+    PolicyEvaluator,
+    PolicyInvalid,
+    load_policy,
+)
+from services.domain.policy.compiler import compile_policy, content_hash
+from services.domain.policy.model import Caveat, PolicyDocument
+from tests.conftest import ROOT, SCHEMAS
+
+POLICY_FILE = ROOT / "deploy" / "policies" / "alliance.yaml"
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+RAW = POLICY_FILE.read_bytes()
+POLICY = load_policy(RAW)
+EVALUATOR = PolicyEvaluator(POLICY)
+
+BALTIC = [{"lat": 55.0, "lon": 15.0}, {"lat": 55.0, "lon": 16.0}, {"lat": 55.5, "lon": 15.5}]
+NORTH_SEA = [{"lat": 55.0, "lon": 3.0}, {"lat": 55.0, "lon": 4.0}, {"lat": 55.5, "lon": 3.5}]
+LAND = [{"lat": 54.0, "lon": 22.5}, {"lat": 54.0, "lon": 23.0}, {"lat": 54.4, "lon": 22.7}]
+
+
+def directive(
+    issuer: str,
+    target: str,
+    kind: str = "MOVE",
+    area: list[dict[str, float]] | None = BALTIC,
+    releasable: str = "NATO",
+    expires: datetime = NOW + timedelta(hours=6),
+    **extra: Any,
+) -> DirectiveEvent:
+    doc = json.loads((SCHEMAS / "examples" / "valid" / "directive.json").read_text())
+    doc["time"] = NOW.isoformat()
+    doc["releasableto"] = releasable
+    data = doc["data"]
+    data.pop("valid_from", None)
+    data.update(issuer=issuer, target=target, kind=kind, expires=expires.isoformat(), **extra)
+    if area is None:
+        data.pop("area", None)
+    else:
+        data["area"] = area
+    event = decode_event(json.dumps(doc))
+    assert isinstance(event, DirectiveEvent)
+    return event
+
+
+def decide(event: DirectiveEvent, approvals: tuple[Approval, ...] = (), now: datetime = NOW) -> Any:
+    return EVALUATOR.evaluate(event, DirectiveContext(now, frozenset(approvals)))
+
+
+def rules(decision: Any) -> list[str]:
+    return [r.rule for r in decision.reasons]
+
+
+APPROVER_A = Approval("alice", "GBR", frozenset({"approver"}))
+APPROVER_B = Approval("bob", "USA", frozenset({"approver"}))
+DEU_RED_CARD = Approval("dieter", "DEU", frozenset({"red-card-holder"}))
+
+
+# --- scenarios, one rule family at a time -----------------------------------------------
+
+
+def test_authority_by_transfer_and_by_national_chain() -> None:
+    assert decide(directive("MNC-NE", "POL-12BDE")).verdict is Verdict.ALLOW  # OPCON by TOA
+    assert decide(directive("JFC-BRUNSSUM", "DEU-PZGRENBTL-411")).verdict is Verdict.ALLOW
+    assert decide(directive("POL-DGRSZ", "POL-12BDE")).verdict is Verdict.ALLOW  # national
+    denied = decide(directive("JFC-NAPLES", "POL-12BDE"))
+    assert denied.verdict is Verdict.DENY
+    assert rules(denied) == ["authority.none"]
+    assert "JFC-NAPLES holds no command relationship over POL-12BDE" in denied.reasons[0].message
+
+
+def test_a_lapsed_transfer_gives_no_authority() -> None:
+    decision = decide(directive("JFC-NAPLES", "ESP-BRILAT"))
+    assert rules(decision) == ["authority.none"]
+    earlier = decide(directive("JFC-NAPLES", "ESP-BRILAT"), now=datetime(2025, 6, 1, tzinfo=UTC))
+    assert rules(earlier) == ["validity.future-dated"]  # issued "later" than that now
+    assert "authority.none" not in rules(earlier)
+
+
+def test_relationship_must_permit_the_kind() -> None:
+    assert decide(directive("MNC-NE", "LTU-IRON-WOLF")).verdict is Verdict.ALLOW  # TACON: MOVE
+    decision = decide(directive("MNC-NE", "LTU-IRON-WOLF", kind="RESUPPLY", area=None))
+    assert rules(decision) == ["authority.insufficient"]
+    assert "holds TACON over LTU-IRON-WOLF; RESUPPLY needs COMMAND, OPCON, ADCON" in (
+        decision.reasons[0].message
+    )
+
+
+def test_caveat_forbidden_kind() -> None:
+    own_nation = decide(directive("LTU-LF", "LTU-IRON-WOLF", kind="REORGANISE", area=None))
+    assert own_nation.verdict is Verdict.ALLOW  # national caveats bind the alliance, not the nation
+    decision = decide(directive("MNC-NE", "LTU-IRON-WOLF", kind="REORGANISE", area=None))
+    assert "caveat.forbidden-kind" in rules(decision)
+    assert decision.verdict is Verdict.DENY
+
+
+def test_caveat_geographic_limit() -> None:
+    assert decide(directive("MNC-NE", "DEU-PZBRIG-41", area=BALTIC)).verdict is Verdict.ALLOW
+    decision = decide(directive("MNC-NE", "DEU-PZBRIG-41", area=NORTH_SEA))
+    assert rules(decision) == ["caveat.area"]
+    assert decide(directive("MNC-NE", "POL-12BDE", area=NORTH_SEA)).verdict is Verdict.ALLOW
+
+
+def test_caveat_time_limit() -> None:
+    inside = directive("JFC-NAPLES", "ITA-ARIETE", expires=datetime(2026, 12, 30, tzinfo=UTC))
+    assert decide(inside).verdict is Verdict.ALLOW
+    beyond = directive("JFC-NAPLES", "ITA-ARIETE", expires=datetime(2027, 1, 15, tzinfo=UTC))
+    assert rules(decide(beyond)) == ["caveat.time"]
+
+
+def test_rules_of_engagement_and_two_person_rule() -> None:
+    at_sea = directive("MNC-NE", "POL-12BDE", kind="ENGAGE", area=BALTIC)
+    held = decide(at_sea)
+    assert held.verdict is Verdict.HOLD
+    assert rules(held) == ["approval.two-person"]
+    assert decide(at_sea, (APPROVER_A,)).verdict is Verdict.HOLD
+    assert decide(at_sea, (APPROVER_A, APPROVER_A)).verdict is Verdict.HOLD  # distinct people
+    assert decide(at_sea, (APPROVER_A, APPROVER_B)).verdict is Verdict.ALLOW
+    on_land = decide(
+        directive("MNC-NE", "POL-12BDE", kind="ENGAGE", area=LAND), (APPROVER_A, APPROVER_B)
+    )
+    assert rules(on_land) == ["roe.not-authorised"]
+    tacon = decide(directive("MNC-NE", "LTU-IRON-WOLF", kind="ENGAGE", area=BALTIC))
+    assert "authority.insufficient" in rules(tacon)
+
+
+def test_red_card_holds_until_the_nation_approves() -> None:
+    event = directive("MNC-NE", "DEU-PZBRIG-41", kind="ENGAGE", area=BALTIC)
+    held = decide(event, (APPROVER_A, APPROVER_B))
+    assert held.verdict is Verdict.HOLD
+    assert rules(held) == ["approval.red-card"]
+    other_nation = Approval("pierre", "FRA", frozenset({"red-card-holder"}))
+    assert decide(event, (APPROVER_A, APPROVER_B, other_nation)).verdict is Verdict.HOLD
+    assert decide(event, (APPROVER_A, APPROVER_B, DEU_RED_CARD)).verdict is Verdict.ALLOW
+
+
+def test_releasability_to_the_target_nation() -> None:
+    assert decide(directive("MNC-NE", "POL-12BDE", releasable="POL,DEU")).verdict is Verdict.ALLOW
+    decision = decide(directive("MNC-NE", "POL-12BDE", releasable="DEU,LTU"))
+    assert rules(decision) == ["releasability"]
+
+
+def test_validity() -> None:
+    expired = decide(directive("MNC-NE", "POL-12BDE", expires=NOW - timedelta(seconds=1)))
+    assert rules(expired) == ["validity.expired"]
+    later = directive("MNC-NE", "POL-12BDE", valid_from=(NOW + timedelta(hours=1)).isoformat())
+    assert rules(decide(later)) == ["validity.not-yet-valid"]
+    within_skew = directive(
+        "MNC-NE", "POL-12BDE", valid_from=(NOW + timedelta(seconds=20)).isoformat()
+    )
+    assert decide(within_skew).verdict is Verdict.ALLOW
+    replay = EVALUATOR.evaluate(
+        directive("MNC-NE", "POL-12BDE"), DirectiveContext(NOW, replay=True)
+    )
+    assert rules(replay) == ["validity.replay"]
+
+
+def test_unknown_units_and_kinds_are_denied_with_that_reason() -> None:
+    decision = decide(directive("GHOST-HQ", "NOBODY", kind="TELEPORT"))
+    assert rules(decision) == [
+        "authority.unknown-issuer",
+        "authority.unknown-target",
+        "kind.unknown",
+    ]
+    assert (
+        decide(directive("MNC-NE", "POL-12BDE", area=None)).verdict is Verdict.DENY
+    )  # area required
+
+
+def test_every_violation_is_reported_at_once() -> None:
+    decision = decide(
+        directive("JFC-NAPLES", "DEU-PZBRIG-41", kind="ENGAGE", area=NORTH_SEA, releasable="ITA",
+                  expires=NOW - timedelta(minutes=1))
+    )  # fmt: skip
+    assert decision.verdict is Verdict.DENY
+    assert set(rules(decision)) >= {
+        "validity.expired",
+        "authority.none",
+        "releasability",
+        "caveat.area",
+        "roe.not-authorised",
+        "approval.red-card",
+        "approval.two-person",
+    }
+
+
+def test_decision_names_the_policy_version_and_hash() -> None:
+    decision = decide(directive("MNC-NE", "POL-12BDE"))
+    assert (decision.policy_set_id, decision.policy_version) == ("alliance-main", 1)
+    assert decision.policy_hash == content_hash(RAW)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def mutated(change: Any) -> bytes:
+    doc = yaml.safe_load(RAW)
+    change(doc)
+    return yaml.safe_dump(doc).encode()
+
+
+def test_every_problem_is_listed_and_located() -> None:
+    def break_it(doc: dict[str, Any]) -> None:
+        doc["units"][5]["parent"] = "NO-SUCH-HQ"  # DEU-PZBRIG-41
+        doc["units"].append(
+            {"id": "LOOP-A", "parent": "LOOP-B", "nation": "DEU", "echelon": "TACTICAL"}
+        )
+        doc["units"].append(
+            {"id": "LOOP-B", "parent": "LOOP-A", "nation": "DEU", "echelon": "TACTICAL"}
+        )
+        doc["transfers"][0]["window"]["valid_until"] = "2025-01-01T00:00:00Z"  # inverted
+        doc["transfers"].append(
+            {"id": "toa-clash", "unit": "POL-12BDE", "to": "JFC-NAPLES", "relationship": "OPCON",
+             "window": {"valid_from": "2026-06-01T00:00:00Z"}}
+        )  # fmt: skip
+        doc["caveats"][2]["forbidden_kinds"] = ["TELEPORT"]
+        doc["caveats"][0]["allowed_area"] = [{"lat": 1, "lon": 1}] * 3
+
+    with pytest.raises(PolicyInvalid) as err:
+        load_policy(mutated(break_it))
+    located = {(i.pointer, i.message.split(":")[0]) for i in err.value.issues}
+    pointers = {p for p, _ in located}
+    assert "/units/5/parent" in pointers
+    assert any("cycle in chain of command" in i.message for i in err.value.issues)
+    assert "/transfers/0/window" in pointers
+    assert "/transfers/6/window" in pointers  # overlaps toa-pol-12
+    assert "/caveats/2/forbidden_kinds/0" in pointers
+    assert "/caveats/0/allowed_area" in pointers
+
+
+@pytest.mark.parametrize(
+    ("change", "pointer", "text"),
+    [
+        (lambda d: d["units"][0].update(colour="blue"), "/units/0", "'colour' was unexpected"),
+        (
+            lambda d: d["kinds"]["MOVE"].update(permitted_by=["FRIENDSHIP"]),
+            "/kinds/MOVE/permitted_by/0",
+            "'FRIENDSHIP' is not one of",
+        ),
+        (
+            lambda d: d["caveats"][0].update(allowed_area=d["caveats"][0]["allowed_area"][:2]),
+            "/caveats/0/allowed_area",
+            "is too short",
+        ),
+        (
+            lambda d: d["rules_of_engagement"][0]["area"][0].update(lat=95),
+            "/rules_of_engagement/0/area/0/lat",
+            "greater than the maximum of 90",
+        ),
+    ],
+)
+def test_structural_errors_are_located(change: Any, pointer: str, text: str) -> None:
+    with pytest.raises(PolicyInvalid) as err:
+        load_policy(mutated(change))
+    [issue] = err.value.issues
+    assert issue.pointer == pointer
+    assert text in issue.message
+
+
+# --- invariants ---------------------------------------------------------------------------
+
+UNITS = sorted(POLICY.units)
+KINDS = sorted(POLICY.kinds)
+AREAS = [BALTIC, NORTH_SEA, LAND, None]
+moments = st.datetimes(
+    min_value=datetime(2025, 1, 1), max_value=datetime(2028, 1, 1), timezones=st.just(UTC)
+)
+
+
+def within_authority(
+    policy: CompiledPolicy, issuer: str, target: str, kind: str, now: datetime
+) -> bool:
+    permitted = policy.relationships_for.get(kind, frozenset())
+    return any(
+        g.holder == issuer and g.relationship in permitted and g.window.contains(now)
+        for g in policy.grants.get(target, ())
+    )
+
+
+@settings(max_examples=300)
+@given(
+    issuer=st.sampled_from(UNITS),
+    target=st.sampled_from(UNITS),
+    kind=st.sampled_from(KINDS),
+    area=st.sampled_from(AREAS),
+    now=moments,
+    approvals=st.sets(st.sampled_from([APPROVER_A, APPROVER_B, DEU_RED_CARD]), max_size=3),
+)
+def test_outside_authority_is_never_allowed_and_evaluation_is_deterministic(
+    issuer: str, target: str, kind: str, area: Any, now: datetime, approvals: set[Approval]
+) -> None:
+    event = directive(issuer, target, kind=kind, area=area, expires=now + timedelta(hours=1))
+    event = msgspec.structs.replace(event, time=now)
+    ctx = DirectiveContext(now, frozenset(approvals))
+    first = EVALUATOR.evaluate(event, ctx)
+    assert first == EVALUATOR.evaluate(event, ctx)  # deterministic
+    assert (first.policy_set_id, first.policy_version, first.policy_hash) == (
+        POLICY.policy_set_id,
+        POLICY.version,
+        POLICY.content_hash,
+    )
+    if first.verdict is Verdict.ALLOW:
+        assert within_authority(POLICY, issuer, target, kind, now)
+        assert first.reasons == ()
+    else:
+        assert first.reasons  # a refusal always says why
+
+
+caveats = st.builds(
+    Caveat,
+    id=st.just("extra"),
+    nation=st.sampled_from(["DEU", "POL", "LTU", "NLD", "ITA", "ESP"]),
+    forbidden_kinds=st.lists(st.sampled_from(KINDS), max_size=2),
+    red_card_kinds=st.lists(st.sampled_from(KINDS), max_size=2),
+)
+
+
+@settings(max_examples=200)
+@given(
+    caveat=caveats,
+    issuer=st.sampled_from(UNITS),
+    target=st.sampled_from(UNITS),
+    kind=st.sampled_from(KINDS),
+    area=st.sampled_from(AREAS),
+)
+def test_adding_a_caveat_never_turns_a_refusal_into_an_allow(
+    caveat: Caveat, issuer: str, target: str, kind: str, area: Any
+) -> None:
+    stricter_doc = copy.copy(POLICY.document)
+    stricter_doc = msgspec.structs.replace(
+        POLICY.document, caveats=[*POLICY.document.caveats, caveat]
+    )
+    stricter = PolicyEvaluator(compile_policy(stricter_doc, "sha256:" + "0" * 64))
+    event = directive(issuer, target, kind=kind, area=area)
+    before = EVALUATOR.evaluate(event, DirectiveContext(NOW))
+    after = stricter.evaluate(event, DirectiveContext(NOW))
+    if before.verdict is not Verdict.ALLOW:
+        assert after.verdict is not Verdict.ALLOW
+    if before.verdict is Verdict.DENY:
+        assert after.verdict is Verdict.DENY
+
+
+def test_reference_policy_round_trips_as_json() -> None:
+    doc = msgspec.json.encode(POLICY.document)
+    again = load_policy(doc)
+    assert again.document == POLICY.document
+    assert isinstance(again.document, PolicyDocument)
