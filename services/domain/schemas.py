@@ -12,9 +12,11 @@ from typing import Any
 import msgspec
 
 from .events import EVENT_TYPES, AnyEvent, Envelope, type_tag
+from .policy.model import PolicyDocument
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 UNION_FILE = "c2bus-event.schema.json"
+POLICY_FILE = "c2bus-policy-document.schema.json"
 
 
 def schema_file(cls: type[Envelope]) -> str:
@@ -48,6 +50,13 @@ def generate() -> dict[str, Any]:
         "urn:c2bus:schema:event",
         "c2bus event",
         "Any c2bus event; the CloudEvents `type` attribute selects the data shape.",
+    )
+    docs[POLICY_FILE] = _document(
+        msgspec.json.schema(PolicyDocument),
+        "urn:c2bus:schema:policy-document",
+        "c2bus alignment-policy document",
+        "A versioned alignment-policy set as operators write it (YAML or JSON); see "
+        "docs/policy.md.",
     )
     return docs
 

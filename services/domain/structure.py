@@ -18,7 +18,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from ..errors import PolicyError
-from .events import DirectiveEvent, Identifier, Reason, Verdict
+from .events import DirectiveEvent, Reason, Verdict
+from .fields import Identifier
 
 NationOrNato = Annotated[str, Meta(pattern=r"^(?:NATO|[A-Z]{3})$")]
 

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from ..domain.events import (
     DirectiveData,
     DirectiveEvent,
-    GeoPoint,
     StandardIdentity,
     TrackData,
     TrackDomain,
     TrackEvent,
 )
+from ..domain.fields import GeoPoint
 from ..domain.labels import Classification
 from ..domain.structure import CommandStructure
 

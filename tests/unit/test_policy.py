@@ -17,15 +17,14 @@ from hypothesis import strategies as st
 
 from services.domain.codec import decode_event
 from services.domain.events import DirectiveEvent, Verdict
-from services.domain.policy import (
-    Approval,
+from services.domain.policy.compiler import (
     CompiledPolicy,
-    DirectiveContext,
-    PolicyEvaluator,
     PolicyInvalid,
+    compile_policy,
+    content_hash,
     load_policy,
 )
-from services.domain.policy.compiler import compile_policy, content_hash
+from services.domain.policy.evaluator import Approval, DirectiveContext, PolicyEvaluator
 from services.domain.policy.model import Caveat, PolicyDocument
 from tests.conftest import ROOT, SCHEMAS
 

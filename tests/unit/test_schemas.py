@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
 from services.domain.codec import decode_event
 from services.domain.schemas import UNION_FILE, generate, render
 from services.errors import InvalidEvent
-from tests.conftest import INVALID_EXAMPLES, SCHEMAS, VALID_EXAMPLES, load
+from tests.conftest import INVALID_EXAMPLES, ROOT, SCHEMAS, VALID_EXAMPLES, load
 
 EXPECTED_ERRORS: dict[str, str] = load(SCHEMAS / "examples" / "invalid" / "expected-errors.json")
 FORMATS = FormatChecker()
@@ -84,3 +85,10 @@ def test_type_schemas_reject_an_event_of_another_type(valid_example: Any) -> Non
 def test_examples_are_pretty_printed_json() -> None:
     for path in [*VALID_EXAMPLES, *INVALID_EXAMPLES]:
         assert path.read_text(encoding="utf-8") == json.dumps(load(path), indent=2) + "\n"
+
+
+def test_reference_policy_validates_against_the_published_policy_schema() -> None:
+    for path in (ROOT / "deploy" / "policies").glob("alliance*.yaml"):
+        doc = yaml.safe_load(path.read_text())  # its timestamps are quoted: RFC 3339 strings
+        errors = list(validator("c2bus-policy-document.schema.json").iter_errors(doc))
+        assert not errors, f"{path.name}: {errors[0].message}"

@@ -2,26 +2,6 @@
 
 ``model`` is the document (what operators write), ``compiler`` validates it and builds the
 lookup tables, ``evaluator`` decides one directive at a given time with given approvals.
+Import from the modules; this package file stays empty so the event contracts can use the
+document model without pulling in the engine.
 """
-
-from .compiler import (
-    CompiledPolicy,
-    PolicyInvalid,
-    PolicyIssue,
-    compile_policy,
-    load_policy,
-    load_policy_document,
-)
-from .evaluator import Approval, DirectiveContext, PolicyEvaluator
-
-__all__ = [
-    "Approval",
-    "CompiledPolicy",
-    "DirectiveContext",
-    "PolicyEvaluator",
-    "PolicyInvalid",
-    "PolicyIssue",
-    "compile_policy",
-    "load_policy",
-    "load_policy_document",
-]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..events import GeoPoint
+from ..fields import GeoPoint
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from ..events import GeoPoint, Identifier, Timestamp
+from ..fields import GeoPoint, Identifier, Timestamp
 
 NationOrNato = Annotated[str, Meta(pattern=r"^(?:NATO|[A-Z]{3})$")]
 Nation = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
