@@ -5,7 +5,7 @@ The tree::
     C2BusError
     ├── ConfigError            a setting or the environment is wrong (names the variable)
     ├── InvalidEvent           bytes that are not a valid c2bus event (dead-letter material)
-    ├── PolicyError            a command structure or policy document is invalid
+    ├── PolicyError            an alignment-policy document is invalid
     ├── AuthError              a token is missing, malformed, expired or not ours
     └── KafkaError
         ├── KafkaUnavailable   no broker answered at the configured bootstrap address
@@ -43,7 +43,7 @@ class InvalidEvent(C2BusError):
 
 
 class PolicyError(C2BusError):
-    """A command structure or policy document is invalid; nothing passes without one."""
+    """An alignment-policy document is invalid; nothing passes without a valid one."""
 
 
 class AuthError(C2BusError):

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import msgspec
 
+from .decision import Decision
 from .events import DecisionData, DecisionEvent, DirectiveEvent
-from .structure import Decision
 
 
 def decision_id(directive: DirectiveEvent) -> str:

@@ -19,9 +19,11 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
 from ..domain.codec import EventDecoder, encode_event
+from ..domain.decision import DirectivePolicy
 from ..domain.directives import approved_directive, decision_event
 from ..domain.events import DirectiveEvent, Verdict
-from ..domain.structure import ChainOfCommandPolicy, CommandStructure, DirectivePolicy
+from ..domain.policy.compiler import load_policy as compile_policy_file
+from ..domain.policy.evaluator import PolicyEvaluator
 from ..errors import InvalidEvent, PolicyError
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import new_consumer, new_producer, start_clients
@@ -40,14 +42,23 @@ def utcnow() -> datetime:
 
 
 def load_policy(settings: ServiceSettings) -> DirectivePolicy:
-    """The decision function; without a valid structure the enforcer does not start."""
+    """The compiled alignment policy; without a valid one the enforcer does not start."""
     try:
-        raw = settings.structure_file.read_bytes()
+        raw = settings.policy_file.read_bytes()
     except OSError as exc:
         raise PolicyError(
-            f"cannot read the command structure {settings.structure_file}: {exc.strerror}"
+            f"cannot read the alignment policy {settings.policy_file}: {exc.strerror}"
         ) from exc
-    return ChainOfCommandPolicy(CommandStructure.load(raw))
+    policy = compile_policy_file(raw)
+    log.info(
+        "policy.loaded",
+        extra={
+            "policy_set_id": policy.policy_set_id,
+            "version": policy.version,
+            "hash": policy.content_hash,
+        },
+    )
+    return PolicyEvaluator(policy)
 
 
 class Enforcer:

@@ -143,15 +143,15 @@ class ServiceSettings:
     port: int
     shutdown_timeout_s: float
     log_level: str
-    structure_file: Path
+    policy_file: Path
     gateway_queue_max: int
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if env is None else env
         upper = service.upper()
-        structure = env.get("C2BUS_STRUCTURE_FILE") or (
-            project_root() / "deploy" / "policies" / "command-structure.yaml"
+        policy = env.get("C2BUS_POLICY_FILE") or (
+            project_root() / "deploy" / "policies" / "alliance.yaml"
         )
         return cls(
             service=service,
@@ -162,6 +162,6 @@ class ServiceSettings:
             port=_int(env, f"C2BUS_{upper}_PORT", DEFAULT_PORTS.get(service, 0), 0, 65535),
             shutdown_timeout_s=_int(env, "C2BUS_SHUTDOWN_TIMEOUT_S", 10, 1, 300),
             log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
-            structure_file=Path(structure).expanduser().resolve(),
+            policy_file=Path(policy).expanduser().resolve(),
             gateway_queue_max=_int(env, "C2BUS_GATEWAY_QUEUE_MAX", 1000, 10, 1_000_000),
         )

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..domain.codec import encode_event
-from ..domain.structure import CommandStructure
+from ..domain.policy.compiler import load_policy
+from ..domain.policy.evaluator import PolicyEvaluator
 from ..runtime.kafka import new_producer, start_client
 from ..runtime.lifecycle import bounded
 from ..runtime.settings import ServiceSettings
@@ -39,7 +40,7 @@ async def simulate(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Run until ``stop`` or the duration ends; returns (SA events, directives) published."""
-    structure = CommandStructure.load(settings.structure_file.read_bytes())
+    evaluator = PolicyEvaluator(load_policy(settings.policy_file.read_bytes()))
     topics = TopicNames(settings.kafka.topic_prefix)
     rng = random.Random(options.seed)
     tracks = initial_tracks(options.tracks, rng)
@@ -68,7 +69,7 @@ async def simulate(
             if now_mono >= next_directive_at:
                 directive_count += 1
                 directive = next_directive(
-                    structure,
+                    evaluator,
                     rng,
                     now,
                     source,

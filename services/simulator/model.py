@@ -15,10 +15,12 @@ from ..domain.events import (
     TrackData,
     TrackDomain,
     TrackEvent,
+    Verdict,
 )
 from ..domain.fields import GeoPoint
 from ..domain.labels import Classification
-from ..domain.structure import CommandStructure
+from ..domain.policy.compiler import CompiledPolicy
+from ..domain.policy.evaluator import PolicyEvaluator
 
 EARTH_M_PER_DEG = 111_320.0
 
@@ -116,50 +118,94 @@ def track_event(track: SimTrack, now: datetime, source: str, seq: int) -> TrackE
     )
 
 
+CENTRAL_BALTIC = (54.7, 13.2, 57.3, 19.8)  # inside the reference policy's ROE and DEU areas
+
+
+def _area(rng: random.Random) -> list[GeoPoint]:
+    south, west, north, east = CENTRAL_BALTIC
+    lat, lon = rng.uniform(south, north - 0.2), rng.uniform(west, east - 0.2)
+    return [
+        GeoPoint(lat=round(lat, 4), lon=round(lon, 4)),
+        GeoPoint(lat=round(lat, 4), lon=round(lon + 0.2, 4)),
+        GeoPoint(lat=round(lat + 0.2, 4), lon=round(lon + 0.1, 4)),
+    ]
+
+
+def _candidate(
+    policy: CompiledPolicy,
+    rng: random.Random,
+    now: datetime,
+    want: Verdict,
+    favoured_issuer: str | None,
+) -> tuple[str, str, str]:
+    """(issuer, target, kind) likely to get ``want``; the caller checks with the policy."""
+    holders = sorted({g.holder for grants in policy.grants.values() for g in grants})
+    issuer = (
+        favoured_issuer
+        if favoured_issuer in policy.units and rng.random() < 0.5
+        else rng.choice(holders)
+    )
+    commanded = sorted(
+        target
+        for target, grants in policy.grants.items()
+        if any(g.holder == issuer and g.window.contains(now) for g in grants)
+    )
+    if want is Verdict.DENY or not commanded:
+        outside = sorted(u for u in policy.units if u != issuer and u not in commanded)
+        kinds = sorted(k for k, spec in policy.kinds.items() if not spec.approvals)
+        return issuer, rng.choice(outside), rng.choice(kinds)
+    held = sorted(k for k, spec in policy.kinds.items() if spec.approvals)
+    plain = sorted(
+        k for k, spec in policy.kinds.items() if not spec.approvals and not spec.roe_action
+    )
+    kinds = held if want is Verdict.HOLD and held else plain
+    return issuer, rng.choice(commanded), rng.choice(kinds)
+
+
 def next_directive(
-    structure: CommandStructure,
+    evaluator: PolicyEvaluator,
     rng: random.Random,
     now: datetime,
     source: str,
     seq: int,
     *,
     deny_ratio: float = 0.3,
+    hold_ratio: float = 0.1,
     favoured_issuer: str | None = None,
 ) -> DirectiveEvent:
-    """A directive from a command to a unit: valid (issuer above target) or, with
-    probability ``deny_ratio``, one the chain of command forbids."""
-    deny = rng.random() < deny_ratio
-    candidates = sorted(
-        unit
-        for unit in structure.units
-        if (_outside(structure, unit) if deny else any(structure.subordinates(unit)))
+    """A directive the policy will ALLOW, or with the given odds DENY or HOLD (for lack of
+    approvals). Candidates are checked against the policy itself, so the mix holds for
+    any policy that makes such directives possible."""
+    roll = rng.random()
+    want = (
+        Verdict.DENY
+        if roll < deny_ratio
+        else Verdict.HOLD
+        if roll < deny_ratio + hold_ratio
+        else Verdict.ALLOW
     )
-    if favoured_issuer in candidates and rng.random() < 0.5:
-        issuer = favoured_issuer
-    else:
-        issuer = rng.choice(candidates)
-    pool = _outside(structure, issuer) if deny else sorted(structure.subordinates(issuer))
-    target = rng.choice(pool)
-    return DirectiveEvent(
-        specversion="1.0",
-        id=f"{source}:directive:{seq}",
-        source=source,
-        time=now,
-        classification=Classification.NATO_SECRET,
-        releasableto="NATO",
-        subject=target,
-        data=DirectiveData(
-            kind=rng.choice(KINDS),
-            issuer=issuer,
-            target=target,
-            valid_from=now,
-            expires=now + timedelta(hours=6),
-            text=f"Simulated directive {seq}",
-        ),
-    )
-
-
-def _outside(structure: CommandStructure, issuer: str) -> list[str]:
-    """Units ``issuer`` may not direct: neither itself nor below it."""
-    below = set(structure.subordinates(issuer))
-    return sorted(u for u in structure.units if u != issuer and u not in below)
+    event: DirectiveEvent | None = None
+    for _ in range(50):
+        issuer, target, kind = _candidate(evaluator.policy, rng, now, want, favoured_issuer)
+        event = DirectiveEvent(
+            specversion="1.0",
+            id=f"{source}:directive:{seq}",
+            source=source,
+            time=now,
+            classification=Classification.NATO_SECRET,
+            releasableto="NATO",
+            subject=target,
+            data=DirectiveData(
+                kind=kind,
+                issuer=issuer,
+                target=target,
+                valid_from=now,
+                expires=now + timedelta(hours=6),
+                area=_area(rng),
+                text=f"Simulated directive {seq}",
+            ),
+        )
+        if evaluator.decide(event, now).verdict is want:
+            break
+    assert event is not None
+    return event

@@ -110,7 +110,7 @@ async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
         # Each issuer sees its own verdict; the denied directive reached no console.
         [denial] = [f["event"] for f in denied_issuer.frames if f["stream"] == "decisions"]
         assert denial["data"]["verdict"] == "DENY"
-        assert denial["data"]["reasons"][0]["rule"] == "chain-of-command"
+        assert denial["data"]["reasons"][0]["rule"] == "authority.none"
         assert all(event_id(f) != "d-denied" for f in issuer.frames + target.frames)
         assert bystander.frames == []
 
@@ -123,7 +123,10 @@ async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
     assert by_directive["d-allowed"].data.verdict.value == "ALLOW"
     denied = by_directive["d-denied"]
     assert denied.data.verdict.value == "DENY"
-    assert "JFC-NAPLES is not above POL-12BDE" in denied.data.reasons[0].message
+    assert "JFC-NAPLES holds no command relationship over POL-12BDE" in (
+        denied.data.reasons[0].message
+    )
+    assert denied.data.policy_set_id == "alliance-main"
     assert denied.data.policy_hash.startswith("sha256:")
 
     approved = await read_all(env.bootstrap, topics.approved)

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 from services.domain.codec import decode_event, encode_event
 from services.domain.events import Verdict
-from services.domain.structure import ChainOfCommandPolicy, CommandStructure
+from services.domain.policy.compiler import load_policy
+from services.domain.policy.evaluator import PolicyEvaluator
 from services.simulator.model import DEFAULT_BOX, initial_tracks, next_directive, step, track_event
-from tests.unit.test_structure import STRUCTURE_FILE
+from tests.unit.test_policy import POLICY_FILE
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -35,13 +36,19 @@ def test_track_events_are_valid_contracts() -> None:
     assert event.key() == track.track_id
 
 
-def test_directives_include_denials_the_policy_catches() -> None:
-    structure = CommandStructure.load(STRUCTURE_FILE.read_bytes())
-    policy = ChainOfCommandPolicy(structure)
+def test_directives_mix_allow_deny_and_hold_as_the_policy_decides() -> None:
+    evaluator = PolicyEvaluator(load_policy(POLICY_FILE.read_bytes()))
     rng = random.Random(3)
-    verdicts = [
-        policy.decide(next_directive(structure, rng, NOW, "urn:test", i), NOW).verdict
-        for i in range(200)
+    events = [next_directive(evaluator, rng, NOW, "urn:test", i) for i in range(300)]
+    verdicts = [evaluator.decide(e, NOW).verdict for e in events]
+    assert 0.2 < verdicts.count(Verdict.DENY) / len(verdicts) < 0.4
+    assert 0.04 < verdicts.count(Verdict.HOLD) / len(verdicts) < 0.2
+    assert 0.5 < verdicts.count(Verdict.ALLOW) / len(verdicts) < 0.75
+    assert all(decode_event(encode_event(e)) == e for e in events[:20])
+    by_chance = sum(e.data.issuer == "JFC-BRUNSSUM" for e in events) / len(events)
+    assert by_chance < 0.2  # one issuer among many unless favoured
+    asked = [
+        next_directive(evaluator, rng, NOW, "urn:test", i, favoured_issuer="JFC-BRUNSSUM")
+        for i in range(100)
     ]
-    denied = verdicts.count(Verdict.DENY) / len(verdicts)
-    assert 0.15 < denied < 0.45
+    assert sum(e.data.issuer == "JFC-BRUNSSUM" for e in asked) / len(asked) > 0.4

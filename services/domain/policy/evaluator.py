@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..decision import Decision, DirectivePolicy
 from ..events import DirectiveEvent, Reason, Verdict
 from ..labels import SecurityLabel, parse_releasability
-from ..structure import Decision, DirectivePolicy
 from .compiler import CompiledPolicy
 
 
