@@ -156,7 +156,7 @@ def main() -> None:
     by_hand = rate(lambda d: decide_by_hand(d, NOW), directives, args.rounds)
     engine = rate(lambda d: compiled.evaluate(d, ctx), directives, args.rounds)
     mix = ", ".join(f"{v.value} {n}" for v, n in verdicts.items())
-    print(f"directives: {len(directives)} ({mix}); verdicts agree on all; median of {args.rounds}")
+    print(f"directives: {len(directives)} ({mix}); same verdicts; median of {args.rounds} rounds")
     print(f"hand-written   {by_hand:12,.0f} evaluations/s")
     print(f"compiled       {engine:12,.0f} evaluations/s")
     ratio = by_hand / engine

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cli_policy
 from .domain.schemas import generate, render
 from .errors import C2BusError, KafkaUnavailable
 from .runtime.kafka import probe
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=None, help="exit after N events")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="exit after S")
     p.set_defaults(func=cmd_console)
+
+    cli_policy.register(commands)
 
     schemas = commands.add_parser("schemas", help="the published JSON Schemas")
     schema_cmds = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .domain.policy.compiler import load_policy_document
 from .errors import C2BusError, KafkaUnavailable
 from .runtime.auth import load_or_create_key
 from .runtime.kafka import probe
 from .runtime.localkafka import LocalCluster
+from .runtime.policy_store import latest_versions, publish
 from .runtime.settings import AuthSettings, KafkaSettings, LocalKafkaSettings, ServiceSettings
-from .runtime.topics import create_topics
+from .runtime.topics import TopicNames, create_topics
 
 Progress = Callable[[str], None]
 READY_TIMEOUT_S = 60.0
@@ -98,6 +100,7 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
     children: list[Child] = []
     try:
         await create_topics(kafka.bootstrap, kafka.topic_prefix, progress=progress)
+        await _ensure_policy(kafka, progress)
         auth = AuthSettings.from_env()
         load_or_create_key(auth.key_file)
         log_dir = _home() / "logs"
@@ -133,6 +136,26 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         finally:
             if started_cluster is not None:
                 await asyncio.to_thread(started_cluster.stop, progress)
+
+
+async def _ensure_policy(kafka: KafkaSettings, progress: Progress) -> None:
+    """Publish the configured policy file as version 1 unless a version is already out."""
+    settings = ServiceSettings.from_env("enforcer")
+    topic = TopicNames(kafka.topic_prefix).policy
+    current = (await latest_versions(kafka.bootstrap, topic)).get(settings.policy_set_id)
+    if current is not None:
+        progress(f"policy {settings.policy_set_id} version {current.data.version} is in force")
+        return
+    doc = load_policy_document(settings.policy_file.read_bytes())
+    if doc.policy_set_id != settings.policy_set_id:
+        raise C2BusError(
+            f"{settings.policy_file} holds policy set {doc.policy_set_id}, but the enforcer "
+            f"follows {settings.policy_set_id} (C2BUS_POLICY_SET)"
+        )
+    await publish(kafka.bootstrap, topic, doc, None, "urn:c2bus:up")
+    progress(
+        f"published policy {doc.policy_set_id} version {doc.version} from {settings.policy_file}"
+    )
 
 
 async def _wait_ready(children: list[Child], progress: Progress) -> None:

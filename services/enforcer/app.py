@@ -1,5 +1,8 @@
 """The enforcer: consume submitted directives, decide, write decisions and approvals.
 
+The policy comes from the policy topic (see ``policy_source``); until a valid version is in
+force nothing is decided.
+
 Per batch, one Kafka transaction holds the decisions, the approved directives, any dead
 letters and the consumer offsets: a directive is decided exactly once or not at all, and
 ``read_committed`` readers never see a decision whose offsets were not committed with it.
@@ -22,15 +25,14 @@ from ..domain.codec import EventDecoder, encode_event
 from ..domain.decision import DirectivePolicy
 from ..domain.directives import approved_directive, decision_event
 from ..domain.events import DirectiveEvent, Verdict
-from ..domain.policy.compiler import load_policy as compile_policy_file
-from ..domain.policy.evaluator import PolicyEvaluator
-from ..errors import InvalidEvent, PolicyError
+from ..errors import InvalidEvent
 from ..runtime.dlq import DeadLetters
-from ..runtime.kafka import new_consumer, new_producer, start_clients
+from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_app
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
+from .policy_source import PolicySource
 
 log = logging.getLogger(__name__)
 DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
@@ -41,35 +43,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def load_policy(settings: ServiceSettings) -> DirectivePolicy:
-    """The compiled alignment policy; without a valid one the enforcer does not start."""
-    try:
-        raw = settings.policy_file.read_bytes()
-    except OSError as exc:
-        raise PolicyError(
-            f"cannot read the alignment policy {settings.policy_file}: {exc.strerror}"
-        ) from exc
-    policy = compile_policy_file(raw)
-    log.info(
-        "policy.loaded",
-        extra={
-            "policy_set_id": policy.policy_set_id,
-            "version": policy.version,
-            "hash": policy.content_hash,
-        },
-    )
-    return PolicyEvaluator(policy)
-
-
 class Enforcer:
-    def __init__(
-        self,
-        settings: ServiceSettings,
-        policy: DirectivePolicy,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
+    def __init__(self, settings: ServiceSettings, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
-        self.policy = policy
         self.clock = clock
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.group_id = f"{settings.kafka.topic_prefix}.enforcer"
@@ -83,6 +59,7 @@ class Enforcer:
             "Transactions aborted and retried",
             registry=self.registry,
         )
+        self.policies = PolicySource(settings.policy_set_id, self.registry)
         self.ready = False
         self.http = HttpServer(
             ops_app("c2bus enforcer", self.registry, lambda: self.ready),
@@ -95,26 +72,60 @@ class Enforcer:
         consumer = new_consumer(
             bootstrap, self.settings.instance, self.topics.submitted, group_id=self.group_id
         )
+        policy_consumer = new_consumer(bootstrap, f"{self.settings.instance}-policy", group_id=None)
         producer = new_producer(
             bootstrap,
             self.settings.instance,
             transactional_id=f"{self.group_id}.{self.settings.instance}",
         )
         self.http.bind()
-        await start_clients(bootstrap, producer, consumer)
+        await start_clients(bootstrap, producer, policy_consumer)
+        try:
+            await assign_all(policy_consumer, bootstrap, [self.topics.policy], from_start=True)
+            await start_clients(bootstrap, consumer)
+        except BaseException:
+            await policy_consumer.stop()
+            await producer.stop()
+            raise
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
-        self.ready = True
         log.info("enforcer.started", extra={"group_id": self.group_id, "port": self.http.port})
         timeout = self.settings.shutdown_timeout_s
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.http.serve())
+            follower = tasks.create_task(self._follow_policy(policy_consumer, stop))
             try:
-                await self._consume(consumer, producer, dlq, stop)
+                if await self._wait_for_policy(stop):
+                    self.ready = True
+                    await self._consume(consumer, producer, dlq, stop)
             finally:
                 self.ready = False
+                follower.cancel()
                 await bounded("consumer.stop", consumer.stop(), timeout)
+                await bounded("policy_consumer.stop", policy_consumer.stop(), timeout)
                 await bounded("producer.stop", producer.stop(), timeout)
                 self.http.stop()
+
+    async def _follow_policy(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    self.policies.apply(record.value)
+
+    async def _wait_for_policy(self, stop: asyncio.Event) -> bool:
+        """Fail closed: decide nothing until a valid policy is in force."""
+        waited = 0.0
+        while self.policies.current is None:
+            if stop.is_set():
+                return False
+            if waited % 10 == 0:
+                log.warning(
+                    "enforcer.waiting_for_policy",
+                    extra={"policy_set_id": self.settings.policy_set_id, "waited_s": waited},
+                )
+            await asyncio.sleep(0.5)
+            waited += 0.5
+        return True
 
     async def _consume(
         self,
@@ -147,14 +158,22 @@ class Enforcer:
         producer: AIOKafkaProducer,
         dlq: DeadLetters,
     ) -> None:
+        policy = self.policies.current  # one version for the whole batch: swaps fall between
+        assert policy is not None
         async with producer.transaction():
             for records in batch.values():
                 for record in records:
-                    await self._decide(record, producer, dlq)
+                    await self._decide(record, policy, producer, dlq)
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
 
-    async def _decide(self, record: Any, producer: AIOKafkaProducer, dlq: DeadLetters) -> None:
+    async def _decide(
+        self,
+        record: Any,
+        policy: DirectivePolicy,
+        producer: AIOKafkaProducer,
+        dlq: DeadLetters,
+    ) -> None:
         try:
             if record.value is None:
                 raise InvalidEvent("record has no value")
@@ -163,7 +182,7 @@ class Enforcer:
             await dlq.send(record, "enforcer.decode", exc)
             return
         now = self.clock()
-        decision = self.policy.decide(directive, now)
+        decision = policy.decide(directive, now)
         event = decision_event(directive, decision, now, self.source)
         await producer.send(self.topics.decisions, encode_event(event), key=directive.id.encode())
         if decision.verdict is Verdict.ALLOW:
@@ -181,10 +200,10 @@ class Enforcer:
                 "issuer": directive.data.issuer,
                 "target": directive.data.target,
                 "rules": [r.rule for r in decision.reasons],
+                "policy_version": decision.policy_version,
             },
         )
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    enforcer = Enforcer(settings, load_policy(settings))
-    await enforcer.run(stop)
+    await Enforcer(settings).run(stop)

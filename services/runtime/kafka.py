@@ -142,9 +142,15 @@ async def start_clients(bootstrap: str, *clients: AIOKafkaProducer | AIOKafkaCon
 
 
 async def assign_all(
-    consumer: AIOKafkaConsumer, bootstrap: str, topics: list[str], timeout_s: float = 30.0
+    consumer: AIOKafkaConsumer,
+    bootstrap: str,
+    topics: list[str],
+    timeout_s: float = 30.0,
+    *,
+    from_start: bool = False,
 ) -> None:
-    """Assign every partition of ``topics`` to a group-less consumer, positioned at the end.
+    """Assign every partition of ``topics`` to a group-less consumer, positioned at the end
+    (or the beginning, with ``from_start``).
 
     Positions are resolved before returning, so anything produced afterwards is seen.
     """
@@ -155,6 +161,9 @@ async def assign_all(
     tps = [TopicPartition(t, p) for t in topics for p in sorted(info.partitions[t])]
     consumer.assign(tps)
     async with asyncio.timeout(timeout_s):
-        await consumer.seek_to_end(*tps)
+        if from_start:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)

@@ -144,6 +144,7 @@ class ServiceSettings:
     shutdown_timeout_s: float
     log_level: str
     policy_file: Path
+    policy_set_id: str
     gateway_queue_max: int
 
     @classmethod
@@ -163,5 +164,6 @@ class ServiceSettings:
             shutdown_timeout_s=_int(env, "C2BUS_SHUTDOWN_TIMEOUT_S", 10, 1, 300),
             log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
             policy_file=Path(policy).expanduser().resolve(),
+            policy_set_id=env.get("C2BUS_POLICY_SET") or "alliance-main",
             gateway_queue_max=_int(env, "C2BUS_GATEWAY_QUEUE_MAX", 1000, 10, 1_000_000),
         )

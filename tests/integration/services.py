@@ -17,12 +17,16 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from services.domain.identity import Identity
 from services.domain.labels import Classification
-from services.enforcer.app import Enforcer, load_policy
+from services.domain.policy.compiler import load_policy_document
+from services.enforcer.app import Enforcer
 from services.gateway.app import Gateway
 from services.gateway.protocol import SUBPROTOCOL
 from services.ingest.app import Ingest
 from services.runtime.auth import TokenVerifier, mint
+from services.runtime.policy_store import latest_versions, publish
 from services.runtime.settings import ServiceSettings
+from services.runtime.topics import TopicNames
+from tests.conftest import ROOT
 
 AUDIENCE = "c2bus"
 ISSUER = "c2bus-local"
@@ -92,10 +96,22 @@ async def running(service: Any, ready: Any, timeout_s: float = 30.0) -> AsyncIte
         await asyncio.wait_for(task, 20)
 
 
+REFERENCE_POLICY = ROOT / "deploy" / "policies" / "alliance.yaml"
+
+
+async def publish_reference_policy(env: Env) -> None:
+    """Version 1 of the reference policy on this test's policy topic (once)."""
+    topic = TopicNames(env.prefix).policy
+    if "alliance-main" not in await latest_versions(env.bootstrap, topic):
+        doc = load_policy_document(REFERENCE_POLICY.read_bytes())
+        await publish(env.bootstrap, topic, doc, None, "urn:test")
+
+
 @contextlib.asynccontextmanager
-async def enforcer(env: Env) -> AsyncIterator[Enforcer]:
-    settings = env.settings("enforcer")
-    service = Enforcer(settings, load_policy(settings))
+async def enforcer(env: Env, publish_policy: bool = True) -> AsyncIterator[Enforcer]:
+    if publish_policy:
+        await publish_reference_policy(env)
+    service = Enforcer(env.settings("enforcer"))
     async with running(service, lambda: service.ready) as s:
         yield s
 
@@ -160,6 +176,15 @@ class Console:
                 message = json.loads(await self.ws.recv())
             if message["op"] == "event":
                 self.frames.append(message)
+
+
+async def eventually(predicate: Any, timeout_s: float = 20.0, interval_s: float = 0.1) -> None:
+    """Wait until ``predicate()`` holds (state inside a service running in this loop)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(interval_s)
 
 
 def event_id(frame: dict[str, Any]) -> str:

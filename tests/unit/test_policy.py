@@ -207,7 +207,9 @@ def test_every_violation_is_reported_at_once() -> None:
 def test_decision_names_the_policy_version_and_hash() -> None:
     decision = decide(directive("MNC-NE", "POL-12BDE"))
     assert (decision.policy_set_id, decision.policy_version) == ("alliance-main", 1)
-    assert decision.policy_hash == content_hash(RAW)
+    assert decision.policy_hash == content_hash(POLICY.document)
+    # The hash covers the document, not its formatting: the same policy as JSON hashes alike.
+    assert load_policy(msgspec.json.encode(POLICY.document)).content_hash == POLICY.content_hash
 
 
 # --- validation ---------------------------------------------------------------------------

@@ -94,8 +94,14 @@ def _pointer(path: str) -> str:
     )
 
 
-def content_hash(raw: bytes) -> str:
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+def canonical_bytes(doc: PolicyDocument) -> bytes:
+    """The document as canonical JSON (fields and keys sorted): what the hash covers."""
+    return msgspec.json.encode(doc, order="sorted")
+
+
+def content_hash(doc: PolicyDocument) -> str:
+    """``sha256:`` of the canonical JSON, so formatting and key order do not change it."""
+    return "sha256:" + hashlib.sha256(canonical_bytes(doc)).hexdigest()
 
 
 def load_policy_document(raw: bytes) -> PolicyDocument:
@@ -221,11 +227,12 @@ def validate(doc: PolicyDocument) -> list[PolicyIssue]:
     return issues
 
 
-def compile_policy(doc: PolicyDocument, digest: str) -> CompiledPolicy:
+def compile_policy(doc: PolicyDocument, digest: str | None = None) -> CompiledPolicy:
     """Validate (raising :class:`PolicyInvalid` with every issue) and compile."""
     issues = validate(doc)
     if issues:
         raise PolicyInvalid(issues)
+    digest = digest or content_hash(doc)
     units = {u.id: u for u in doc.units}
     superiors: dict[str, tuple[str, ...]] = {}
     for unit in doc.units:
@@ -290,4 +297,4 @@ def compile_policy(doc: PolicyDocument, digest: str) -> CompiledPolicy:
 
 def load_policy(raw: bytes) -> CompiledPolicy:
     """Parse, validate and compile raw policy bytes (YAML or JSON)."""
-    return compile_policy(load_policy_document(raw), content_hash(raw))
+    return compile_policy(load_policy_document(raw))

@@ -1,0 +1,121 @@
+"""Policy versions on the compacted policy topic: read the latest, publish the next.
+
+Each record is a ``c2bus.policy.set.v1`` event keyed by policy set id. Publishing is
+optimistic: the publisher names the version it replaces, and both the publisher (before
+sending) and every enforcer (on receipt) refuse a version whose base is not the current one,
+so two publishers racing cannot both win.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import KafkaError as AioKafkaError
+from aiokafka.structs import TopicPartition
+
+from ..domain.codec import EventDecoder, encode_event
+from ..domain.events import PolicySetData, PolicySetEvent
+from ..domain.labels import Classification
+from ..domain.policy.compiler import compile_policy
+from ..domain.policy.model import PolicyDocument
+from ..errors import InvalidEvent, KafkaError, PolicyError
+from .kafka import new_consumer, new_producer, probe, start_client
+
+log = logging.getLogger(__name__)
+POLICY_EVENTS: EventDecoder[PolicySetEvent] = EventDecoder(PolicySetEvent)
+
+
+class PolicyConflict(PolicyError):
+    """The publisher's base version is not the current one (someone published first)."""
+
+
+async def read_all_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+    """Every committed record of ``topic`` up to its end when called."""
+    info = await probe(bootstrap, timeout_s)
+    partitions = sorted(info.partitions.get(topic, ()))
+    if not partitions:
+        raise KafkaError(f"topic {topic} does not exist: run `c2bus topics create`")
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer = new_consumer(bootstrap, "c2bus-policy-reader", group_id=None)
+    await start_client(consumer, bootstrap)
+    records: list[Any] = []
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                raise KafkaError(f"reading {topic} stalled before its end")
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def latest_versions(bootstrap: str, topic: str) -> dict[str, PolicySetEvent]:
+    """The newest valid version of every policy set on the topic."""
+    latest: dict[str, PolicySetEvent] = {}
+    for record in await read_all_records(bootstrap, topic):
+        try:
+            event = POLICY_EVENTS.decode_event(record.value or b"")
+        except InvalidEvent:
+            continue  # the enforcers count and log these; the store just skips them
+        current = latest.get(event.data.policy_set_id)
+        if current is None or event.data.version > current.data.version:
+            latest[event.data.policy_set_id] = event
+    return latest
+
+
+def policy_event(doc: PolicyDocument, replaces: int | None, source: str) -> PolicySetEvent:
+    return PolicySetEvent(
+        specversion="1.0",
+        id=f"policy:{doc.policy_set_id}:v{doc.version}",
+        source=source,
+        time=datetime.now(UTC),
+        classification=Classification.NATO_CONFIDENTIAL,
+        releasableto="NATO",
+        subject=doc.policy_set_id,
+        data=PolicySetData(
+            policy_set_id=doc.policy_set_id, version=doc.version, document=doc, replaces=replaces
+        ),
+    )
+
+
+async def publish(
+    bootstrap: str, topic: str, doc: PolicyDocument, replaces: int | None, source: str
+) -> PolicySetEvent:
+    """Validate and publish ``doc`` as the version after ``replaces``.
+
+    Raises :class:`PolicyInvalid` (nothing published) or :class:`PolicyConflict`.
+    """
+    compile_policy(doc)  # every problem listed, before anything is sent
+    current = (await latest_versions(bootstrap, topic)).get(doc.policy_set_id)
+    current_version = current.data.version if current else None
+    if replaces != current_version:
+        now = "none is published" if current_version is None else f"it is {current_version}"
+        raise PolicyConflict(
+            f"stale base version {replaces} for {doc.policy_set_id}: {now}; "
+            "re-read it and name the version you replace"
+        )
+    if current_version is not None and doc.version <= current_version:
+        raise PolicyConflict(
+            f"version {doc.version} is not newer than the current {current_version}"
+        )
+    event = policy_event(doc, replaces, source)
+    producer = new_producer(bootstrap, "c2bus-policy-publisher")
+    await start_client(producer, bootstrap)
+    try:
+        await producer.send_and_wait(topic, encode_event(event), key=doc.policy_set_id.encode())
+    except AioKafkaError as exc:
+        raise KafkaError(f"publishing the policy failed: {exc}") from exc
+    finally:
+        await producer.stop()
+    log.info(
+        "policy.published",
+        extra={"policy_set_id": doc.policy_set_id, "version": doc.version, "replaces": replaces},
+    )
+    return event
