@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .domain.codec import EventDecoder
+from .domain.decision import Approval
 from .domain.events import DirectiveEvent
 from .domain.policy.compiler import PolicyInvalid, compile_policy, load_policy_document
-from .domain.policy.evaluator import Approval, DirectiveContext, PolicyEvaluator
+from .domain.policy.evaluator import DirectiveContext, PolicyEvaluator
 from .domain.policy.model import PolicyDocument
 from .errors import C2BusError, InvalidEvent
 from .runtime.policy_store import latest_versions, publish

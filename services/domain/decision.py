@@ -10,6 +10,15 @@ from .events import DirectiveEvent, Reason, Verdict
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """An approval's author, as verified at the edge (subject, nation, roles)."""
+
+    approver: str
+    nation: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """A verdict with every reason, and the exact policy that produced it."""
 
@@ -23,5 +32,10 @@ class Decision:
 class DirectivePolicy:
     """What the enforcer calls: pure, deterministic, time is an input."""
 
-    def decide(self, directive: DirectiveEvent, now: datetime) -> Decision:
+    def decide(
+        self,
+        directive: DirectiveEvent,
+        now: datetime,
+        approvals: frozenset[Approval] = frozenset(),
+    ) -> Decision:
         raise NotImplementedError

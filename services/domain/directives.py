@@ -9,21 +9,31 @@ from datetime import datetime
 import msgspec
 
 from .decision import Decision
-from .events import DecisionData, DecisionEvent, DirectiveEvent
+from .events import DecisionData, DecisionEvent, DirectiveEvent, Verdict
 
 
-def decision_id(directive: DirectiveEvent) -> str:
+def decision_id(
+    directive: DirectiveEvent, verdict: Verdict = Verdict.ALLOW, approvals: int = 0
+) -> str:
+    """``decision:<id>`` for the final verdict; ``decision:<id>:hold:<n>`` for the HOLD
+    recorded with n approvals, so every decision event has its own id."""
+    if verdict is Verdict.HOLD:
+        return f"decision:{directive.id}:hold:{approvals}"
     return f"decision:{directive.id}"
 
 
 def decision_event(
-    directive: DirectiveEvent, decision: Decision, now: datetime, source: str
+    directive: DirectiveEvent,
+    decision: Decision,
+    now: datetime,
+    source: str,
+    approvals: int = 0,
 ) -> DecisionEvent:
     """The audit record of a verdict; it carries the directive's own security label."""
     data = directive.data
     return DecisionEvent(
         specversion="1.0",
-        id=decision_id(directive),
+        id=decision_id(directive, decision.verdict, approvals),
         source=source,
         time=now,
         classification=directive.classification,

@@ -170,6 +170,23 @@ class DirectiveStatusData(Struct, frozen=True, forbid_unknown_fields=True, omit_
     reason: Text | None = None
 
 
+class ApprovalData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An approval of a held directive.
+
+    ``approver``, ``nation`` and ``roles`` are the approver's verified identity, stamped by
+    the service that authenticated them (never taken from a request body). ``target`` is the
+    directive's target unit: approvals are keyed like directives, so they share a partition
+    and arrive in order with what they approve.
+    """
+
+    directive_id: EventId
+    target: Identifier
+    approver: Annotated[str, Meta(min_length=1, max_length=256)]
+    nation: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+    roles: list[Identifier] = msgspec.field(default_factory=list)
+    comment: Text = ""
+
+
 class PolicySetData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A published version of an alignment-policy set (see ``domain.policy.model``).
 
@@ -276,12 +293,22 @@ class PolicySetEvent(Envelope, frozen=True, kw_only=True, tag="c2bus.policy.set.
         return self.data.policy_set_id
 
 
+class ApprovalEvent(Envelope, frozen=True, kw_only=True, tag="c2bus.directive.approval.v1"):
+    topic_role: ClassVar[str] = "directives.submitted"
+    data: ApprovalData
+
+    def key(self) -> str:
+        return self.data.target
+
+
 SaEvent = TrackEvent | PositionEvent | UnitStatusEvent
+SubmittedEvent = DirectiveEvent | ApprovalEvent
 AnyEvent = (
     TrackEvent
     | PositionEvent
     | UnitStatusEvent
     | DirectiveEvent
+    | ApprovalEvent
     | DecisionEvent
     | DirectiveStatusEvent
     | PolicySetEvent
@@ -293,6 +320,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     PositionEvent,
     UnitStatusEvent,
     DirectiveEvent,
+    ApprovalEvent,
     DecisionEvent,
     DirectiveStatusEvent,
     PolicySetEvent,

@@ -3,9 +3,15 @@
 The policy comes from the policy topic (see ``policy_source``); until a valid version is in
 force nothing is decided.
 
-Per batch, one Kafka transaction holds the decisions, the approved directives, any dead
-letters and the consumer offsets: a directive is decided exactly once or not at all, and
-``read_committed`` readers never see a decision whose offsets were not committed with it.
+Per batch, one Kafka transaction holds the decisions, the approved directives, changes to
+held directives, any dead letters and the consumer offsets: a directive is decided exactly
+once or not at all, and ``read_committed`` readers never see a decision whose offsets were
+not committed with it.
+
+Approvals arrive on the same topic as directives, keyed by the same target unit, so they
+share a partition and come in order. A HOLD keeps the directive in the held state (see
+``held``); each approval re-evaluates it; it is released on ALLOW, and denied when it
+expires.
 """
 
 from __future__ import annotations
@@ -16,27 +22,29 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..domain.codec import EventDecoder, encode_event
-from ..domain.decision import DirectivePolicy
+from ..domain.decision import Approval, Decision, DirectivePolicy
 from ..domain.directives import approved_directive, decision_event
-from ..domain.events import DirectiveEvent, Verdict
+from ..domain.events import ApprovalEvent, DirectiveEvent, SubmittedEvent, Verdict
 from ..errors import InvalidEvent
 from ..runtime.dlq import DeadLetters
-from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
+from ..runtime.kafka import assign_all, new_consumer, new_producer, read_to_end, start_clients
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_app
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
+from .held import Held, HeldDirectives
 from .policy_source import PolicySource
 
 log = logging.getLogger(__name__)
-DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
+SUBMITTED: EventDecoder[SubmittedEvent] = EventDecoder(SubmittedEvent)
 MAX_CONSECUTIVE_FAILURES = 5
+EXPIRY_SWEEP_S = 1.0
 
 
 def utcnow() -> datetime:
@@ -60,6 +68,10 @@ class Enforcer:
             registry=self.registry,
         )
         self.policies = PolicySource(settings.policy_set_id, self.registry)
+        self.held = HeldDirectives()
+        self.held_gauge = Gauge(
+            "c2bus_enforcer_held", "Directives held for approvals", registry=self.registry
+        )
         self.ready = False
         self.http = HttpServer(
             ops_app("c2bus enforcer", self.registry, lambda: self.ready),
@@ -69,9 +81,7 @@ class Enforcer:
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka.bootstrap
-        consumer = new_consumer(
-            bootstrap, self.settings.instance, self.topics.submitted, group_id=self.group_id
-        )
+        consumer = new_consumer(bootstrap, self.settings.instance, group_id=self.group_id)
         policy_consumer = new_consumer(bootstrap, f"{self.settings.instance}-policy", group_id=None)
         producer = new_producer(
             bootstrap,
@@ -83,6 +93,7 @@ class Enforcer:
         try:
             await assign_all(policy_consumer, bootstrap, [self.topics.policy], from_start=True)
             await start_clients(bootstrap, consumer)
+            consumer.subscribe([self.topics.submitted], listener=_HeldRestorer(self, bootstrap))
         except BaseException:
             await policy_consumer.stop()
             await producer.stop()
@@ -135,12 +146,16 @@ class Enforcer:
         stop: asyncio.Event,
     ) -> None:
         failures = 0
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=500)
-            if not batch:
-                continue
             try:
-                await self._decide_batch(batch, producer, dlq)
+                if batch:
+                    await self._decide_batch(batch, producer, dlq)
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + EXPIRY_SWEEP_S
+                    await self._deny_expired(producer)
                 failures = 0
             except AioKafkaError as exc:
                 failures += 1
@@ -167,6 +182,17 @@ class Enforcer:
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             await producer.send_offsets_to_transaction(offsets, self.group_id)
 
+    async def _deny_expired(self, producer: AIOKafkaProducer) -> None:
+        now = self.clock()
+        expired = self.held.expired(now)
+        policy = self.policies.current
+        if not expired or policy is None:
+            return
+        async with producer.transaction():
+            for held in expired:
+                decision = policy.decide(held.directive, now, held.approvals)
+                await self._record(held.directive, decision, now, producer, held)
+
     async def _decide(
         self,
         record: Any,
@@ -177,14 +203,43 @@ class Enforcer:
         try:
             if record.value is None:
                 raise InvalidEvent("record has no value")
-            directive = DIRECTIVES.decode_event(record.value)
+            event = SUBMITTED.decode_event(record.value)
         except InvalidEvent as exc:
             await dlq.send(record, "enforcer.decode", exc)
             return
         now = self.clock()
-        decision = policy.decide(directive, now)
-        event = decision_event(directive, decision, now, self.source)
+        if isinstance(event, ApprovalEvent):
+            held = self.held.get(event.data.directive_id)
+            if held is None:
+                reason = f"directive {event.data.directive_id} is not held for approval"
+                await dlq.send(record, "enforcer.approval", InvalidEvent(reason))
+                return
+            approval = Approval(event.data.approver, event.data.nation, frozenset(event.data.roles))
+            held = Held(held.directive, held.approvals | {approval}, held.partition)
+            decision = policy.decide(held.directive, now, held.approvals)
+            await self._record(held.directive, decision, now, producer, held)
+            return
+        held = Held(event, frozenset(), record.partition)
+        await self._record(event, policy.decide(event, now), now, producer, held)
+
+    async def _record(
+        self,
+        directive: DirectiveEvent,
+        decision: Decision,
+        now: datetime,
+        producer: AIOKafkaProducer,
+        held: Held,
+    ) -> None:
+        """Write a decision and its consequences: release, hold, or end a hold."""
+        approvals = len(held.approvals)
+        event = decision_event(directive, decision, now, self.source, approvals)
         await producer.send(self.topics.decisions, encode_event(event), key=directive.id.encode())
+        key = directive.id.encode()
+        if decision.verdict is Verdict.HOLD:
+            self.held.put(held)
+            await producer.send(self.topics.held, held.encode(), key=key, partition=held.partition)
+        elif self.held.pop(directive.id) is not None:
+            await producer.send(self.topics.held, None, key=key, partition=held.partition)
         if decision.verdict is Verdict.ALLOW:
             await producer.send(
                 self.topics.approved,
@@ -192,6 +247,7 @@ class Enforcer:
                 key=directive.data.target.encode(),
             )
         self.decisions.labels(decision.verdict.value).inc()
+        self.held_gauge.set(len(self.held))
         log.info(
             "directive.decided",
             extra={
@@ -200,8 +256,49 @@ class Enforcer:
                 "issuer": directive.data.issuer,
                 "target": directive.data.target,
                 "rules": [r.rule for r in decision.reasons],
+                "approvals": approvals,
                 "policy_version": decision.policy_version,
             },
+        )
+
+
+class _HeldRestorer(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Held state follows the input partitions.
+
+    On revoke the state of the revoked partitions is set aside; if the same rebalance gives
+    a partition back, nobody else can have written to it meanwhile, so the set-aside state
+    is current and is reused. Partitions new to this enforcer are restored from the held
+    topic.
+    """
+
+    def __init__(self, enforcer: Enforcer, bootstrap: str) -> None:
+        self.enforcer = enforcer
+        self.bootstrap = bootstrap
+        self.set_aside: dict[int, dict[str, Held]] = {}
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        partitions = {tp.partition for tp in revoked}
+        dropped = self.enforcer.held.drop_partitions(partitions)
+        self.set_aside = {p: {} for p in partitions}
+        for directive_id, held in dropped.items():
+            self.set_aside[held.partition][directive_id] = held
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        partitions = sorted(tp.partition for tp in assigned)
+        kept = [p for p in partitions if p in self.set_aside]
+        fresh = [p for p in partitions if p not in self.set_aside]
+        held = self.enforcer.held
+        for partition in kept:
+            for entry in self.set_aside[partition].values():
+                held.put(entry)
+        self.set_aside = {}
+        if fresh:
+            held.drop_partitions(set(fresh))
+            held.restore(await read_to_end(self.bootstrap, self.enforcer.topics.held, fresh))
+        self.enforcer.held_gauge.set(len(held))
+        log.info(
+            "held.restored",
+            extra={"kept_partitions": kept, "read_partitions": fresh, "held": len(held)},
         )
 
 

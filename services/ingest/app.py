@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -23,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.events import (
+    ApprovalData,
+    ApprovalEvent,
     DirectiveEvent,
     Envelope,
     PositionEvent,
@@ -30,7 +33,9 @@ from ..domain.events import (
     TrackEvent,
     UnitStatusEvent,
 )
+from ..domain.fields import EventId, Identifier, ReleasableTo, Text
 from ..domain.identity import Identity
+from ..domain.labels import Classification
 from ..errors import AuthError, InvalidEvent
 from ..runtime.auth import TokenVerifier, load_key
 from ..runtime.kafka import new_producer, start_client
@@ -44,6 +49,17 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 1000
+APPROVER_ROLES = ("approver", "red-card-holder")
+
+
+class ApprovalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    directive_id: EventId
+    target: Identifier
+    comment: Text = ""
+    classification: Classification = Classification.NATO_SECRET
+    releasableto: ReleasableTo = "NATO"
+
+
 SA_TYPES: tuple[type[Envelope], ...] = (TrackEvent, PositionEvent, UnitStatusEvent)
 DIRECTIVE_TYPES: tuple[type[Envelope], ...] = (DirectiveEvent,)
 
@@ -113,6 +129,17 @@ class Ingest:
 
         for name in self.routes:
             self._add_routes(app, name)
+        app.add_api_route(
+            "/v1/approvals",
+            self._approve,
+            methods=["POST"],
+            status_code=202,
+            summary="Approve a held directive (two-person rule, national red card)",
+            description="Body: {directive_id, target, comment?, classification?, "
+            "releasableto?}. The approver's subject, nation and roles come from the token; "
+            "the policy decides whether the approval counts.",
+            tags=["directives"],
+        )
 
         components = _components()
 
@@ -200,17 +227,65 @@ class Ingest:
         return JSONResponse(results if batch else results[0], status_code=202)
 
     def _authorise(self, request: Request, route: Route) -> Identity:
+        identity = self._identity(request)
+        if not identity.has_role(route.role):
+            raise Rejected(403, f"the token lacks the role {route.role}")
+        return identity
+
+    def _identity(self, request: Request) -> Identity:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Rejected(401, "a bearer token is required")
         try:
-            identity = self.verifier.verify(token.strip())
+            return self.verifier.verify(token.strip())
         except AuthError as exc:
             raise Rejected(401, str(exc)) from exc
-        if not identity.has_role(route.role):
-            raise Rejected(403, f"the token lacks the role {route.role}")
-        return identity
+
+    async def _approve(self, request: Request) -> JSONResponse:
+        """An approval of a held directive, stamped with the caller's verified identity."""
+        route = self.routes["directives"]
+        try:
+            identity = self._identity(request)
+            if not any(identity.has_role(role) for role in APPROVER_ROLES):
+                roles = " or ".join(APPROVER_ROLES)
+                raise Rejected(403, f"the token lacks the role {roles}")
+            try:
+                body = msgspec.json.decode(await request.body(), type=ApprovalRequest)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                reason, _, path = str(exc).partition(" - at `")
+                problem = Problem(path.rstrip("`") or "$", reason)
+                raise Rejected(422, "invalid approval", [problem.as_dict()]) from exc
+            event = ApprovalEvent(
+                specversion="1.0",
+                id=f"approval:{body.directive_id}:{identity.subject}",
+                source=f"urn:c2bus:ingest:{self.settings.instance}",
+                time=datetime.now(UTC),
+                classification=body.classification,
+                releasableto=body.releasableto,
+                subject=body.directive_id,
+                data=ApprovalData(
+                    directive_id=body.directive_id,
+                    target=body.target,
+                    approver=identity.subject,
+                    nation=identity.nation,
+                    roles=sorted(identity.roles),
+                    comment=body.comment,
+                ),
+            )
+            [result] = await self._produce([event], route)
+        except Rejected as exc:
+            self.rejected.labels("approvals", str(exc.status)).inc()
+            content: dict[str, Any] = {"detail": exc.detail}
+            if exc.problems:
+                content["problems"] = exc.problems
+            return JSONResponse(content, status_code=exc.status)
+        self.accepted.labels("approvals").inc()
+        log.info(
+            "approval.accepted",
+            extra={"directive_id": body.directive_id, "approver": identity.subject},
+        )
+        return JSONResponse(result, status_code=202)
 
     def _decode(self, body: bytes, route: Route, batch: bool) -> list[Envelope]:
         try:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -167,3 +168,37 @@ async def assign_all(
             await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
+
+
+async def read_to_end(
+    bootstrap: str,
+    topic: str,
+    partitions: list[int] | None = None,
+    timeout_s: float = 30.0,
+) -> list[Any]:
+    """Every committed record of ``topic`` (or of some of its partitions) up to its end
+    when called, read by a group-less ``read_committed`` consumer."""
+    info = await probe(bootstrap, timeout_s)
+    existing = sorted(info.partitions.get(topic, ()))
+    if not existing:
+        raise KafkaError(f"topic {topic} does not exist: run `c2bus topics create`")
+    wanted = existing if partitions is None else [p for p in existing if p in partitions]
+    tps = [TopicPartition(topic, p) for p in wanted]
+    records: list[Any] = []
+    if not tps:
+        return records
+    consumer = new_consumer(bootstrap, "c2bus-reader", group_id=None)
+    await start_client(consumer, bootstrap)
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                raise KafkaError(f"reading {topic} stalled before its end")
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records

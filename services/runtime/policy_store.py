@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka.errors import KafkaError as AioKafkaError
-from aiokafka.structs import TopicPartition
 
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.events import PolicySetData, PolicySetEvent
@@ -21,7 +19,7 @@ from ..domain.labels import Classification
 from ..domain.policy.compiler import compile_policy
 from ..domain.policy.model import PolicyDocument
 from ..errors import InvalidEvent, KafkaError, PolicyError
-from .kafka import new_consumer, new_producer, probe, start_client
+from .kafka import new_producer, read_to_end, start_client
 
 log = logging.getLogger(__name__)
 POLICY_EVENTS: EventDecoder[PolicySetEvent] = EventDecoder(PolicySetEvent)
@@ -31,35 +29,10 @@ class PolicyConflict(PolicyError):
     """The publisher's base version is not the current one (someone published first)."""
 
 
-async def read_all_records(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
-    """Every committed record of ``topic`` up to its end when called."""
-    info = await probe(bootstrap, timeout_s)
-    partitions = sorted(info.partitions.get(topic, ()))
-    if not partitions:
-        raise KafkaError(f"topic {topic} does not exist: run `c2bus topics create`")
-    tps = [TopicPartition(topic, p) for p in partitions]
-    consumer = new_consumer(bootstrap, "c2bus-policy-reader", group_id=None)
-    await start_client(consumer, bootstrap)
-    records: list[Any] = []
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
-            if not batch:
-                raise KafkaError(f"reading {topic} stalled before its end")
-            for part in batch.values():
-                records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
-
-
 async def latest_versions(bootstrap: str, topic: str) -> dict[str, PolicySetEvent]:
     """The newest valid version of every policy set on the topic."""
     latest: dict[str, PolicySetEvent] = {}
-    for record in await read_all_records(bootstrap, topic):
+    for record in await read_to_end(bootstrap, topic):
         try:
             event = POLICY_EVENTS.decode_event(record.value or b"")
         except InvalidEvent:

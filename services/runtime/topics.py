@@ -63,6 +63,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         "directive lifecycle (decided, delivered, WILCO, CANTCO, HAVE DO), keyed by directive id",
     ),
     TopicSpec(
+        "directives.held",
+        6,  # must equal directives.submitted: partition i holds the state of input partition i
+        {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
+        "directives held for approvals, keyed by directive id (compacted enforcer state)",
+    ),
+    TopicSpec(
         "policy",
         1,
         {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
@@ -102,6 +108,10 @@ class TopicNames:
     @property
     def status(self) -> str:
         return f"{self.prefix}.directives.status"
+
+    @property
+    def held(self) -> str:
+        return f"{self.prefix}.directives.held"
 
     @property
     def policy(self) -> str:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from services.domain.codec import EventDecoder, decode_event, encode_event
 from services.domain.events import (
+    ApprovalEvent,
     DecisionEvent,
     DirectiveEvent,
     DirectiveStatusEvent,
@@ -35,6 +36,7 @@ KEYS = {
     "sa-position": (PositionEvent, "DEU-PZGRENBTL-122"),
     "sa-unit-status": (UnitStatusEvent, "POL-12BDE"),
     "directive": (DirectiveEvent, "NLD-11AMB"),
+    "directive-approval": (ApprovalEvent, "POL-12BDE"),
     "decision": (DecisionEvent, "d-2026-11-26-0001"),
     "directive-status": (DirectiveStatusEvent, "d-2026-11-26-0001"),
     "policy-set": (PolicySetEvent, "alliance-main"),

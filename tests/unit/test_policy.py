@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.domain.codec import decode_event
+from services.domain.decision import Approval
 from services.domain.events import DirectiveEvent, Verdict
 from services.domain.policy.compiler import (
     CompiledPolicy,
@@ -24,7 +25,7 @@ from services.domain.policy.compiler import (
     content_hash,
     load_policy,
 )
-from services.domain.policy.evaluator import Approval, DirectiveContext, PolicyEvaluator
+from services.domain.policy.evaluator import DirectiveContext, PolicyEvaluator
 from services.domain.policy.model import Caveat, PolicyDocument
 from tests.conftest import ROOT, SCHEMAS
 

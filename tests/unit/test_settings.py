@@ -54,6 +54,7 @@ def test_topic_names_cover_the_design_topics_under_one_prefix() -> None:
         "c2.directives.approved",
         "c2.decisions",
         "c2.directives.status",
+        "c2.directives.held",
         "c2.policy",
         "c2.dlq",
     }

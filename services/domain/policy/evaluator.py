@@ -10,19 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..decision import Decision, DirectivePolicy
+from ..decision import Approval, Decision, DirectivePolicy
 from ..events import DirectiveEvent, Reason, Verdict
 from ..labels import SecurityLabel, parse_releasability
 from .compiler import CompiledPolicy
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    """An approval event's author, as verified at the edge."""
-
-    approver: str
-    nation: str
-    roles: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +35,13 @@ class PolicyEvaluator(DirectivePolicy):
     def __init__(self, policy: CompiledPolicy) -> None:
         self.policy = policy
 
-    def decide(self, directive: DirectiveEvent, now: datetime) -> Decision:
-        return self.evaluate(directive, DirectiveContext(now))
+    def decide(
+        self,
+        directive: DirectiveEvent,
+        now: datetime,
+        approvals: frozenset[Approval] = frozenset(),
+    ) -> Decision:
+        return self.evaluate(directive, DirectiveContext(now, approvals))
 
     def evaluate(self, directive: DirectiveEvent, ctx: DirectiveContext) -> Decision:
         deny: list[Reason] = []

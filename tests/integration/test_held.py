@@ -1,0 +1,167 @@
+"""Held directives: HOLD until the policy's approvals arrive, across an enforcer restart;
+denied when they expire; approvals for nothing held are dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.domain.codec import decode_event, encode_event
+from services.domain.events import ApprovalData, ApprovalEvent, DecisionEvent, DirectiveEvent
+from services.domain.labels import Classification
+from services.runtime.dlq import PREFIX
+from services.runtime.topics import TopicNames
+from tests.integration.services import Env, enforcer, ingest
+from tests.integration.test_pipeline import produce
+from tests.integration.test_roundtrip import read_all
+
+AT_SEA = [{"lat": 55.0, "lon": 15.0}, {"lat": 55.0, "lon": 16.0}, {"lat": 55.5, "lon": 15.5}]
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
+    return Env.create(kafka_bootstrap, prefix, tmp_path)
+
+
+def engage(valid_example: Any, directive_id: str, expires: datetime) -> bytes:
+    doc = valid_example("directive")
+    doc["id"] = directive_id
+    doc["time"] = datetime.now(UTC).isoformat()
+    doc["data"].update(
+        kind="ENGAGE", issuer="MNC-NE", target="POL-12BDE", area=AT_SEA, expires=expires.isoformat()
+    )
+    doc["data"].pop("valid_from")
+    return json.dumps(doc).encode()
+
+
+def approval(directive_id: str, approver: str, roles: list[str]) -> bytes:
+    event = ApprovalEvent(
+        specversion="1.0",
+        id=f"approval:{directive_id}:{approver}",
+        source="urn:test",
+        time=datetime.now(UTC),
+        classification=Classification.NATO_SECRET,
+        releasableto="NATO",
+        data=ApprovalData(
+            directive_id=directive_id,
+            target="POL-12BDE",
+            approver=approver,
+            nation="GBR",
+            roles=roles,
+        ),
+    )
+    return encode_event(event)
+
+
+async def records_eventually(env: Env, topic: str) -> list[Any]:
+    async with asyncio.timeout(30):
+        while True:
+            records = await read_all(env.bootstrap, topic)
+            if records:
+                return records
+            await asyncio.sleep(0.3)
+
+
+async def decisions_for(env: Env, topics: TopicNames, directive_id: str, count: int) -> list[Any]:
+    async with asyncio.timeout(40):
+        while True:
+            found = []
+            for record in await read_all(env.bootstrap, topics.decisions):
+                event = decode_event(record.value)
+                assert isinstance(event, DecisionEvent)
+                if event.data.directive_id == directive_id:
+                    found.append(event)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.3)
+
+
+async def test_released_after_two_approvals_across_a_restart(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    far = datetime.now(UTC) + timedelta(hours=2)
+    async with enforcer(env):
+        await produce(
+            env.bootstrap, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-engage", far))
+        )
+        [held] = await decisions_for(env, topics, "d-engage", 1)
+        assert held.data.verdict.value == "HOLD"
+        assert held.id == "decision:d-engage:hold:0"
+        assert [r.rule for r in held.data.reasons] == ["approval.two-person"]
+        # One approver, and one without the approver role: still held.
+        await produce(
+            env.bootstrap,
+            topics.submitted,
+            (b"POL-12BDE", approval("d-engage", "alice", ["approver"])),
+            (b"POL-12BDE", approval("d-engage", "mallory", ["console"])),
+        )
+        steps = await decisions_for(env, topics, "d-engage", 3)
+        assert [d.data.verdict.value for d in steps] == ["HOLD", "HOLD", "HOLD"]
+    assert await read_all(env.bootstrap, topics.approved) == []
+
+    # A new enforcer instance restores the held directive from Kafka.
+    async with enforcer(env, publish_policy=False) as second:
+        await asyncio.sleep(0.5)
+        assert second.held.get("d-engage") is not None
+        assert {a.approver for a in second.held.get("d-engage").approvals} == {"alice", "mallory"}
+        await produce(
+            env.bootstrap,
+            topics.submitted,
+            (b"POL-12BDE", approval("d-engage", "bob", ["approver"])),
+        )
+        final = (await decisions_for(env, topics, "d-engage", 4))[-1]
+        assert final.data.verdict.value == "ALLOW"
+        assert final.id == "decision:d-engage"
+    [released] = await read_all(env.bootstrap, topics.approved)
+    event = decode_event(released.value)
+    assert isinstance(event, DirectiveEvent)
+    assert (event.id, event.decisionid) == ("d-engage", "decision:d-engage")
+    held_log = await read_all(env.bootstrap, topics.held)
+    assert held_log[-1].key == b"d-engage" and held_log[-1].value is None  # resolved: tombstone
+
+
+async def test_a_held_directive_is_denied_when_it_expires(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=4)
+    async with enforcer(env) as service:
+        await produce(
+            env.bootstrap, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-brief", soon))
+        )
+        held, denied = await decisions_for(env, topics, "d-brief", 2)
+        assert held.data.verdict.value == "HOLD"
+        assert denied.data.verdict.value == "DENY"
+        assert "validity.expired" in [r.rule for r in denied.data.reasons]
+        assert service.held.get("d-brief") is None
+
+
+async def test_approvals_via_ingest_and_for_nothing_held(env: Env, topics: TopicNames) -> None:
+    async with (
+        enforcer(env),
+        ingest(env) as api,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.http.port}") as http,
+    ):
+        token = env.token(unit="SHAPE", nation="GBR", roles=("approver",))
+        console_only = env.token(unit="SHAPE", nation="GBR", roles=("console",))
+        body = {"directive_id": "d-nothing", "target": "POL-12BDE"}
+        refused = await http.post(
+            "/v1/approvals", json=body, headers={"Authorization": f"Bearer {console_only}"}
+        )
+        assert refused.status_code == 403
+        sent = await http.post(
+            "/v1/approvals", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert sent.status_code == 202, sent.text
+        letters = await records_eventually(env, topics.dlq)
+    headers = {k: v.decode() for k, v in letters[0].headers}
+    assert headers[PREFIX + "stage"] == "enforcer.approval"
+    assert "d-nothing is not held" in headers[PREFIX + "exception.message"]
+    stamped = decode_event(letters[0].value)
+    assert isinstance(stamped, ApprovalEvent)
+    assert (stamped.data.approver, stamped.data.nation) == ("test-shape", "GBR")  # from the token

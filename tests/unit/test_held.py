@@ -1,0 +1,54 @@
+"""The enforcer's held-directive state folds its changelog like a compacted topic would."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.domain.codec import decode_event
+from services.domain.decision import Approval
+from services.domain.events import DirectiveEvent
+from services.enforcer.held import Held, HeldDirectives
+
+
+@dataclass
+class Record:
+    key: bytes
+    value: bytes | None
+    partition: int
+
+
+def directive(directive_id: str, expires: datetime, valid_example: Any) -> DirectiveEvent:
+    doc = valid_example("directive")
+    doc["id"] = directive_id
+    doc["data"]["expires"] = expires.isoformat()
+    event = decode_event(json.dumps(doc))
+    assert isinstance(event, DirectiveEvent)
+    return event
+
+
+def test_restore_folds_updates_and_tombstones(valid_example: Any) -> None:
+    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    a = Held(directive("a", now + timedelta(hours=1), valid_example), frozenset(), 0)
+    alice = Approval("alice", "GBR", frozenset({"approver"}))
+    a2 = Held(a.directive, frozenset({alice}), 0)
+    b = Held(directive("b", now - timedelta(seconds=1), valid_example), frozenset(), 1)
+    state = HeldDirectives()
+    count = state.restore(
+        [
+            Record(b"a", a.encode(), 0),
+            Record(b"b", b.encode(), 1),
+            Record(b"a", a2.encode(), 0),
+            Record(b"c", Held(directive("c", now, valid_example), frozenset(), 1).encode(), 1),
+            Record(b"c", None, 1),
+        ]
+    )
+    assert count == 2
+    assert state.get("a") == a2  # the latest value wins, approvals and all
+    assert state.get("c") is None  # tombstoned
+    assert [h.directive.id for h in state.expired(now)] == ["b"]
+    dropped = state.drop_partitions({1})
+    assert set(dropped) == {"b"}
+    assert len(state) == 1
