@@ -214,6 +214,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .enforcer.app import main as service_main
     elif args.service == "ingest":
         from .ingest.app import main as service_main
+    elif args.service == "policy_api":
+        from .policy_api.app import main as service_main
     else:
         from .gateway.app import main as service_main
     return run_service(args.service, service_main)
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     p = commands.add_parser("serve", help="run one service in the foreground")
-    p.add_argument("service", choices=("ingest", "enforcer", "gateway"))
+    p.add_argument("service", choices=("ingest", "enforcer", "policy_api", "gateway"))
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("sim", help="publish simulated tracks and directives to Kafka")

@@ -16,6 +16,8 @@ from .domain.policy.compiler import PolicyInvalid, compile_policy, load_policy_d
 from .domain.policy.evaluator import DirectiveContext, PolicyEvaluator
 from .domain.policy.model import PolicyDocument
 from .errors import C2BusError, InvalidEvent
+from .policy_api.shadow import ShadowReport, shadow
+from .runtime.kafka import read_to_end
 from .runtime.policy_store import latest_versions, publish
 from .runtime.settings import KafkaSettings, ServiceSettings
 from .runtime.topics import TopicNames
@@ -138,6 +140,40 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shadow(args: argparse.Namespace) -> int:
+    candidate = PolicyEvaluator(compile_policy(_document(args.file)))
+    kafka = KafkaSettings.from_env()
+    topics = TopicNames(kafka.topic_prefix)
+
+    async def run() -> ShadowReport:
+        latest = await latest_versions(kafka.bootstrap, topics.policy)
+        set_id = candidate.policy.policy_set_id
+        if set_id not in latest:
+            raise C2BusError(f"no version of {set_id} is published to compare with")
+        current = PolicyEvaluator(compile_policy(latest[set_id].data.document))
+        directives = []
+        for record in await read_to_end(kafka.bootstrap, topics.submitted, last=args.last):
+            try:
+                directives.append(DIRECTIVES.decode_event(record.value or b""))
+            except InvalidEvent:
+                continue
+        directives.sort(key=lambda d: d.time)
+        return shadow(directives[-args.last :], current, candidate)
+
+    report = asyncio.run(run())
+    print(
+        f"{report.directives} recorded directives re-decided: version {report.current_version} "
+        f"(in force) against {report.candidate_version} (candidate); "
+        f"{len(report.changed)} verdict(s) would change"
+    )
+    for change in report.changed:
+        print(
+            f"  {change.directive_id}  {change.kind} {change.issuer} -> {change.target}: "
+            f"{change.current} -> {change.candidate}  {'; '.join(change.reasons)}"
+        )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policy = commands.add_parser("policy", help="alignment policies: validate, publish, dry-run")
     verbs = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -170,3 +206,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="an approval to assume, e.g. alice:GBR:approver (repeatable)",
     )
     p.set_defaults(func=cmd_dry_run)
+    p = verbs.add_parser(
+        "shadow", help="re-decide recorded directives under a candidate; show what changes"
+    )
+    p.add_argument("file", help="the candidate policy")
+    p.add_argument("--last", type=int, default=1000, help="directives per partition (1000)")
+    p.set_defaults(func=cmd_shadow)

@@ -104,9 +104,10 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         auth = AuthSettings.from_env()
         load_or_create_key(auth.key_file)
         log_dir = _home() / "logs"
-        ports = {s: ServiceSettings.from_env(s).port for s in ("ingest", "enforcer", "gateway")}
+        names = ("enforcer", "ingest", "policy_api", "gateway")
+        ports = {s: ServiceSettings.from_env(s).port for s in names}
         host = ServiceSettings.from_env("gateway").host
-        for name in ("enforcer", "ingest", "gateway"):
+        for name in names:
             process, log = _spawn(name, [f"services.{name}"], log_dir)
             children.append(Child(name, process, f"http://{host}:{ports[name]}/readyz", log))
             progress(f"started {name} (pid {process.pid}), logs in {log}")
@@ -196,6 +197,7 @@ def _summary(
         f"  Kafka      {kafka.bootstrap} ({origin}); topics under '{kafka.topic_prefix}.'",
         f"  ingest     http://{host}:{ports['ingest']}  (OpenAPI: http://{host}:{ports['ingest']}/docs)",
         f"  enforcer   http://{host}:{ports['enforcer']}/metrics",
+        f"  policy API http://{host}:{ports['policy_api']}/docs",
         f"  gateway    ws://{host}:{ports['gateway']}  (subprotocol c2bus.v1)",
     ]
     if options.simulator:

@@ -213,18 +213,21 @@ class Ingest:
             events = self._decode(body, route, batch)
             results = await self._produce(events, route)
         except Rejected as exc:
-            self.rejected.labels(route.name, str(exc.status)).inc()
-            content: dict[str, Any] = {"detail": exc.detail}
-            if exc.problems:
-                content["problems"] = exc.problems
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            return JSONResponse(content, status_code=exc.status, headers=headers)
+            return self._refusal(exc, route.name)
         self.accepted.labels(route.name).inc(len(results))
         log.info(
             "events.accepted",
             extra={"route": route.name, "count": len(results), "subject": identity.subject},
         )
         return JSONResponse(results if batch else results[0], status_code=202)
+
+    def _refusal(self, exc: Rejected, route_name: str) -> JSONResponse:
+        self.rejected.labels(route_name, str(exc.status)).inc()
+        content: dict[str, Any] = {"detail": exc.detail}
+        if exc.problems:
+            content["problems"] = exc.problems
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(content, status_code=exc.status, headers=headers)
 
     def _authorise(self, request: Request, route: Route) -> Identity:
         identity = self._identity(request)
@@ -275,11 +278,7 @@ class Ingest:
             )
             [result] = await self._produce([event], route)
         except Rejected as exc:
-            self.rejected.labels("approvals", str(exc.status)).inc()
-            content: dict[str, Any] = {"detail": exc.detail}
-            if exc.problems:
-                content["problems"] = exc.problems
-            return JSONResponse(content, status_code=exc.status)
+            return self._refusal(exc, "approvals")
         self.accepted.labels("approvals").inc()
         log.info(
             "approval.accepted",

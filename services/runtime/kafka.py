@@ -175,9 +175,11 @@ async def read_to_end(
     topic: str,
     partitions: list[int] | None = None,
     timeout_s: float = 30.0,
+    last: int | None = None,
 ) -> list[Any]:
     """Every committed record of ``topic`` (or of some of its partitions) up to its end
-    when called, read by a group-less ``read_committed`` consumer."""
+    when called, read by a group-less ``read_committed`` consumer; with ``last``, only the
+    last ``last`` offsets of each partition."""
     info = await probe(bootstrap, timeout_s)
     existing = sorted(info.partitions.get(topic, ()))
     if not existing:
@@ -193,6 +195,10 @@ async def read_to_end(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
+        if last is not None:
+            start = await consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(start[tp], end[tp] - last))
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
             batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
             if not batch:

@@ -128,7 +128,7 @@ class AuthSettings:
         )
 
 
-DEFAULT_PORTS = {"ingest": 8081, "enforcer": 8082, "gateway": 8765}
+DEFAULT_PORTS = {"ingest": 8081, "enforcer": 8082, "policy_api": 8083, "gateway": 8765}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""The policy API: validate, publish, inspect, dry-run and shadow-run alignment policies."""

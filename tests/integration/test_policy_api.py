@@ -1,0 +1,120 @@
+"""The policy API on a real socket: validate with every problem located, publish only as
+policy-admin with optimistic concurrency, dry-run one directive, shadow-run a candidate
+against the directives recorded on Kafka."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from services.policy_api.app import PolicyApi
+from services.runtime.topics import TopicNames
+from tests.integration.services import REFERENCE_POLICY, Env, publish_reference_policy, running
+from tests.integration.test_pipeline import directive, produce
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
+    return Env.create(kafka_bootstrap, prefix, tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def api(env: Env, roles: tuple[str, ...]) -> AsyncIterator[httpx.AsyncClient]:
+    service = PolicyApi(env.settings("policy_api"), env.verifier())
+    async with running(service, lambda: service.ready):
+        token = env.token(unit="SHAPE", roles=roles)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{service.http.port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ) as client:
+            yield client
+
+
+def reference_without_polish_transfer() -> bytes:
+    doc = yaml.safe_load(REFERENCE_POLICY.read_text())
+    doc["version"] = 2
+    doc["transfers"] = [t for t in doc["transfers"] if t["id"] != "toa-pol-12"]
+    return yaml.safe_dump(doc).encode()
+
+
+async def test_validate_publish_and_show(env: Env) -> None:
+    await publish_reference_policy(env)
+    async with api(env, ("console",)) as reader:
+        bad = yaml.safe_load(REFERENCE_POLICY.read_text())
+        bad["units"][5]["parent"] = "NOWHERE"
+        bad["caveats"][2]["forbidden_kinds"] = ["TELEPORT"]
+        refused = await reader.post("/v1/policies/validate", content=yaml.safe_dump(bad))
+        assert refused.status_code == 422
+        assert {p["pointer"] for p in refused.json()["problems"]} == {
+            "/units/5/parent",
+            "/caveats/2/forbidden_kinds/0",
+        }
+        ok = await reader.post("/v1/policies/validate", content=REFERENCE_POLICY.read_bytes())
+        assert ok.json()["valid"] is True
+        forbidden = await reader.post(
+            "/v1/policies/alliance-main/versions?replaces=1",
+            content=reference_without_polish_transfer(),
+        )
+        assert forbidden.status_code == 403
+        assert (await reader.get("/v1/policies")).json()[0]["version"] == 1
+        assert (await reader.get("/v1/policies/nothing")).status_code == 404
+
+    async with api(env, ("policy-admin",)) as admin:
+        stale = await admin.post(
+            "/v1/policies/alliance-main/versions?replaces=0",
+            content=reference_without_polish_transfer(),
+        )
+        assert stale.status_code == 409
+        pushed = await admin.post(
+            "/v1/policies/alliance-main/versions?replaces=1",
+            content=reference_without_polish_transfer(),
+        )
+        assert pushed.status_code == 201, pushed.text
+        shown = (await admin.get("/v1/policies/alliance-main")).json()
+        assert (shown["version"], shown["replaces"]) == (2, 1)
+        assert "toa-pol-12" not in {t["id"] for t in shown["document"]["transfers"]}
+
+
+async def test_dry_run_and_shadow(env: Env, topics: TopicNames, valid_example: Any) -> None:
+    await publish_reference_policy(env)
+    await produce(
+        env.bootstrap,
+        topics.submitted,
+        (b"POL-12BDE", directive(valid_example, "s-pol", "MNC-NE", "POL-12BDE")),
+        (b"DEU-PZBRIG-41", directive(valid_example, "s-deu", "MNC-NE", "DEU-PZBRIG-41")),
+    )
+    async with api(env, ("console",)) as client:
+        one = json.loads(directive(valid_example, "s-pol", "MNC-NE", "POL-12BDE"))
+        now = await client.post("/v1/policies/alliance-main/dry-run", json={"directive": one})
+        assert now.json()["verdict"] == "ALLOW"
+        candidate = yaml.safe_load(reference_without_polish_transfer())
+        later = await client.post(
+            "/v1/policies/alliance-main/dry-run",
+            json={"directive": one, "policy": candidate},
+        )
+        assert later.json()["verdict"] == "DENY"
+        assert later.json()["policy_version"] == 2
+
+        report = await client.post(
+            "/v1/policies/alliance-main/shadow?last=100",
+            content=reference_without_polish_transfer(),
+        )
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert body["directives"] == 2
+        assert (body["current_version"], body["candidate_version"]) == (1, 2)
+        [change] = body["changed"]
+        assert (change["directive_id"], change["current"], change["candidate"]) == (
+            "s-pol",
+            "ALLOW",
+            "DENY",
+        )
+        assert change["candidate_rules"] == ["authority.none"]

@@ -1,0 +1,32 @@
+"""Shadow runs report exactly the directives whose verdict a candidate would change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from services.domain.policy.compiler import compile_policy
+from services.domain.policy.evaluator import PolicyEvaluator
+from services.policy_api.shadow import shadow
+from tests.unit.test_policy import EVALUATOR, POLICY, directive
+
+
+def test_only_changed_verdicts_are_reported() -> None:
+    transfers = [t for t in POLICY.document.transfers if t.id != "toa-pol-12"]
+    candidate = PolicyEvaluator(
+        compile_policy(msgspec.structs.replace(POLICY.document, version=2, transfers=transfers))
+    )
+    directives = [
+        directive("MNC-NE", "POL-12BDE"),
+        directive("MNC-NE", "DEU-PZBRIG-41"),
+        directive("JFC-NAPLES", "POL-12BDE"),
+    ]
+    report = shadow(directives, EVALUATOR, candidate)
+    assert report.directives == 3
+    assert (report.current_version, report.candidate_version) == (1, 2)
+    [change] = report.changed
+    assert (change.target, change.current, change.candidate) == ("POL-12BDE", "ALLOW", "DENY")
+    assert change.candidate_rules == ("authority.none",)
+    assert shadow(directives, EVALUATOR, EVALUATOR).changed == ()
+    assert all(d.time <= datetime(2026, 11, 26, 8, tzinfo=UTC) for d in directives)
