@@ -18,7 +18,7 @@ from .domain.policy.model import PolicyDocument
 from .errors import C2BusError, InvalidEvent
 from .policy_api.shadow import ShadowReport, shadow
 from .runtime.kafka import read_to_end
-from .runtime.policy_store import latest_versions, publish
+from .runtime.policy_store import history, latest_versions, publish
 from .runtime.settings import KafkaSettings, ServiceSettings
 from .runtime.topics import TopicNames
 
@@ -88,6 +88,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(
             f"{set_id} version {event.data.version} (replaces {event.data.replaces}) "
             f"published {event.time.isoformat()} {compiled.content_hash}"
+        )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    kafka = KafkaSettings.from_env()
+    set_id = args.set or ServiceSettings.from_env("enforcer").policy_set_id
+    versions = asyncio.run(history(kafka.bootstrap, TopicNames(kafka.topic_prefix).policy, set_id))
+    if not versions:
+        print(f"no version of {set_id} was ever published")
+        return 3
+    for event in versions:
+        compiled = compile_policy(event.data.document)
+        print(
+            f"{set_id} version {event.data.version} (replaces {event.data.replaces}) "
+            f"published {event.time.isoformat()} by {event.source} {compiled.content_hash}"
         )
     return 0
 
@@ -193,6 +209,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = verbs.add_parser("show", help="the current version of each published policy set")
     p.add_argument("--set", default=None, help="only this policy set id")
     p.set_defaults(func=cmd_show)
+    p = verbs.add_parser("history", help="every version ever published of a policy set")
+    p.add_argument("--set", default=None, help="policy set id (default C2BUS_POLICY_SET)")
+    p.set_defaults(func=cmd_history)
     p = verbs.add_parser("dry-run", help="decide one directive without publishing anything")
     p.add_argument("--directive", required=True, help="a directive event (JSON file)")
     p.add_argument("--policy", default=None, help="a candidate policy file (default: current)")

@@ -3,6 +3,7 @@
 - ``POST /v1/policies/validate``: validate a document (YAML or JSON), every problem listed
 - ``GET /v1/policies``: the version in force of every policy set
 - ``GET /v1/policies/{set}``: that version's metadata and document
+- ``GET /v1/policies/{set}/history``: every version ever published
 - ``POST /v1/policies/{set}/versions?replaces=N``: publish the next version (policy-admin)
 - ``POST /v1/policies/{set}/dry-run``: decide one directive, publish nothing
 - ``POST /v1/policies/{set}/shadow?last=N``: re-decide recorded directives under the body
@@ -35,7 +36,7 @@ from ..runtime.auth import TokenVerifier, load_key
 from ..runtime.kafka import read_to_end
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_router
-from ..runtime.policy_store import PolicyConflict, latest_versions, publish
+from ..runtime.policy_store import PolicyConflict, history, latest_versions, publish
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
 from .shadow import shadow
@@ -185,6 +186,29 @@ class PolicyApi:
                 }
 
             return await self._call("show", request, handle)
+
+        @app.get(
+            "/v1/policies/{set_id}/history",
+            tags=["policies"],
+            summary="Every version ever published, oldest first",
+        )
+        async def versions(set_id: str, request: Request) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                found = await history(self.settings.kafka.bootstrap, self.topics.policy, set_id)
+                if not found:
+                    raise Refused(404, f"no version of {set_id} was ever published")
+                return 200, [
+                    {
+                        "version": event.data.version,
+                        "replaces": event.data.replaces,
+                        "published": event.time.isoformat(),
+                        "source": event.source,
+                        "policy_hash": compile_policy(event.data.document).content_hash,
+                    }
+                    for event in found
+                ]
+
+            return await self._call("history", request, handle)
 
     def _writing_routes(self, app: FastAPI) -> None:
         @app.post(

@@ -1,6 +1,7 @@
 """Policy versions on the compacted policy topic: read the latest, publish the next.
 
-Each record is a ``c2bus.policy.set.v1`` event keyed by policy set id. Publishing is
+Each record is a ``c2bus.policy.set.v1`` event keyed by policy set id; every published
+version also goes, in the same transaction, to ``<policy topic>.history``. Publishing is
 optimistic: the publisher names the version it replaces, and both the publisher (before
 sending) and every enforcer (on receipt) refuse a version whose base is not the current one,
 so two publishers racing cannot both win.
@@ -9,6 +10,7 @@ so two publishers racing cannot both win.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError as AioKafkaError
@@ -23,6 +25,24 @@ from .kafka import new_producer, read_to_end, start_client
 
 log = logging.getLogger(__name__)
 POLICY_EVENTS: EventDecoder[PolicySetEvent] = EventDecoder(PolicySetEvent)
+
+
+def history_topic(policy_topic: str) -> str:
+    """Every published version, kept for good (the policy topic itself is compacted)."""
+    return f"{policy_topic}.history"
+
+
+async def history(bootstrap: str, topic: str, policy_set_id: str) -> list[PolicySetEvent]:
+    """Every version of ``policy_set_id`` ever published, oldest first."""
+    versions = []
+    for record in await read_to_end(bootstrap, history_topic(topic)):
+        try:
+            event = POLICY_EVENTS.decode_event(record.value or b"")
+        except InvalidEvent:
+            continue
+        if event.data.policy_set_id == policy_set_id:
+            versions.append(event)
+    return versions
 
 
 class PolicyConflict(PolicyError):
@@ -79,10 +99,15 @@ async def publish(
             f"version {doc.version} is not newer than the current {current_version}"
         )
     event = policy_event(doc, replaces, source)
-    producer = new_producer(bootstrap, "c2bus-policy-publisher")
+    producer = new_producer(
+        bootstrap, "c2bus-policy-publisher", transactional_id=f"c2bus-policy-{uuid.uuid4()}"
+    )
     await start_client(producer, bootstrap)
+    value, key = encode_event(event), doc.policy_set_id.encode()
     try:
-        await producer.send_and_wait(topic, encode_event(event), key=doc.policy_set_id.encode())
+        async with producer.transaction():  # the history and the version in force, or neither
+            await producer.send(history_topic(topic), value, key=key)
+            await producer.send(topic, value, key=key)
     except AioKafkaError as exc:
         raise KafkaError(f"publishing the policy failed: {exc}") from exc
     finally:

@@ -75,6 +75,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         "versioned alignment-policy sets, keyed by policy set id (compacted)",
     ),
     TopicSpec(
+        "policy.history",
+        1,
+        {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+        "every published policy version, kept forever: the policy audit trail",
+    ),
+    TopicSpec(
         "dlq",
         3,
         {"cleanup.policy": "delete", "retention.ms": str(14 * DAY_MS)},
@@ -116,6 +122,10 @@ class TopicNames:
     @property
     def policy(self) -> str:
         return f"{self.prefix}.policy"
+
+    @property
+    def policy_history(self) -> str:
+        return f"{self.prefix}.policy.history"
 
     @property
     def dlq(self) -> str:

@@ -81,6 +81,9 @@ async def test_validate_publish_and_show(env: Env) -> None:
         shown = (await admin.get("/v1/policies/alliance-main")).json()
         assert (shown["version"], shown["replaces"]) == (2, 1)
         assert "toa-pol-12" not in {t["id"] for t in shown["document"]["transfers"]}
+        history = (await admin.get("/v1/policies/alliance-main/history")).json()
+        assert [(v["version"], v["replaces"]) for v in history] == [(1, None), (2, 1)]
+        assert history[1]["source"] == "urn:c2bus:policy-api:test-shape"
 
 
 async def test_dry_run_and_shadow(env: Env, topics: TopicNames, valid_example: Any) -> None:

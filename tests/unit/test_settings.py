@@ -56,6 +56,7 @@ def test_topic_names_cover_the_design_topics_under_one_prefix() -> None:
         "c2.directives.status",
         "c2.directives.held",
         "c2.policy",
+        "c2.policy.history",
         "c2.dlq",
     }
     assert {names.sa, names.submitted, names.approved, names.decisions} <= set(names.all())
