@@ -37,5 +37,6 @@ class DirectivePolicy:
         directive: DirectiveEvent,
         now: datetime,
         approvals: frozenset[Approval] = frozenset(),
+        replay: bool = False,
     ) -> Decision:
         raise NotImplementedError

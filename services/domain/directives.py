@@ -13,10 +13,16 @@ from .events import DecisionData, DecisionEvent, DirectiveEvent, Verdict
 
 
 def decision_id(
-    directive: DirectiveEvent, verdict: Verdict = Verdict.ALLOW, approvals: int = 0
+    directive: DirectiveEvent,
+    verdict: Verdict = Verdict.ALLOW,
+    approvals: int = 0,
+    replay_of: str | None = None,
 ) -> str:
     """``decision:<id>`` for the final verdict; ``decision:<id>:hold:<n>`` for the HOLD
-    recorded with n approvals, so every decision event has its own id."""
+    recorded with n approvals; ``decision:<id>:replay:<position>`` for a replay denied at
+    that input position. Every decision event has its own id."""
+    if replay_of is not None:
+        return f"decision:{directive.id}:replay:{replay_of}"
     if verdict is Verdict.HOLD:
         return f"decision:{directive.id}:hold:{approvals}"
     return f"decision:{directive.id}"
@@ -28,12 +34,14 @@ def decision_event(
     now: datetime,
     source: str,
     approvals: int = 0,
+    *,
+    replay_of: str | None = None,
 ) -> DecisionEvent:
     """The audit record of a verdict; it carries the directive's own security label."""
     data = directive.data
     return DecisionEvent(
         specversion="1.0",
-        id=decision_id(directive, decision.verdict, approvals),
+        id=decision_id(directive, decision.verdict, approvals, replay_of),
         source=source,
         time=now,
         classification=directive.classification,

@@ -38,7 +38,7 @@ from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_app
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
-from .held import Held, HeldDirectives
+from .held import Held, HeldDirectives, encode_seen, seen_key
 from .policy_source import PolicySource
 
 log = logging.getLogger(__name__)
@@ -183,15 +183,25 @@ class Enforcer:
             await producer.send_offsets_to_transaction(offsets, self.group_id)
 
     async def _deny_expired(self, producer: AIOKafkaProducer) -> None:
+        """Deny held directives that expired; forget ids whose directives expired."""
         now = self.clock()
         expired = self.held.expired(now)
         policy = self.policies.current
-        if not expired or policy is None:
+        if policy is None:
             return
-        async with producer.transaction():
-            for held in expired:
-                decision = policy.decide(held.directive, now, held.approvals)
-                await self._record(held.directive, decision, now, producer, held)
+        if expired:
+            async with producer.transaction():
+                for held in expired:
+                    decision = policy.decide(held.directive, now, held.approvals)
+                    await self._record(held.directive, decision, now, producer, held)
+        forgotten = self.held.expired_seen(now)
+        if forgotten:
+            async with producer.transaction():
+                for directive_id, partition in forgotten:
+                    key = seen_key(directive_id).encode()
+                    await producer.send(self.topics.held, None, key=key, partition=partition)
+            for directive_id, _ in forgotten:
+                self.held.seen.pop(directive_id, None)
 
     async def _decide(
         self,
@@ -219,8 +229,34 @@ class Enforcer:
             decision = policy.decide(held.directive, now, held.approvals)
             await self._record(held.directive, decision, now, producer, held)
             return
+        if self.held.known(event.id):
+            await self._deny_replay(event, policy, now, producer, record)
+            return
         held = Held(event, frozenset(), record.partition)
         await self._record(event, policy.decide(event, now), now, producer, held)
+
+    async def _deny_replay(
+        self,
+        directive: DirectiveEvent,
+        policy: DirectivePolicy,
+        now: datetime,
+        producer: AIOKafkaProducer,
+        record: Any,
+    ) -> None:
+        """A directive id already decided (or held) came again: deny the copy, touch nothing."""
+        decision = policy.decide(directive, now, replay=True)
+        position = f"{record.partition}-{record.offset}"
+        event = decision_event(directive, decision, now, self.source, replay_of=position)
+        await producer.send(self.topics.decisions, encode_event(event), key=directive.id.encode())
+        self.decisions.labels(decision.verdict.value).inc()
+        log.warning(
+            "directive.replay_denied",
+            extra={
+                "directive_id": directive.id,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
 
     async def _record(
         self,
@@ -238,8 +274,17 @@ class Enforcer:
         if decision.verdict is Verdict.HOLD:
             self.held.put(held)
             await producer.send(self.topics.held, held.encode(), key=key, partition=held.partition)
-        elif self.held.pop(directive.id) is not None:
-            await producer.send(self.topics.held, None, key=key, partition=held.partition)
+        else:
+            if self.held.pop(directive.id) is not None:
+                await producer.send(self.topics.held, None, key=key, partition=held.partition)
+            # Remember the id until the directive expires: a copy of it is a replay.
+            self.held.mark_seen(directive.id, directive.data.expires, held.partition)
+            await producer.send(
+                self.topics.held,
+                encode_seen(directive.data.expires),
+                key=seen_key(directive.id).encode(),
+                partition=held.partition,
+            )
         if decision.verdict is Verdict.ALLOW:
             await producer.send(
                 self.topics.approved,

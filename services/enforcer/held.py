@@ -1,4 +1,9 @@
-"""Directives held for approvals: in memory for speed, in a compacted topic for survival.
+"""Directives held for approvals, and recently decided ids: in memory for speed, in a
+compacted topic for survival.
+
+Two kinds of record share the topic: key ``<directive id>`` holds a held directive and its
+approvals; key ``seen:<directive id>`` marks a decided directive until it expires, so a
+replay of it is denied even after a restart. Tombstones remove both.
 
 Every change to a held directive (held, approval added, released or denied) is written to
 the held topic in the same transaction as the decision and the input offsets, into the
@@ -34,8 +39,22 @@ class HeldRecord(Struct, frozen=True):
     approvals: list[HeldApproval] = []
 
 
+class SeenRecord(Struct, frozen=True):
+    expires: datetime
+
+
+SEEN_PREFIX = "seen:"
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(HeldRecord)
+_seen_decoder = msgspec.json.Decoder(SeenRecord)
+
+
+def seen_key(directive_id: str) -> str:
+    return SEEN_PREFIX + directive_id
+
+
+def encode_seen(expires: datetime) -> bytes:
+    return _encoder.encode(SeenRecord(expires))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +74,7 @@ class Held:
 class HeldDirectives:
     def __init__(self) -> None:
         self.by_id: dict[str, Held] = {}
+        self.seen: dict[str, tuple[datetime, int]] = {}  # directive id -> (expires, partition)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -72,6 +92,14 @@ class HeldDirectives:
         """Fold held-topic records (oldest first) into the state; returns how many remain."""
         for record in records:
             key = record.key.decode() if record.key else ""
+            if key.startswith(SEEN_PREFIX):
+                directive_id = key[len(SEEN_PREFIX) :]
+                if record.value is None:
+                    self.seen.pop(directive_id, None)
+                else:
+                    expires = _seen_decoder.decode(record.value).expires
+                    self.seen[directive_id] = (expires, record.partition)
+                continue
             if record.value is None:
                 self.by_id.pop(key, None)
                 continue
@@ -86,11 +114,23 @@ class HeldDirectives:
         return len(self.by_id)
 
     def drop_partitions(self, partitions: set[int]) -> dict[str, Held]:
-        """Forget the held directives of ``partitions``; returns what was dropped."""
+        """Forget the state of ``partitions``; returns the held directives dropped."""
         dropped = {d: h for d, h in self.by_id.items() if h.partition in partitions}
         for directive_id in dropped:
             del self.by_id[directive_id]
+        for directive_id in [d for d, (_, p) in self.seen.items() if p in partitions]:
+            del self.seen[directive_id]
         return dropped
+
+    def known(self, directive_id: str) -> bool:
+        """Already decided or held: a new submission with this id is a replay."""
+        return directive_id in self.by_id or directive_id in self.seen
+
+    def mark_seen(self, directive_id: str, expires: datetime, partition: int) -> None:
+        self.seen[directive_id] = (expires, partition)
+
+    def expired_seen(self, now: datetime) -> list[tuple[str, int]]:
+        return [(d, p) for d, (expires, p) in self.seen.items() if expires <= now]
 
     def expired(self, now: datetime) -> list[Held]:
         return [h for h in self.by_id.values() if h.directive.data.expires <= now]

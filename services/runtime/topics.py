@@ -66,7 +66,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         "directives.held",
         6,  # must equal directives.submitted: partition i holds the state of input partition i
         {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
-        "directives held for approvals, keyed by directive id (compacted enforcer state)",
+        "enforcer state: held directives, and decided ids until they expire (replay check)",
     ),
     TopicSpec(
         "policy",

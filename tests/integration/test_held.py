@@ -123,7 +123,9 @@ async def test_released_after_two_approvals_across_a_restart(
     assert isinstance(event, DirectiveEvent)
     assert (event.id, event.decisionid) == ("d-engage", "decision:d-engage")
     held_log = await read_all(env.bootstrap, topics.held)
-    assert held_log[-1].key == b"d-engage" and held_log[-1].value is None  # resolved: tombstone
+    entries = [r for r in held_log if r.key == b"d-engage"]
+    assert entries[-1].value is None  # resolved: tombstoned
+    assert any(r.key == b"seen:d-engage" and r.value for r in held_log)  # replay protection
 
 
 async def test_a_held_directive_is_denied_when_it_expires(

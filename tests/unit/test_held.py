@@ -10,7 +10,7 @@ from typing import Any
 from services.domain.codec import decode_event
 from services.domain.decision import Approval
 from services.domain.events import DirectiveEvent
-from services.enforcer.held import Held, HeldDirectives
+from services.enforcer.held import Held, HeldDirectives, encode_seen, seen_key
 
 
 @dataclass
@@ -52,3 +52,22 @@ def test_restore_folds_updates_and_tombstones(valid_example: Any) -> None:
     dropped = state.drop_partitions({1})
     assert set(dropped) == {"b"}
     assert len(state) == 1
+
+
+def test_seen_markers_remember_decided_ids_until_they_expire(valid_example: Any) -> None:
+    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    state = HeldDirectives()
+    state.restore(
+        [
+            Record(seen_key("old").encode(), encode_seen(now - timedelta(minutes=1)), 2),
+            Record(seen_key("live").encode(), encode_seen(now + timedelta(hours=1)), 2),
+            Record(seen_key("gone").encode(), encode_seen(now + timedelta(hours=1)), 3),
+            Record(seen_key("gone").encode(), None, 3),
+        ]
+    )
+    assert state.known("live") and state.known("old")
+    assert not state.known("gone")
+    assert state.expired_seen(now) == [("old", 2)]
+    state.drop_partitions({2})
+    assert not state.known("live")
+    assert len(state) == 0  # seen markers are not held directives

@@ -40,8 +40,9 @@ class PolicyEvaluator(DirectivePolicy):
         directive: DirectiveEvent,
         now: datetime,
         approvals: frozenset[Approval] = frozenset(),
+        replay: bool = False,
     ) -> Decision:
-        return self.evaluate(directive, DirectiveContext(now, approvals))
+        return self.evaluate(directive, DirectiveContext(now, approvals, replay))
 
     def evaluate(self, directive: DirectiveEvent, ctx: DirectiveContext) -> Decision:
         deny: list[Reason] = []
