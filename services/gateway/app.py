@@ -256,7 +256,7 @@ class Gateway:
         if delivered:
             self.sent.labels(stream.value).inc(delivered)
 
-    async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka.bootstrap
         consumer = new_consumer(
             bootstrap, self.settings.instance, group_id=None, auto_offset_reset="latest"
@@ -284,8 +284,6 @@ class Gateway:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self.ready = True
             log.info("gateway.started", extra={"port": self.port})
-            if started is not None:
-                started.set()
             await self._consume(consumer, dlq, stop)
         finally:
             self.ready = False
@@ -310,5 +308,4 @@ async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
     verifier = TokenVerifier(
         load_key(settings.auth.key_file), settings.auth.audience, settings.auth.issuer
     )
-    with contextlib.suppress(asyncio.CancelledError):
-        await Gateway(settings, verifier).run(stop)
+    await Gateway(settings, verifier).run(stop)
