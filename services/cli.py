@@ -281,9 +281,11 @@ def cmd_console(args: argparse.Namespace) -> int:
     from .console.client import run_console
 
     token = args.token or _identity_token(args, 8 * 3600)
-    url = args.url or f"ws://{ServiceSettings.from_env('gateway').host}:" + str(
-        ServiceSettings.from_env("gateway").port
-    )
+    if args.url:
+        url = args.url
+    else:
+        gateway = ServiceSettings.from_env("gateway")
+        url = f"ws://{gateway.host}:{gateway.port}"
     streams = [s for s in args.streams.split(",") if s]
     received = asyncio.run(
         run_console(

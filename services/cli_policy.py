@@ -12,13 +12,17 @@ from pathlib import Path
 from .domain.codec import EventDecoder
 from .domain.decision import Approval
 from .domain.events import DirectiveEvent
-from .domain.policy.compiler import PolicyInvalid, compile_policy, load_policy_document
+from .domain.policy.compiler import (
+    PolicyInvalid,
+    compile_policy,
+    content_hash,
+    load_policy_document,
+)
 from .domain.policy.evaluator import DirectiveContext, PolicyEvaluator
 from .domain.policy.model import PolicyDocument
 from .errors import C2BusError, InvalidEvent
 from .policy_api.shadow import ShadowReport, shadow
-from .runtime.kafka import read_to_end
-from .runtime.policy_store import history, latest_versions, publish
+from .runtime.policy_store import history, latest_versions, publish, recorded_directives
 from .runtime.settings import KafkaSettings, ServiceSettings
 from .runtime.topics import TopicNames
 
@@ -46,12 +50,11 @@ def _document(path: str) -> PolicyDocument:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     doc = _document(args.file)
-    compiled = compile_policy(doc)
     print(
         f"{args.file}: valid policy {doc.policy_set_id} version {doc.version} "
         f"({len(doc.units)} units, {len(doc.kinds)} kinds, {len(doc.transfers)} transfers, "
         f"{len(doc.caveats)} caveats, {len(doc.rules_of_engagement)} ROE rules) "
-        f"{compiled.content_hash}"
+        f"{content_hash(doc)}"
     )
     return 0
 
@@ -84,10 +87,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"no policy published on {topic}")
         return 3
     for set_id, event in sorted(latest.items()):
-        compiled = compile_policy(event.data.document)
         print(
             f"{set_id} version {event.data.version} (replaces {event.data.replaces}) "
-            f"published {event.time.isoformat()} {compiled.content_hash}"
+            f"published {event.time.isoformat()} {content_hash(event.data.document)}"
         )
     return 0
 
@@ -100,10 +102,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no version of {set_id} was ever published")
         return 3
     for event in versions:
-        compiled = compile_policy(event.data.document)
         print(
             f"{set_id} version {event.data.version} (replaces {event.data.replaces}) "
-            f"published {event.time.isoformat()} by {event.source} {compiled.content_hash}"
+            f"published {event.time.isoformat()} by {event.source} "
+            f"{content_hash(event.data.document)}"
         )
     return 0
 
@@ -167,14 +169,8 @@ def cmd_shadow(args: argparse.Namespace) -> int:
         if set_id not in latest:
             raise C2BusError(f"no version of {set_id} is published to compare with")
         current = PolicyEvaluator(compile_policy(latest[set_id].data.document))
-        directives = []
-        for record in await read_to_end(kafka.bootstrap, topics.submitted, last=args.last):
-            try:
-                directives.append(DIRECTIVES.decode_event(record.value or b""))
-            except InvalidEvent:
-                continue
-        directives.sort(key=lambda d: d.time)
-        return shadow(directives[-args.last :], current, candidate)
+        directives = await recorded_directives(kafka.bootstrap, topics.submitted, args.last)
+        return shadow(directives, current, candidate)
 
     report = asyncio.run(run())
     print(

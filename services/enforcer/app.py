@@ -185,23 +185,20 @@ class Enforcer:
     async def _deny_expired(self, producer: AIOKafkaProducer) -> None:
         """Deny held directives that expired; forget ids whose directives expired."""
         now = self.clock()
-        expired = self.held.expired(now)
         policy = self.policies.current
-        if policy is None:
-            return
-        if expired:
-            async with producer.transaction():
-                for held in expired:
-                    decision = policy.decide(held.directive, now, held.approvals)
-                    await self._record(held.directive, decision, now, producer, held)
+        expired = self.held.expired(now)
         forgotten = self.held.expired_seen(now)
-        if forgotten:
-            async with producer.transaction():
-                for directive_id, partition in forgotten:
-                    key = seen_key(directive_id).encode()
-                    await producer.send(self.topics.held, None, key=key, partition=partition)
-            for directive_id, _ in forgotten:
-                self.held.seen.pop(directive_id, None)
+        if policy is None or not (expired or forgotten):
+            return
+        async with producer.transaction():
+            for held in expired:
+                decision = policy.decide(held.directive, now, held.approvals)
+                await self._record(held.directive, decision, now, producer, held)
+            for directive_id, partition in forgotten:
+                key = seen_key(directive_id).encode()
+                await producer.send(self.topics.held, None, key=key, partition=partition)
+        for directive_id, _ in forgotten:
+            self.held.seen.pop(directive_id, None)
 
     async def _decide(
         self,

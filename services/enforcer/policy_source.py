@@ -12,14 +12,12 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ..domain.codec import EventDecoder
-from ..domain.events import PolicySetEvent
 from ..domain.policy.compiler import compile_policy
 from ..domain.policy.evaluator import PolicyEvaluator
 from ..errors import InvalidEvent, PolicyError
+from ..runtime.policy_store import POLICY_EVENTS
 
 log = logging.getLogger(__name__)
-POLICY_EVENTS: EventDecoder[PolicySetEvent] = EventDecoder(PolicySetEvent)
 
 
 class PolicySource:

@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.events import DecisionEvent, DirectiveEvent, Envelope, SaEvent
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, load_key
+from ..runtime.auth import TokenVerifier, bearer_token, load_key
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
@@ -295,10 +295,9 @@ class Gateway:
 
 
 def _token(request: Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token is not None:
+        return token
     query = parse_qs(urlsplit(request.path).query)
     values = query.get("access_token")
     return values[0] if values else None

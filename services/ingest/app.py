@@ -37,7 +37,7 @@ from ..domain.fields import EventId, Identifier, ReleasableTo, Text
 from ..domain.identity import Identity
 from ..domain.labels import Classification
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, load_key
+from ..runtime.auth import TokenVerifier, bearer_token, load_key
 from ..runtime.kafka import new_producer, start_client
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_router
@@ -236,12 +236,11 @@ class Ingest:
         return identity
 
     def _identity(self, request: Request) -> Identity:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token is None:
             raise Rejected(401, "a bearer token is required")
         try:
-            return self.verifier.verify(token.strip())
+            return self.verifier.verify(token)
         except AuthError as exc:
             raise Rejected(401, str(exc)) from exc
 

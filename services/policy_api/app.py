@@ -28,15 +28,25 @@ from ..domain.codec import EventDecoder
 from ..domain.decision import Approval, Decision
 from ..domain.events import DirectiveEvent
 from ..domain.identity import Identity
-from ..domain.policy.compiler import PolicyInvalid, compile_policy, load_policy_document
+from ..domain.policy.compiler import (
+    PolicyInvalid,
+    compile_policy,
+    content_hash,
+    load_policy_document,
+)
 from ..domain.policy.evaluator import DirectiveContext, PolicyEvaluator
 from ..domain.policy.model import PolicyDocument
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, load_key
-from ..runtime.kafka import read_to_end
+from ..runtime.auth import TokenVerifier, bearer_token, load_key
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_router
-from ..runtime.policy_store import PolicyConflict, history, latest_versions, publish
+from ..runtime.policy_store import (
+    PolicyConflict,
+    history,
+    latest_versions,
+    publish,
+    recorded_directives,
+)
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
 from .shadow import shadow
@@ -92,11 +102,11 @@ class PolicyApi:
     # --- helpers --------------------------------------------------------------------------
 
     def _identity(self, request: Request) -> Identity:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token is None:
             raise Refused(401, "a bearer token is required")
         try:
-            return self.verifier.verify(token.strip())
+            return self.verifier.verify(token)
         except AuthError as exc:
             raise Refused(401, str(exc)) from exc
 
@@ -143,12 +153,11 @@ class PolicyApi:
         async def validate(request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
                 doc = self._document(await request.body())
-                compiled = compile_policy(doc)
                 return 200, {
                     "valid": True,
                     "policy_set_id": doc.policy_set_id,
                     "version": doc.version,
-                    "policy_hash": compiled.content_hash,
+                    "policy_hash": content_hash(doc),
                 }
 
             return await self._call("validate", request, handle)
@@ -163,7 +172,7 @@ class PolicyApi:
                         "version": event.data.version,
                         "replaces": event.data.replaces,
                         "published": event.time.isoformat(),
-                        "policy_hash": compile_policy(event.data.document).content_hash,
+                        "policy_hash": content_hash(event.data.document),
                     }
                     for set_id, event in sorted(latest.items())
                 ]
@@ -203,7 +212,7 @@ class PolicyApi:
                         "replaces": event.data.replaces,
                         "published": event.time.isoformat(),
                         "source": event.source,
-                        "policy_hash": compile_policy(event.data.document).content_hash,
+                        "policy_hash": content_hash(event.data.document),
                     }
                     for event in found
                 ]
@@ -283,17 +292,10 @@ class PolicyApi:
                     raise Refused(422, f"last must be between 1 and {MAX_SHADOW}")
                 candidate = PolicyEvaluator(compile_policy(self._document(await request.body())))
                 current = await self._current(set_id)
-                records = await read_to_end(
-                    self.settings.kafka.bootstrap, self.topics.submitted, last=last
+                directives = await recorded_directives(
+                    self.settings.kafka.bootstrap, self.topics.submitted, last
                 )
-                directives = []
-                for record in records:
-                    try:
-                        directives.append(DIRECTIVES.decode_event(record.value or b""))
-                    except InvalidEvent:
-                        continue  # approvals and dead letters are not directives
-                directives.sort(key=lambda d: d.time)
-                report = shadow(directives[-last:], current, candidate)
+                report = shadow(directives, current, candidate)
                 return 200, {
                     "directives": report.directives,
                     "current_version": report.current_version,

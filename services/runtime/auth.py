@@ -25,6 +25,13 @@ MIN_KEY_BYTES = 32
 _NATION = re.compile(r"^[A-Z]{3}$")
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, if there is one."""
+    scheme, _, value = authorization.partition(" ")
+    token = value.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def load_or_create_key(path: Path) -> bytes:
     """The signing key in ``path``; generated (mode 0600) when the file does not exist."""
     if not path.exists():

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from ..domain.codec import EventDecoder, encode_event
-from ..domain.events import PolicySetData, PolicySetEvent
+from ..domain.events import DirectiveEvent, PolicySetData, PolicySetEvent
 from ..domain.labels import Classification
 from ..domain.policy.compiler import compile_policy
 from ..domain.policy.model import PolicyDocument
@@ -25,6 +25,7 @@ from .kafka import new_producer, read_to_end, start_client
 
 log = logging.getLogger(__name__)
 POLICY_EVENTS: EventDecoder[PolicySetEvent] = EventDecoder(PolicySetEvent)
+DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
 
 
 def history_topic(policy_topic: str) -> str:
@@ -43,6 +44,19 @@ async def history(bootstrap: str, topic: str, policy_set_id: str) -> list[Policy
         if event.data.policy_set_id == policy_set_id:
             versions.append(event)
     return versions
+
+
+async def recorded_directives(bootstrap: str, topic: str, last: int) -> list[DirectiveEvent]:
+    """The directives among the last ``last`` records of each partition of ``topic``,
+    oldest first and at most ``last`` of them (approvals and bad records are skipped)."""
+    directives = []
+    for record in await read_to_end(bootstrap, topic, last=last):
+        try:
+            directives.append(DIRECTIVES.decode_event(record.value or b""))
+        except InvalidEvent:
+            continue
+    directives.sort(key=lambda d: d.time)
+    return directives[-last:]
 
 
 class PolicyConflict(PolicyError):

@@ -7,11 +7,10 @@ import json
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
 
 from services.domain.codec import decode_event, encode_event
 from services.domain.events import DirectiveEvent, TrackEvent
-from services.runtime.kafka import probe
+from services.runtime.kafka import read_to_end
 from services.runtime.topics import TopicNames
 
 
@@ -74,27 +73,5 @@ async def test_track_and_directive_round_trip(
 
 
 async def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
-    """Every committed record of ``topic`` up to its current end (group-less, read_committed)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        info = await probe(bootstrap)
-        partitions = [TopicPartition(topic, p) for p in sorted(info.partitions.get(topic, ()))]
-        assert partitions, f"topic {topic} has no partitions"
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        async with asyncio.timeout(timeout_s):
-            while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-                batch = await consumer.getmany(timeout_ms=500)
-                for part in batch.values():
-                    records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
+    """Every committed record of ``topic`` up to its current end."""
+    return await read_to_end(bootstrap, topic, timeout_s=timeout_s)

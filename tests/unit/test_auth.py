@@ -13,7 +13,7 @@ import pytest
 from services.domain.identity import Identity
 from services.domain.labels import Classification
 from services.errors import AuthError, ConfigError
-from services.runtime.auth import TokenVerifier, load_key, load_or_create_key, mint
+from services.runtime.auth import TokenVerifier, bearer_token, load_key, load_or_create_key, mint
 
 KEY = b"k" * 64
 IDENTITY = Identity("alice", "POL", Classification.NATO_SECRET, "POL-12BDE", frozenset({"console"}))
@@ -74,3 +74,17 @@ def test_key_files(tmp_path: Path) -> None:
         load_key(tmp_path / "short")
     with pytest.raises(ConfigError, match="cannot read the token key"):
         load_key(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Bearer ", None),
+        ("Basic abc", None),
+        ("", None),
+    ],
+)
+def test_bearer_token_parsing(header: str, token: str | None) -> None:
+    assert bearer_token(header) == token

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from ..decision import Approval, Decision, DirectivePolicy
 from ..events import DirectiveEvent, Reason, Verdict
-from ..labels import SecurityLabel, parse_releasability
 from .compiler import CompiledPolicy
 
 
@@ -114,10 +113,7 @@ class PolicyEvaluator(DirectivePolicy):
                         f"{issuer.id} holds {have} over {target.id}; {data.kind} needs {need}",
                     )
                 )
-            label = SecurityLabel(
-                directive.classification, parse_releasability(directive.releasableto)
-            )
-            if not label.releasable_to_nation(target.nation):
+            if not directive.label.releasable_to_nation(target.nation):
                 deny.append(
                     Reason(
                         "releasability",
