@@ -1,6 +1,7 @@
-"""What the enforcer writes for a decided directive: the decision event and, if allowed,
-the approved directive. Pure: ids are derived from the directive id, so reprocessing the
-same directive yields the same events (downstream can drop duplicates by id)."""
+"""What the enforcer writes for a decided directive: the decision event, the DECIDED step
+of its lifecycle and, if allowed, the approved directive. Pure: ids are derived from the
+directive id, so reprocessing the same directive yields the same events (downstream can drop
+duplicates by id)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from datetime import datetime
 import msgspec
 
 from .decision import Decision
-from .events import DecisionData, DecisionEvent, DirectiveEvent, Verdict
+from .events import (
+    DecisionData,
+    DecisionEvent,
+    DirectiveEvent,
+    DirectiveState,
+    DirectiveStatusData,
+    DirectiveStatusEvent,
+    Verdict,
+)
 
 
 def decision_id(
@@ -64,3 +73,35 @@ def decision_event(
 def approved_directive(directive: DirectiveEvent) -> DirectiveEvent:
     """The directive as released downstream, naming the decision that allowed it."""
     return msgspec.structs.replace(directive, decisionid=decision_id(directive))
+
+
+def decided_status(
+    directive: DirectiveEvent,
+    decision: Decision,
+    now: datetime,
+    actor: str,
+    approvals: int = 0,
+    *,
+    replay_of: str | None = None,
+) -> DirectiveStatusEvent:
+    """The DECIDED step of the directive's lifecycle, with an id like its decision's
+    (``decided:<id>``, ``decided:<id>:hold:<n>``…); ``reason`` carries the verdict and the
+    rules behind it, so the issuer sees why without reading the audit trail."""
+    rules = ", ".join(r.rule for r in decision.reasons)
+    reason = decision.verdict.value + (f": {rules}" if rules else "")
+    return DirectiveStatusEvent(
+        specversion="1.0",
+        id="decided:"
+        + decision_id(directive, decision.verdict, approvals, replay_of).removeprefix("decision:"),
+        source=f"urn:c2bus:{actor}",
+        time=now,
+        classification=directive.classification,
+        releasableto=directive.releasableto,
+        subject=directive.id,
+        data=DirectiveStatusData(
+            directive_id=directive.id,
+            state=DirectiveState.DECIDED,
+            actor=actor,
+            reason=reason[:4096],
+        ),
+    )

@@ -3,10 +3,18 @@
 The policy comes from the policy topic (see ``policy_source``); until a valid version is in
 force nothing is decided.
 
-Per batch, one Kafka transaction holds the decisions, the approved directives, changes to
-held directives, any dead letters and the consumer offsets: a directive is decided exactly
-once or not at all, and ``read_committed`` readers never see a decision whose offsets were
-not committed with it.
+Exactly once, per input partition (see ``lanes`` and ``docs/exactly-once.md``): every
+assigned partition has a lane with its own transactional producer. Records are decided in
+commit windows of ``C2BUS_ENFORCER_COMMIT_INTERVAL_MS``; at the end of a window each lane
+commits one transaction holding its decisions, DECIDED status events, approved directives,
+changes to held directives, dead letters and its input offset. A directive is decided exactly
+once or not at all, and ``read_committed`` readers never see a decision whose offset was not
+committed with it.
+
+Failure of any step of a lane (fenced, out-of-order sequence, a coordinator that moved, a
+timeout) fails that lane alone: its transaction is aborted, its producer closed, its
+in-memory state dropped; after a backoff it is set up again from what Kafka committed. A
+watchdog restarts the whole pipeline if it stops making progress.
 
 Approvals arrive on the same topic as directives, keyed by the same target unit, so they
 share a partition and come in order. A HOLD keeps the directive in the held state (see
@@ -17,34 +25,43 @@ expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.decision import Approval, Decision, DirectivePolicy
-from ..domain.directives import approved_directive, decision_event
+from ..domain.directives import approved_directive, decided_status, decision_event
 from ..domain.events import ApprovalEvent, DirectiveEvent, SubmittedEvent, Verdict
 from ..errors import InvalidEvent
+from ..errors import KafkaError as C2BusKafkaError
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import assign_all, new_consumer, new_producer, read_to_end, start_clients
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_app
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
+from ..runtime.watchdog import Heartbeat, supervise
 from .held import Held, HeldDirectives, encode_seen, seen_key
+from .lanes import Lane, Lanes
 from .policy_source import PolicySource
 
 log = logging.getLogger(__name__)
 SUBMITTED: EventDecoder[SubmittedEvent] = EventDecoder(SubmittedEvent)
-MAX_CONSECUTIVE_FAILURES = 5
 EXPIRY_SWEEP_S = 1.0
+MAX_RECORDS = 1000
+#: after being fenced, wait for the rebalance that will likely take the partition away
+FENCED_BACKOFF_S = 5.0
+#: what a failing Kafka step can raise; anything else is a bug and restarts the pipeline
+KAFKA_FAILURES = (AioKafkaError, IllegalOperation, TimeoutError, OSError, C2BusKafkaError)
 
 
 def utcnow() -> datetime:
@@ -54,66 +71,95 @@ def utcnow() -> datetime:
 class Enforcer:
     def __init__(self, settings: ServiceSettings, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
+        self.config = settings.enforcer
         self.clock = clock
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.group_id = f"{settings.kafka.topic_prefix}.enforcer"
-        self.source = f"urn:c2bus:enforcer:{settings.instance}"
+        self.actor = f"enforcer:{settings.instance}"
+        self.source = f"urn:c2bus:{self.actor}"
         self.registry = CollectorRegistry()
         self.decisions = Counter(
-            "c2bus_enforcer_decisions", "Directives decided", ["verdict"], registry=self.registry
-        )
-        self.batch_failures = Counter(
-            "c2bus_enforcer_batch_failures",
-            "Transactions aborted and retried",
+            "c2bus_enforcer_decisions",
+            "Directives decided (counted when their transaction commits)",
+            ["verdict"],
             registry=self.registry,
+        )
+        self.transactions = Counter(
+            "c2bus_enforcer_transactions",
+            "Enforcer transactions (one per partition and commit window) by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.lane_failures = Counter(
+            "c2bus_enforcer_lane_failures",
+            "Partition lanes failed and set up again, by step and error",
+            ["stage", "error"],
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "c2bus_enforcer_pipeline_restarts",
+            "Pipeline restarts by the watchdog, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.partitions = Gauge(
+            "c2bus_enforcer_partitions", "Input partitions owned and ready", registry=self.registry
         )
         self.policies = PolicySource(settings.policy_set_id, self.registry)
         self.held = HeldDirectives()
         self.held_gauge = Gauge(
             "c2bus_enforcer_held", "Directives held for approvals", registry=self.registry
         )
+        self.dlq = DeadLetters(None, self.topics.dlq, settings.instance, self.registry)
+        self.lanes = Lanes()
+        self._shared: AIOKafkaProducer | None = None
         self.ready = False
+        self._next_sweep = 0.0
         self.http = HttpServer(
             ops_app("c2bus enforcer", self.registry, lambda: self.ready),
             settings.host,
             settings.port,
         )
 
+    @property
+    def exactly_once(self) -> bool:
+        return self.config.exactly_once
+
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka.bootstrap
-        consumer = new_consumer(bootstrap, self.settings.instance, group_id=self.group_id)
         policy_consumer = new_consumer(bootstrap, f"{self.settings.instance}-policy", group_id=None)
-        producer = new_producer(
-            bootstrap,
-            self.settings.instance,
-            transactional_id=f"{self.group_id}.{self.settings.instance}",
-        )
         self.http.bind()
-        await start_clients(bootstrap, producer, policy_consumer)
+        await start_clients(bootstrap, policy_consumer)
         try:
             await assign_all(policy_consumer, bootstrap, [self.topics.policy], from_start=True)
-            await start_clients(bootstrap, consumer)
-            consumer.subscribe([self.topics.submitted], listener=_HeldRestorer(self, bootstrap))
         except BaseException:
             await policy_consumer.stop()
-            await producer.stop()
             raise
-        dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
-        log.info("enforcer.started", extra={"group_id": self.group_id, "port": self.http.port})
-        timeout = self.settings.shutdown_timeout_s
+        log.info(
+            "enforcer.started",
+            extra={
+                "group_id": self.group_id,
+                "port": self.http.port,
+                "exactly_once": self.exactly_once,
+                "commit_interval_ms": self.config.commit_interval_ms,
+            },
+        )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.http.serve())
             follower = tasks.create_task(self._follow_policy(policy_consumer, stop))
             try:
                 if await self._wait_for_policy(stop):
-                    self.ready = True
-                    await self._consume(consumer, producer, dlq, stop)
+                    await supervise(
+                        "enforcer.pipeline",
+                        lambda beat: self._pipeline(beat, stop),
+                        stop,
+                        stall_s=self.config.watchdog_s,
+                        restarts=self.restarts,
+                    )
             finally:
-                self.ready = False
                 follower.cancel()
-                await bounded("consumer.stop", consumer.stop(), timeout)
+                timeout = self.settings.shutdown_timeout_s
                 await bounded("policy_consumer.stop", policy_consumer.stop(), timeout)
-                await bounded("producer.stop", producer.stop(), timeout)
                 self.http.stop()
 
     async def _follow_policy(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
@@ -138,114 +184,331 @@ class Enforcer:
             waited += 0.5
         return True
 
-    async def _consume(
+    # -- the pipeline: one consumer, a lane per assigned partition ---------------------------
+
+    async def _pipeline(self, beat: Heartbeat, stop: asyncio.Event) -> None:
+        bootstrap = self.settings.kafka.bootstrap
+        consumer = new_consumer(
+            bootstrap,
+            self.settings.instance,
+            group_id=self.group_id,
+            session_timeout_ms=self.config.session_timeout_ms,
+        )
+        shared = None if self.exactly_once else new_producer(bootstrap, self.settings.instance)
+        self._shared = shared
+        lanes = self.lanes = Lanes()
+        await start_clients(bootstrap, *([shared] if shared else []), consumer)
+        try:
+            consumer.subscribe(
+                [self.topics.submitted], listener=_LaneListener(self, consumer, lanes)
+            )
+            self.ready = True
+            while not stop.is_set():
+                await self._window(consumer, shared, lanes)
+                beat.beat()
+        finally:
+            self.ready = False
+            timeout = self.settings.shutdown_timeout_s
+            await bounded("consumer.stop", consumer.stop(), timeout)
+            for lane in list(lanes.values()):
+                await self._close_lane(lane)
+            lanes.clear()
+            self.partitions.set(0)
+            if shared is not None:
+                await bounded("producer.stop", shared.stop(), timeout)
+
+    async def _window(
+        self, consumer: AIOKafkaConsumer, shared: AIOKafkaProducer | None, lanes: Lanes
+    ) -> None:
+        """Set up lanes that need it, decide for one commit interval, then commit.
+
+        The lanes' lock is held while deciding and committing but never across ``getmany``,
+        which waits for a rebalance to finish, and a rebalance needs the lock.
+        """
+        loop = asyncio.get_running_loop()
+        async with lanes.lock:
+            await self._set_up(consumer, lanes)
+        policy = self.policies.current  # one version for the whole window: swaps fall between
+        assert policy is not None
+        deadline = loop.time() + self.config.commit_interval_ms / 1000
+        while (remaining := deadline - loop.time()) > 0:
+            batch = await consumer.getmany(
+                timeout_ms=max(1, int(remaining * 1000)), max_records=MAX_RECORDS
+            )
+            async with lanes.lock:
+                for tp, records in batch.items():
+                    lane = lanes.get(tp.partition)
+                    if lane is not None and lane.ready:
+                        await self._decide_records(consumer, lane, shared, records, policy)
+        async with lanes.lock:
+            if loop.time() >= self._next_sweep:
+                self._next_sweep = loop.time() + EXPIRY_SWEEP_S
+                for lane in list(lanes.values()):
+                    if lane.ready:
+                        await self._deny_expired(consumer, lane, shared, policy)
+            await self._commit(consumer, [lane for lane in lanes.values() if lane.dirty])
+
+    def _tp(self, lane: Lane) -> TopicPartition:
+        return TopicPartition(self.topics.submitted, lane.partition)
+
+    async def _set_up(self, consumer: AIOKafkaConsumer, lanes: Lanes) -> None:
+        """Make due lanes ready: fence earlier owners, then read what they committed."""
+        now = asyncio.get_running_loop().time()
+        due = [lane for lane in lanes.values() if not lane.ready and lane.retry_at <= now]
+        if not due:
+            return
+        if self.exactly_once:
+            started = await asyncio.gather(*(self._start_producer(consumer, lane) for lane in due))
+            due = [lane for lane, ok in zip(due, started, strict=True) if ok]
+            if not due:
+                return
+        partitions = [lane.partition for lane in due]
+        try:
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                positions: dict[int, int] = {}
+                for lane in due:
+                    tp = self._tp(lane)
+                    committed = await consumer.committed(tp)
+                    if committed is None:
+                        committed = (await consumer.beginning_offsets([tp]))[tp]
+                    positions[lane.partition] = committed
+                self.held.drop_partitions(set(partitions))
+                records = await read_to_end(
+                    self.settings.kafka.bootstrap, self.topics.held, partitions
+                )
+                self.held.restore(records)
+                for lane in due:
+                    consumer.seek(self._tp(lane), positions[lane.partition])
+        except KAFKA_FAILURES as exc:
+            for lane in due:
+                await self._fail(consumer, lane, "restore", exc)
+            return
+        for lane in due:
+            lane.position = positions[lane.partition]
+            lane.ready = True
+            consumer.resume(self._tp(lane))
+        self.held_gauge.set(len(self.held))
+        self.partitions.set(sum(1 for lane in lanes.values() if lane.ready))
+        log.info(
+            "enforcer.partitions_ready",
+            extra={"positions": positions, "held": len(self.held)},
+        )
+
+    async def _start_producer(self, consumer: AIOKafkaConsumer, lane: Lane) -> bool:
+        """Start the lane's transactional producer. Its id names the partition, so this
+        fences any earlier owner and ends its open transaction before we read offsets."""
+        producer = new_producer(
+            self.settings.kafka.bootstrap,
+            f"{self.settings.instance}-p{lane.partition}",
+            transactional_id=f"{self.group_id}.p{lane.partition}",
+            request_timeout_ms=10_000,
+            transaction_timeout_ms=max(30_000, 2_000 * self.config.commit_timeout_s),
+        )
+        try:
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                await producer.start()
+                await producer.begin_transaction()  # returns once the producer id is ours
+        except KAFKA_FAILURES as exc:
+            with contextlib.suppress(Exception):
+                await bounded("producer.stop", producer.stop(), 5)
+            await self._fail(consumer, lane, "init", exc)
+            return False
+        lane.producer = producer
+        lane.in_transaction = True
+        return True
+
+    async def _decide_records(
         self,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        dlq: DeadLetters,
-        stop: asyncio.Event,
+        lane: Lane,
+        shared: AIOKafkaProducer | None,
+        records: list[Any],
+        policy: DirectivePolicy,
     ) -> None:
-        failures = 0
-        next_sweep = 0.0
-        loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+        producer = lane.producer or shared
+        assert producer is not None
+        for record in records:
+            if record.offset < lane.position:
+                continue  # fetched before a seek: decided already
             try:
-                if batch:
-                    await self._decide_batch(batch, producer, dlq)
-                if loop.time() >= next_sweep:
-                    next_sweep = loop.time() + EXPIRY_SWEEP_S
-                    await self._deny_expired(producer)
-                failures = 0
-            except AioKafkaError as exc:
-                failures += 1
-                self.batch_failures.inc()
-                log.error("enforcer.batch_failed", extra={"error": repr(exc), "attempt": failures})
-                for tp, records in batch.items():  # decide them again from the first
-                    consumer.seek(tp, records[0].offset)
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                await self._begin(lane)
+                await self._decide(record, policy, producer, lane)
+            except KAFKA_FAILURES as exc:
+                await self._fail(consumer, lane, "decide", exc)
+                return
+            lane.position = record.offset + 1
+            lane.dirty = True
 
-    async def _decide_batch(
-        self,
-        batch: dict[TopicPartition, list[Any]],
-        producer: AIOKafkaProducer,
-        dlq: DeadLetters,
-    ) -> None:
-        policy = self.policies.current  # one version for the whole batch: swaps fall between
-        assert policy is not None
-        async with producer.transaction():
-            for records in batch.values():
-                for record in records:
-                    await self._decide(record, policy, producer, dlq)
-            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-            await producer.send_offsets_to_transaction(offsets, self.group_id)
+    async def _begin(self, lane: Lane) -> None:
+        if lane.producer is not None and not lane.in_transaction:
+            await lane.producer.begin_transaction()
+            lane.in_transaction = True
 
-    async def _deny_expired(self, producer: AIOKafkaProducer) -> None:
-        """Deny held directives that expired; forget ids whose directives expired."""
-        now = self.clock()
-        policy = self.policies.current
-        expired = self.held.expired(now)
-        forgotten = self.held.expired_seen(now)
-        if policy is None or not (expired or forgotten):
+    async def _commit(self, consumer: AIOKafkaConsumer, dirty: list[Lane]) -> None:
+        """Commit what ``dirty`` lanes decided: a transaction each, or (at least once) one
+        flush and one offset commit for all."""
+        dirty = [lane for lane in dirty if lane.ready and lane.dirty]
+        shared = self._shared
+        if not dirty:
             return
-        async with producer.transaction():
+        if shared is None:
+            await asyncio.gather(*(self._commit_lane(consumer, lane) for lane in dirty))
+            return
+        try:  # at least once: flush the output, then commit the input offsets
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                await shared.flush()
+                await consumer.commit({self._tp(lane): lane.position for lane in dirty})
+        except KAFKA_FAILURES as exc:
+            for lane in dirty:
+                await self._fail(consumer, lane, "commit", exc)
+            return
+        for lane in dirty:
+            self._committed(lane)
+
+    async def _commit_lane(self, consumer: AIOKafkaConsumer, lane: Lane) -> None:
+        producer = lane.producer
+        assert producer is not None
+        try:
+            async with asyncio.timeout(self.config.commit_timeout_s):
+                await producer.send_offsets_to_transaction(
+                    {self._tp(lane): lane.position}, self.group_id
+                )
+                await producer.commit_transaction()
+        except KAFKA_FAILURES as exc:
+            await self._fail(consumer, lane, "commit", exc)
+            return
+        lane.in_transaction = False
+        self._committed(lane)
+
+    def _committed(self, lane: Lane) -> None:
+        for verdict, count in lane.verdicts.items():
+            self.decisions.labels(verdict).inc(count)
+        lane.verdicts.clear()
+        lane.dirty = False
+        lane.failures = 0
+        self.transactions.labels("committed").inc()
+
+    async def _fail(
+        self, consumer: AIOKafkaConsumer, lane: Lane, stage: str, exc: BaseException
+    ) -> None:
+        """Abort, close, forget: the lane is set up again from Kafka after a backoff."""
+        fenced = isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+        lane.failures += 1
+        self.lane_failures.labels(stage, type(exc).__name__).inc()
+        if lane.dirty:
+            self.transactions.labels("aborted").inc()
+        backoff = FENCED_BACKOFF_S if fenced else min(0.2 * 2**lane.failures, 5.0)
+        log.error(
+            "enforcer.lane_failed",
+            extra={
+                "partition": lane.partition,
+                "stage": stage,
+                "error": repr(exc)[:500],
+                "fenced": fenced,
+                "attempt": lane.failures,
+                "retry_in_s": backoff,
+            },
+        )
+        await self._close_lane(lane)
+        self.held.drop_partitions({lane.partition})
+        self.held_gauge.set(len(self.held))
+        lane.reset(asyncio.get_running_loop().time() + backoff)
+        tp = self._tp(lane)
+        if tp in consumer.assignment():
+            consumer.pause(tp)
+        self.partitions.set(sum(1 for other in self.lanes.values() if other.ready))
+
+    async def _close_lane(self, lane: Lane) -> None:
+        producer, lane.producer = lane.producer, None
+        if producer is None:
+            return
+        if lane.in_transaction and lane.dirty:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await producer.abort_transaction()
+        with contextlib.suppress(Exception):
+            await bounded(
+                f"lane {lane.partition} producer.stop",
+                producer.stop(),
+                self.settings.shutdown_timeout_s,
+            )
+
+    async def _deny_expired(
+        self,
+        consumer: AIOKafkaConsumer,
+        lane: Lane,
+        shared: AIOKafkaProducer | None,
+        policy: DirectivePolicy,
+    ) -> None:
+        """Deny the lane's held directives that expired; forget ids whose directives expired."""
+        now = self.clock()
+        expired = self.held.expired(now, lane.partition)
+        forgotten = self.held.expired_seen(now, lane.partition)
+        if not (expired or forgotten):
+            return
+        producer = lane.producer or shared
+        assert producer is not None
+        try:
+            await self._begin(lane)
             for held in expired:
                 decision = policy.decide(held.directive, now, held.approvals)
-                await self._record(held.directive, decision, now, producer, held)
-            for directive_id, partition in forgotten:
+                await self._record(
+                    held.directive, decision, now, held, producer=producer, lane=lane
+                )
+            for directive_id in forgotten:
                 key = seen_key(directive_id).encode()
-                await producer.send(self.topics.held, None, key=key, partition=partition)
-        for directive_id, _ in forgotten:
-            self.held.seen.pop(directive_id, None)
+                await producer.send(self.topics.held, None, key=key, partition=lane.partition)
+                self.held.forget_seen(directive_id)
+        except KAFKA_FAILURES as exc:
+            await self._fail(consumer, lane, "expire", exc)
+            return
+        lane.dirty = True
 
     async def _decide(
-        self,
-        record: Any,
-        policy: DirectivePolicy,
-        producer: AIOKafkaProducer,
-        dlq: DeadLetters,
+        self, record: Any, policy: DirectivePolicy, producer: AIOKafkaProducer, lane: Lane
     ) -> None:
         try:
             if record.value is None:
                 raise InvalidEvent("record has no value")
             event = SUBMITTED.decode_event(record.value)
         except InvalidEvent as exc:
-            await dlq.send(record, "enforcer.decode", exc)
+            await self.dlq.send(record, "enforcer.decode", exc, producer)
             return
         now = self.clock()
         if isinstance(event, ApprovalEvent):
             held = self.held.get(event.data.directive_id)
             if held is None:
                 reason = f"directive {event.data.directive_id} is not held for approval"
-                await dlq.send(record, "enforcer.approval", InvalidEvent(reason))
+                await self.dlq.send(record, "enforcer.approval", InvalidEvent(reason), producer)
                 return
             approval = Approval(event.data.approver, event.data.nation, frozenset(event.data.roles))
             held = Held(held.directive, held.approvals | {approval}, held.partition)
             decision = policy.decide(held.directive, now, held.approvals)
-            await self._record(held.directive, decision, now, producer, held)
+            await self._record(held.directive, decision, now, held, producer=producer, lane=lane)
             return
         if self.held.known(event.id):
-            await self._deny_replay(event, policy, now, producer, record)
+            await self._deny_replay(event, policy, now, record, producer=producer, lane=lane)
             return
         held = Held(event, frozenset(), record.partition)
-        await self._record(event, policy.decide(event, now), now, producer, held)
+        decision = policy.decide(event, now)
+        await self._record(event, decision, now, held, producer=producer, lane=lane)
 
     async def _deny_replay(
         self,
         directive: DirectiveEvent,
         policy: DirectivePolicy,
         now: datetime,
-        producer: AIOKafkaProducer,
         record: Any,
+        *,
+        producer: AIOKafkaProducer,
+        lane: Lane,
     ) -> None:
         """A directive id already decided (or held) came again: deny the copy, touch nothing."""
         decision = policy.decide(directive, now, replay=True)
         position = f"{record.partition}-{record.offset}"
-        event = decision_event(directive, decision, now, self.source, replay_of=position)
-        await producer.send(self.topics.decisions, encode_event(event), key=directive.id.encode())
-        self.decisions.labels(decision.verdict.value).inc()
+        await self._write_decision(
+            directive, decision, now, producer=producer, lane=lane, replay_of=position
+        )
         log.warning(
             "directive.replay_denied",
             extra={
@@ -255,18 +518,44 @@ class Enforcer:
             },
         )
 
+    async def _write_decision(
+        self,
+        directive: DirectiveEvent,
+        decision: Decision,
+        now: datetime,
+        *,
+        producer: AIOKafkaProducer,
+        lane: Lane,
+        approvals: int = 0,
+        replay_of: str | None = None,
+    ) -> None:
+        """The decision (audit trail) and the DECIDED step of the directive's lifecycle."""
+        key = directive.id.encode()
+        event = decision_event(
+            directive, decision, now, self.source, approvals, replay_of=replay_of
+        )
+        await producer.send(self.topics.decisions, encode_event(event), key=key)
+        status = decided_status(
+            directive, decision, now, self.actor, approvals, replay_of=replay_of
+        )
+        await producer.send(self.topics.status, encode_event(status), key=key)
+        lane.verdicts[decision.verdict.value] += 1
+
     async def _record(
         self,
         directive: DirectiveEvent,
         decision: Decision,
         now: datetime,
-        producer: AIOKafkaProducer,
         held: Held,
+        *,
+        producer: AIOKafkaProducer,
+        lane: Lane,
     ) -> None:
         """Write a decision and its consequences: release, hold, or end a hold."""
         approvals = len(held.approvals)
-        event = decision_event(directive, decision, now, self.source, approvals)
-        await producer.send(self.topics.decisions, encode_event(event), key=directive.id.encode())
+        await self._write_decision(
+            directive, decision, now, producer=producer, lane=lane, approvals=approvals
+        )
         key = directive.id.encode()
         if decision.verdict is Verdict.HOLD:
             self.held.put(held)
@@ -288,7 +577,6 @@ class Enforcer:
                 encode_event(approved_directive(directive)),
                 key=directive.data.target.encode(),
             )
-        self.decisions.labels(decision.verdict.value).inc()
         self.held_gauge.set(len(self.held))
         log.info(
             "directive.decided",
@@ -304,44 +592,40 @@ class Enforcer:
         )
 
 
-class _HeldRestorer(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Held state follows the input partitions.
+class _LaneListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lanes follow the assignment. Both callbacks take the lanes' lock, so they never run
+    while records are being decided. A revoked lane commits what it decided in the current
+    window (it still owns the partition until the rebalance completes; if it no longer does,
+    its producer has been fenced and the commit fails harmlessly), then closes. New lanes
+    start paused and are set up by the pipeline (fence, read offsets and held state, seek,
+    resume)."""
 
-    On revoke the state of the revoked partitions is set aside; if the same rebalance gives
-    a partition back, nobody else can have written to it meanwhile, so the set-aside state
-    is current and is reused. Partitions new to this enforcer are restored from the held
-    topic.
-    """
-
-    def __init__(self, enforcer: Enforcer, bootstrap: str) -> None:
+    def __init__(self, enforcer: Enforcer, consumer: AIOKafkaConsumer, lanes: Lanes) -> None:
         self.enforcer = enforcer
-        self.bootstrap = bootstrap
-        self.set_aside: dict[int, dict[str, Held]] = {}
+        self.consumer = consumer
+        self.lanes = lanes
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        partitions = {tp.partition for tp in revoked}
-        dropped = self.enforcer.held.drop_partitions(partitions)
-        self.set_aside = {p: {} for p in partitions}
-        for directive_id, held in dropped.items():
-            self.set_aside[held.partition][directive_id] = held
+        partitions = sorted(tp.partition for tp in revoked)
+        async with self.lanes.lock:
+            for partition in partitions:
+                lane = self.lanes.pop(partition, None)
+                if lane is None:
+                    continue
+                if lane.ready and lane.dirty:
+                    await self.enforcer._commit(self.consumer, [lane])
+                await self.enforcer._close_lane(lane)
+            self.enforcer.held.drop_partitions(set(partitions))
+        log.info("enforcer.partitions_revoked", extra={"partitions": partitions})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         partitions = sorted(tp.partition for tp in assigned)
-        kept = [p for p in partitions if p in self.set_aside]
-        fresh = [p for p in partitions if p not in self.set_aside]
-        held = self.enforcer.held
-        for partition in kept:
-            for entry in self.set_aside[partition].values():
-                held.put(entry)
-        self.set_aside = {}
-        if fresh:
-            held.drop_partitions(set(fresh))
-            held.restore(await read_to_end(self.bootstrap, self.enforcer.topics.held, fresh))
-        self.enforcer.held_gauge.set(len(held))
-        log.info(
-            "held.restored",
-            extra={"kept_partitions": kept, "read_partitions": fresh, "held": len(held)},
-        )
+        async with self.lanes.lock:
+            for tp in assigned:
+                if tp.partition not in self.lanes:
+                    self.lanes[tp.partition] = Lane(tp.partition)
+                    self.consumer.pause(tp)
+        log.info("enforcer.partitions_assigned", extra={"partitions": partitions})
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:

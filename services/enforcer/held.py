@@ -9,7 +9,9 @@ Every change to a held directive (held, approval added, released or denied) is w
 the held topic in the same transaction as the decision and the input offsets, into the
 partition with the same number as the input partition it came from. An enforcer that is
 assigned input partition *i* restores partition *i* of the held topic before deciding, so
-held state moves with the partition across restarts and rebalances.
+held state moves with the partition across restarts and rebalances. The in-memory state of a
+partition whose transaction fails is dropped and restored the same way: memory never holds
+a change that Kafka does not.
 """
 
 from __future__ import annotations
@@ -129,8 +131,17 @@ class HeldDirectives:
     def mark_seen(self, directive_id: str, expires: datetime, partition: int) -> None:
         self.seen[directive_id] = (expires, partition)
 
-    def expired_seen(self, now: datetime) -> list[tuple[str, int]]:
-        return [(d, p) for d, (expires, p) in self.seen.items() if expires <= now]
+    def expired_seen(self, now: datetime, partition: int) -> list[str]:
+        """Ids of ``partition`` whose directives expired: their replay marks can go."""
+        return [d for d, (expires, p) in self.seen.items() if p == partition and expires <= now]
 
-    def expired(self, now: datetime) -> list[Held]:
-        return [h for h in self.by_id.values() if h.directive.data.expires <= now]
+    def forget_seen(self, directive_id: str) -> None:
+        self.seen.pop(directive_id, None)
+
+    def expired(self, now: datetime, partition: int) -> list[Held]:
+        """Directives of ``partition`` still held when they expired."""
+        return [
+            h
+            for h in self.by_id.values()
+            if h.partition == partition and h.directive.data.expires <= now
+        ]

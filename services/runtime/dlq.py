@@ -49,7 +49,11 @@ class DeadLetters:
     """Sends rejected records to the DLQ topic and counts them by stage and error class."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, topic: str, service: str, registry: CollectorRegistry
+        self,
+        producer: AIOKafkaProducer | None,
+        topic: str,
+        service: str,
+        registry: CollectorRegistry,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -61,10 +65,20 @@ class DeadLetters:
             registry=registry,
         )
 
-    async def send(self, record: Any, stage: str, error: BaseException) -> None:
-        """Queue the dead letter on the producer (inside its transaction, if one is open)."""
+    async def send(
+        self,
+        record: Any,
+        stage: str,
+        error: BaseException,
+        producer: AIOKafkaProducer | None = None,
+    ) -> None:
+        """Queue the dead letter on ``producer`` or the default one (inside its transaction,
+        if one is open)."""
         headers = dead_letter_headers(record, stage, self.service, error)
-        await self.producer.send(self.topic, record.value, key=record.key, headers=headers)
+        producer = producer or self.producer
+        if producer is None:
+            raise ValueError("no producer to send the dead letter with")
+        await producer.send(self.topic, record.value, key=record.key, headers=headers)
         self.counter.labels(stage, type(error).__name__).inc()
         log.warning(
             "record.dead_lettered",

@@ -85,6 +85,7 @@ def new_producer(
     transactional_id: str | None = None,
     request_timeout_ms: int = 30_000,
     linger_ms: int = 5,
+    transaction_timeout_ms: int = 60_000,
 ) -> AIOKafkaProducer:
     """An idempotent ``acks=all`` producer (transactional when given a transactional id)."""
     return AIOKafkaProducer(
@@ -93,6 +94,7 @@ def new_producer(
         acks="all",
         enable_idempotence=True,
         transactional_id=transactional_id,
+        transaction_timeout_ms=transaction_timeout_ms,
         request_timeout_ms=request_timeout_ms,
         linger_ms=linger_ms,
     )
@@ -105,6 +107,7 @@ def new_consumer(
     group_id: str | None,
     auto_offset_reset: str = "earliest",
     isolation_level: str = "read_committed",
+    session_timeout_ms: int = 10_000,
 ) -> AIOKafkaConsumer:
     """A ``read_committed`` consumer with manual commits (offsets are ours to place)."""
     return AIOKafkaConsumer(
@@ -115,6 +118,8 @@ def new_consumer(
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,
         isolation_level=isolation_level,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=session_timeout_ms // 3,
     )
 
 

@@ -128,6 +128,48 @@ class AuthSettings:
         )
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcerSettings:
+    """How the enforcer commits.
+
+    ``exactly_once``: one Kafka transaction per input partition and commit interval (the
+    default); ``false`` gives at-least-once (plain offset commits), for comparison only.
+    ``watchdog_s``: a pipeline that makes no progress for this long is restarted.
+    ``session_timeout_ms``: how long the group waits for a silent enforcer before giving
+    its partitions to the others (the broker's minimum is 6 s).
+    """
+
+    exactly_once: bool
+    commit_interval_ms: int
+    commit_timeout_s: int
+    watchdog_s: int
+    session_timeout_ms: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EnforcerSettings:
+        env = os.environ if env is None else env
+        return cls(
+            exactly_once=_bool(env, "C2BUS_ENFORCER_EXACTLY_ONCE", True),
+            commit_interval_ms=_int(env, "C2BUS_ENFORCER_COMMIT_INTERVAL_MS", 100, 1, 60_000),
+            commit_timeout_s=_int(env, "C2BUS_ENFORCER_COMMIT_TIMEOUT_S", 15, 1, 600),
+            watchdog_s=_int(env, "C2BUS_ENFORCER_WATCHDOG_S", 60, 5, 3600),
+            session_timeout_ms=_int(
+                env, "C2BUS_ENFORCER_SESSION_TIMEOUT_MS", 10_000, 6_000, 300_000
+            ),
+        )
+
+
 DEFAULT_PORTS = {"ingest": 8081, "enforcer": 8082, "policy_api": 8083, "gateway": 8765}
 
 
@@ -146,6 +188,7 @@ class ServiceSettings:
     policy_file: Path
     policy_set_id: str
     gateway_queue_max: int
+    enforcer: EnforcerSettings
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -166,4 +209,5 @@ class ServiceSettings:
             policy_file=Path(policy).expanduser().resolve(),
             policy_set_id=env.get("C2BUS_POLICY_SET") or "alliance-main",
             gateway_queue_max=_int(env, "C2BUS_GATEWAY_QUEUE_MAX", 1000, 10, 1_000_000),
+            enforcer=EnforcerSettings.from_env(env),
         )

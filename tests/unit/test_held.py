@@ -48,7 +48,8 @@ def test_restore_folds_updates_and_tombstones(valid_example: Any) -> None:
     assert count == 2
     assert state.get("a") == a2  # the latest value wins, approvals and all
     assert state.get("c") is None  # tombstoned
-    assert [h.directive.id for h in state.expired(now)] == ["b"]
+    assert [h.directive.id for h in state.expired(now, 1)] == ["b"]
+    assert state.expired(now, 0) == []  # each partition sweeps its own
     dropped = state.drop_partitions({1})
     assert set(dropped) == {"b"}
     assert len(state) == 1
@@ -67,7 +68,10 @@ def test_seen_markers_remember_decided_ids_until_they_expire(valid_example: Any)
     )
     assert state.known("live") and state.known("old")
     assert not state.known("gone")
-    assert state.expired_seen(now) == [("old", 2)]
+    assert state.expired_seen(now, 2) == ["old"]
+    assert state.expired_seen(now, 3) == []
+    state.forget_seen("old")
+    assert not state.known("old")
     state.drop_partitions({2})
     assert not state.known("live")
     assert len(state) == 0  # seen markers are not held directives

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.errors import ConfigError
-from services.runtime.settings import KafkaSettings, LocalKafkaSettings
+from services.runtime.settings import EnforcerSettings, KafkaSettings, LocalKafkaSettings
 from services.runtime.topics import TOPICS, TopicNames
 
 
@@ -68,3 +68,27 @@ def test_policy_is_compacted_and_decisions_are_kept() -> None:
     by_role = {spec.role: spec for spec in TOPICS}
     assert by_role["policy"].config["cleanup.policy"] == "compact"
     assert by_role["decisions"].config["retention.ms"] == "-1"
+
+
+def test_enforcer_is_exactly_once_with_a_100ms_commit_interval_by_default() -> None:
+    settings = EnforcerSettings.from_env({})
+    assert settings.exactly_once
+    assert settings.commit_interval_ms == 100
+    off = EnforcerSettings.from_env(
+        {"C2BUS_ENFORCER_EXACTLY_ONCE": "false", "C2BUS_ENFORCER_COMMIT_INTERVAL_MS": "20"}
+    )
+    assert not off.exactly_once
+    assert off.commit_interval_ms == 20
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"C2BUS_ENFORCER_EXACTLY_ONCE": "maybe"}, "C2BUS_ENFORCER_EXACTLY_ONCE='maybe'"),
+        ({"C2BUS_ENFORCER_COMMIT_INTERVAL_MS": "0"}, "C2BUS_ENFORCER_COMMIT_INTERVAL_MS=0"),
+        ({"C2BUS_ENFORCER_WATCHDOG_S": "1"}, "C2BUS_ENFORCER_WATCHDOG_S=1"),
+    ],
+)
+def test_bad_enforcer_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EnforcerSettings.from_env(env)

@@ -1,0 +1,57 @@
+"""One lane per input partition: the unit of ownership, of transactions and of recovery.
+
+A lane owns a transactional producer whose id names the input partition
+(``<group>.p<partition>``), not the process. Whoever is assigned partition *i* starts that
+producer, and starting it fences every earlier holder of the id and completes (commits or
+aborts) any transaction it left open, before this owner reads the committed offset and the
+held state. That is what keeps a paused or partitioned enforcer (a zombie) from committing
+anything once another has taken its partition, even though aiokafka's transactional offset
+commits carry only the group id (no generation to fence on). See ``docs/exactly-once.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+
+
+@dataclass(eq=False)
+class Lane:
+    partition: int
+    #: the lane's own transactional producer (exactly-once), or None (shared producer)
+    producer: AIOKafkaProducer | None = None
+    #: the next input offset to decide; -1 until the lane is set up
+    position: int = -1
+    ready: bool = False
+    in_transaction: bool = False
+    #: something was written or consumed since the last commit
+    dirty: bool = False
+    #: verdicts decided in the open transaction, counted once it commits
+    verdicts: Counter[str] = field(default_factory=Counter)
+    failures: int = 0
+    retry_at: float = 0.0
+
+    def reset(self, retry_at: float) -> None:
+        """Back to "not set up": nothing of the failed transaction is kept."""
+        self.producer = None
+        self.position = -1
+        self.ready = False
+        self.in_transaction = False
+        self.dirty = False
+        self.verdicts.clear()
+        self.retry_at = retry_at
+
+
+class Lanes(dict[int, Lane]):
+    """The lanes of the partitions assigned to this enforcer, by partition.
+
+    ``lock`` is held for a whole commit window, and by the rebalance listener while it
+    changes the lanes, so a partition is never revoked in the middle of a transaction.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = asyncio.Lock()
