@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.c2bus-installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars run console stop test test-unit bench lint format schemas clean
+.PHONY: help install jars run console stop test test-unit faults bench lint format schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ test: jars  ## the whole test suite, with a real Kafka started by the session
 
 test-unit: $(STAMP)  ## the unit tests only (no Kafka)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+faults: jars  ## the full fault suite: 30,000 directives per scenario on a three-node cluster
+	C2BUS_FAULTS_DIRECTIVES=$${C2BUS_FAULTS_DIRECTIVES:-30000} \
+	C2BUS_FAULTS_DURATION_S=$${C2BUS_FAULTS_DURATION_S:-150} \
+	$(BIN)/pytest tests/faults -v -s $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## benchmarks that print figures against a baseline from the same run
 	$(BIN)/python -m loadtests.policy_eval

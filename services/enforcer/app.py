@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import IllegalOperation
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -51,7 +51,7 @@ from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
 from ..runtime.watchdog import Heartbeat, supervise
 from .held import Held, HeldDirectives, encode_seen, seen_key
-from .lanes import Lane, Lanes
+from .lanes import FENCING_ERRORS, Lane, Lanes
 from .policy_source import PolicySource
 
 log = logging.getLogger(__name__)
@@ -381,6 +381,7 @@ class Enforcer:
         self._committed(lane)
 
     def _committed(self, lane: Lane) -> None:
+        lane.settle()
         for verdict, count in lane.verdicts.items():
             self.decisions.labels(verdict).inc(count)
         lane.verdicts.clear()
@@ -392,7 +393,7 @@ class Enforcer:
         self, consumer: AIOKafkaConsumer, lane: Lane, stage: str, exc: BaseException
     ) -> None:
         """Abort, close, forget: the lane is set up again from Kafka after a backoff."""
-        fenced = isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+        fenced = lane.settle() or isinstance(exc, FENCING_ERRORS)
         lane.failures += 1
         self.lane_failures.labels(stage, type(exc).__name__).inc()
         if lane.dirty:
@@ -457,7 +458,9 @@ class Enforcer:
                 )
             for directive_id in forgotten:
                 key = seen_key(directive_id).encode()
-                await producer.send(self.topics.held, None, key=key, partition=lane.partition)
+                lane.track(
+                    await producer.send(self.topics.held, None, key=key, partition=lane.partition)
+                )
                 self.held.forget_seen(directive_id)
         except KAFKA_FAILURES as exc:
             await self._fail(consumer, lane, "expire", exc)
@@ -472,14 +475,16 @@ class Enforcer:
                 raise InvalidEvent("record has no value")
             event = SUBMITTED.decode_event(record.value)
         except InvalidEvent as exc:
-            await self.dlq.send(record, "enforcer.decode", exc, producer)
+            lane.track(await self.dlq.send(record, "enforcer.decode", exc, producer))
             return
         now = self.clock()
         if isinstance(event, ApprovalEvent):
             held = self.held.get(event.data.directive_id)
             if held is None:
                 reason = f"directive {event.data.directive_id} is not held for approval"
-                await self.dlq.send(record, "enforcer.approval", InvalidEvent(reason), producer)
+                lane.track(
+                    await self.dlq.send(record, "enforcer.approval", InvalidEvent(reason), producer)
+                )
                 return
             approval = Approval(event.data.approver, event.data.nation, frozenset(event.data.roles))
             held = Held(held.directive, held.approvals | {approval}, held.partition)
@@ -534,11 +539,11 @@ class Enforcer:
         event = decision_event(
             directive, decision, now, self.source, approvals, replay_of=replay_of
         )
-        await producer.send(self.topics.decisions, encode_event(event), key=key)
+        lane.track(await producer.send(self.topics.decisions, encode_event(event), key=key))
         status = decided_status(
             directive, decision, now, self.actor, approvals, replay_of=replay_of
         )
-        await producer.send(self.topics.status, encode_event(status), key=key)
+        lane.track(await producer.send(self.topics.status, encode_event(status), key=key))
         lane.verdicts[decision.verdict.value] += 1
 
     async def _record(
@@ -559,23 +564,33 @@ class Enforcer:
         key = directive.id.encode()
         if decision.verdict is Verdict.HOLD:
             self.held.put(held)
-            await producer.send(self.topics.held, held.encode(), key=key, partition=held.partition)
+            lane.track(
+                await producer.send(
+                    self.topics.held, held.encode(), key=key, partition=held.partition
+                )
+            )
         else:
             if self.held.pop(directive.id) is not None:
-                await producer.send(self.topics.held, None, key=key, partition=held.partition)
+                lane.track(
+                    await producer.send(self.topics.held, None, key=key, partition=held.partition)
+                )
             # Remember the id until the directive expires: a copy of it is a replay.
             self.held.mark_seen(directive.id, directive.data.expires, held.partition)
-            await producer.send(
-                self.topics.held,
-                encode_seen(directive.data.expires),
-                key=seen_key(directive.id).encode(),
-                partition=held.partition,
+            lane.track(
+                await producer.send(
+                    self.topics.held,
+                    encode_seen(directive.data.expires),
+                    key=seen_key(directive.id).encode(),
+                    partition=held.partition,
+                )
             )
         if decision.verdict is Verdict.ALLOW:
-            await producer.send(
-                self.topics.approved,
-                encode_event(approved_directive(directive)),
-                key=directive.data.target.encode(),
+            lane.track(
+                await producer.send(
+                    self.topics.approved,
+                    encode_event(approved_directive(directive)),
+                    key=directive.data.target.encode(),
+                )
             )
         self.held_gauge.set(len(self.held))
         log.info(

@@ -12,10 +12,21 @@ commits carry only the group id (no generation to fence on). See ``docs/exactly-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+
+FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch)
+
+
+def _retrieve(delivery: asyncio.Future[Any]) -> None:
+    """Mark a delivery's error as seen: the transaction's outcome already reports it."""
+    if not delivery.cancelled():
+        delivery.exception()
 
 
 @dataclass(eq=False)
@@ -31,8 +42,25 @@ class Lane:
     dirty: bool = False
     #: verdicts decided in the open transaction, counted once it commits
     verdicts: Counter[str] = field(default_factory=Counter)
+    #: deliveries of the open transaction (or, at least once, since the last flush)
+    sent: list[asyncio.Future[Any]] = field(default_factory=list)
     failures: int = 0
     retry_at: float = 0.0
+
+    def track(self, delivery: asyncio.Future[Any]) -> None:
+        self.sent.append(delivery)
+
+    def settle(self) -> bool:
+        """Forget the deliveries (their errors are retrieved); True if any was fenced."""
+        fenced = False
+        for delivery in self.sent:
+            if delivery.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    fenced |= isinstance(delivery.exception(), FENCING_ERRORS)
+            else:
+                delivery.add_done_callback(_retrieve)
+        self.sent.clear()
+        return fenced
 
     def reset(self, retry_at: float) -> None:
         """Back to "not set up": nothing of the failed transaction is kept."""
@@ -42,6 +70,7 @@ class Lane:
         self.in_transaction = False
         self.dirty = False
         self.verdicts.clear()
+        self.settle()
         self.retry_at = retry_at
 
 

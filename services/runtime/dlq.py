@@ -17,6 +17,7 @@ convention so existing tooling can read them:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -71,14 +72,16 @@ class DeadLetters:
         stage: str,
         error: BaseException,
         producer: AIOKafkaProducer | None = None,
-    ) -> None:
+    ) -> asyncio.Future[Any]:
         """Queue the dead letter on ``producer`` or the default one (inside its transaction,
-        if one is open)."""
+        if one is open); returns its delivery future."""
         headers = dead_letter_headers(record, stage, self.service, error)
         producer = producer or self.producer
         if producer is None:
             raise ValueError("no producer to send the dead letter with")
-        await producer.send(self.topic, record.value, key=record.key, headers=headers)
+        delivery: asyncio.Future[Any] = await producer.send(
+            self.topic, record.value, key=record.key, headers=headers
+        )
         self.counter.labels(stage, type(error).__name__).inc()
         log.warning(
             "record.dead_lettered",
@@ -90,3 +93,4 @@ class DeadLetters:
                 "error": str(error)[:500],
             },
         )
+        return delivery

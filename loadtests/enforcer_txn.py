@@ -1,0 +1,283 @@
+"""What exactly-once costs the enforcer: throughput with transactions against the same
+enforcer without them, and the decision latency each commit interval costs.
+
+    .venv/bin/python -m loadtests.enforcer_txn [--directives N] [--rounds R] [--bootstrap B]
+
+Throughput: N directives (the same bytes for every run) are written to the input topic
+first; then an enforcer process (``python -m services.enforcer``) decides them, and the rate
+is taken from its group's committed offsets between 5 % and 100 % of the input. Runs
+alternate exactly-once (a transaction per partition and 100 ms window) and at-least-once
+(``C2BUS_ENFORCER_EXACTLY_ONCE=false``: one idempotent producer, flush, then an offset
+commit, also every 100 ms), R rounds each; medians are compared. Goal: exactly-once at
+>= 90 % of at-least-once.
+
+Latency: a paced load (200 directives/s for 10 s) per commit interval; a ``read_committed``
+consumer times each decision from the moment its directive was sent.
+
+Without ``--bootstrap`` (or ``C2BUS_KAFKA_BOOTSTRAP``) a single local broker is started on
+port 29092 under ``.c2bus/bench`` and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka.structs import TopicPartition
+
+from services.domain.codec import EventDecoder, encode_event
+from services.domain.events import DecisionEvent
+from services.domain.policy.compiler import compile_policy, load_policy_document
+from services.domain.policy.evaluator import PolicyEvaluator
+from services.runtime.kafka import admin_client, new_consumer, new_producer, probe, start_client
+from services.runtime.localkafka import LocalCluster
+from services.runtime.policy_store import publish
+from services.runtime.settings import LocalKafkaSettings, project_root
+from services.runtime.topics import TopicNames, create_topics
+from services.simulator.model import next_directive
+
+ROOT = project_root()
+POLICY = ROOT / "deploy" / "policies" / "alliance.yaml"
+BENCH_PORT = "29092"
+DECISIONS: EventDecoder[DecisionEvent] = EventDecoder(DecisionEvent)
+
+
+def say(message: str) -> None:
+    print(f"[enforcer_txn {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    settings = LocalKafkaSettings.from_env(
+        {"C2BUS_HOME": str(ROOT / ".c2bus" / "bench"), "C2BUS_KAFKA_PORT": BENCH_PORT}
+    )
+    cluster = LocalCluster(settings, nodes=1)
+    started = not cluster.status().running
+    info = cluster.start(progress=say)
+    try:
+        yield info.bootstrap
+    finally:
+        if started:
+            cluster.stop(progress=say)
+
+
+def directives(count: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """(key, value) of ``count`` allowed or denied directives, none held."""
+    evaluator = PolicyEvaluator(compile_policy(load_policy_document(POLICY.read_bytes())))
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    out = []
+    for seq in range(count):
+        event = next_directive(evaluator, rng, now, "urn:bench", seq, hold_ratio=0.0)
+        out.append((event.data.target.encode(), encode_event(event)))
+    return out
+
+
+def directive_id(value: bytes) -> str:
+    return str(orjson.loads(value)["id"])
+
+
+class Enforcer:
+    def __init__(self, bootstrap: str, prefix: str, exactly_once: bool, interval_ms: int):
+        self.env = {
+            **os.environ,
+            "C2BUS_KAFKA_BOOTSTRAP": bootstrap,
+            "C2BUS_TOPIC_PREFIX": prefix,
+            "C2BUS_ENFORCER_PORT": "0",
+            "C2BUS_ENFORCER_EXACTLY_ONCE": str(exactly_once).lower(),
+            "C2BUS_ENFORCER_COMMIT_INTERVAL_MS": str(interval_ms),
+            "C2BUS_INSTANCE": f"bench-{prefix}",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Enforcer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.enforcer"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def prepare(bootstrap: str, tag: str) -> TopicNames:
+    prefix = f"bench{tag}{secrets.token_hex(3)}"
+    await create_topics(bootstrap, prefix)
+    topics = TopicNames(prefix)
+    await publish(bootstrap, topics.policy, load_policy_document(POLICY.read_bytes()), None, "b")
+    return topics
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = new_producer(bootstrap, "bench-load", linger_ms=20)
+    await start_client(producer, bootstrap)
+    try:
+        sends = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+async def committed_total(admin: object, group: str, tps: list[TopicPartition]) -> int:
+    offsets = await admin.list_consumer_group_offsets(group)  # type: ignore[attr-defined]
+    return sum(offsets[tp].offset for tp in tps if tp in offsets)
+
+
+async def throughput(
+    bootstrap: str, records: list[tuple[bytes, bytes]], exactly_once: bool, interval_ms: int
+) -> float:
+    topics = await prepare(bootstrap, "t")
+    await produce(bootstrap, topics.submitted, records)
+    info = await probe(bootstrap)
+    tps = [TopicPartition(topics.submitted, p) for p in info.partitions[topics.submitted]]
+    total = len(records)
+    group = f"{topics.prefix}.enforcer"
+    start_at: float | None = None
+    async with admin_client(bootstrap) as admin:
+        with Enforcer(bootstrap, topics.prefix, exactly_once, interval_ms):
+            async with asyncio.timeout(600):
+                while True:
+                    done = await committed_total(admin, group, tps)
+                    now = time.monotonic()
+                    if start_at is None and done >= total * 0.05:
+                        start_at, start_done = now, done
+                    if done >= total:
+                        break
+                    await asyncio.sleep(0.05)
+    assert start_at is not None
+    return (total - start_done) / (now - start_at)
+
+
+@dataclass
+class Latency:
+    p50: float
+    p95: float
+    p99: float
+
+
+async def latency(
+    bootstrap: str, exactly_once: bool, interval_ms: int, rate: int, seconds: float
+) -> Latency:
+    topics = await prepare(bootstrap, "l")
+    records = directives(int(rate * seconds) + 1, seed=interval_ms)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    consumer = new_consumer(bootstrap, "bench-observer", group_id=None)
+    await start_client(consumer, bootstrap)
+    info = await probe(bootstrap)
+    tps = [TopicPartition(topics.decisions, p) for p in info.partitions[topics.decisions]]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+
+    changed = asyncio.Condition()
+
+    async def observe() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            arrived = time.monotonic()
+            for part in batch.values():
+                for record in part:
+                    seen[DECISIONS.decode_event(record.value).data.directive_id] = arrived
+            async with changed:
+                changed.notify_all()
+
+    producer = new_producer(bootstrap, "bench-paced", linger_ms=0)
+    await start_client(producer, bootstrap)
+    observer = asyncio.create_task(observe())
+    try:
+        with Enforcer(bootstrap, topics.prefix, exactly_once, interval_ms):
+            warm_key, warm_value = records[0]
+            warm_id = directive_id(warm_value)
+            await (await producer.send(topics.submitted, warm_value, key=warm_key))
+            async with asyncio.timeout(120), changed:  # the enforcer is up, owns partitions
+                await changed.wait_for(lambda: warm_id in seen)
+            begin = time.monotonic()
+            for i, (key, value) in enumerate(records[1:]):
+                ahead = begin + i / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                sent[directive_id(value)] = time.monotonic()
+                await producer.send(topics.submitted, value, key=key)
+            await producer.flush()
+            async with asyncio.timeout(60), changed:
+                await changed.wait_for(lambda: all(d in seen for d in sent))
+    finally:
+        observer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await observer
+        await consumer.stop()
+        await producer.stop()
+    samples = sorted((seen[d] - t) * 1000 for d, t in sent.items())
+    cuts = statistics.quantiles(samples, n=100)
+    return Latency(cuts[49], cuts[94], cuts[98])
+
+
+async def main(args: argparse.Namespace) -> None:
+    with broker(args.bootstrap or os.environ.get("C2BUS_KAFKA_BOOTSTRAP")) as bootstrap:
+        records = directives(args.directives)
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for round_ in range(1, args.rounds + 1):
+            for exactly_once in (True, False):
+                rate = await throughput(bootstrap, records, exactly_once, 100)
+                rates[exactly_once].append(rate)
+                mode = "exactly-once " if exactly_once else "at-least-once"
+                say(f"round {round_}/{args.rounds} {mode}: {rate:,.0f} directives/s")
+        eos, alo = statistics.median(rates[True]), statistics.median(rates[False])
+        print(f"\nenforcer throughput, {args.directives:,} directives, 100 ms commit interval")
+        print(f"  exactly-once  (transaction per partition): {eos:>9,.0f} directives/s (median)")
+        print(f"  at-least-once (flush + offset commit)    : {alo:>9,.0f} directives/s (median)")
+        verdict = "met" if eos >= 0.9 * alo else "NOT met"
+        print(f"  ratio exactly-once / at-least-once: {eos / alo:.2f} (goal >= 0.90: {verdict})")
+
+        print(f"\ndecision latency, submit -> read_committed decision, {args.rate}/s paced")
+        print(f"  {'mode':<15}{'interval':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+        runs = [(True, ms) for ms in args.intervals] + [(False, 100)]
+        for exactly_once, interval in runs:
+            say(f"latency: {'exactly-once' if exactly_once else 'at-least-once'} {interval} ms")
+            lat = await latency(bootstrap, exactly_once, interval, args.rate, args.seconds)
+            mode = "exactly-once" if exactly_once else "at-least-once"
+            print(f"  {mode:<15}{interval:>8} ms{lat.p50:>10.1f}{lat.p95:>10.1f}{lat.p99:>10.1f}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.enforcer_txn", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--directives", type=int, default=20_000, help="per throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput runs per mode")
+    parser.add_argument("--rate", type=int, default=200, help="paced load for latency, per s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="paced load duration")
+    parser.add_argument(
+        "--intervals", type=int, nargs="+", default=[20, 50, 100, 200], help="commit intervals"
+    )
+    parser.add_argument("--bootstrap", help="an existing cluster (default: a local broker)")
+    asyncio.run(main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    cli()
