@@ -47,8 +47,9 @@ faults: jars  ## the full fault suite: 30,000 directives per scenario on a three
 	C2BUS_FAULTS_DURATION_S=$${C2BUS_FAULTS_DURATION_S:-150} \
 	$(BIN)/pytest tests/faults -v -s $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## benchmarks that print figures against a baseline from the same run
+bench: jars  ## benchmarks that print figures against a baseline from the same run
 	$(BIN)/python -m loadtests.policy_eval
+	$(BIN)/python -m loadtests.enforcer_txn
 
 lint: $(STAMP)  ## ruff, mypy --strict, and the schemas checked against the code
 	$(BIN)/ruff check services tests loadtests

@@ -86,6 +86,7 @@ def new_producer(
     request_timeout_ms: int = 30_000,
     linger_ms: int = 5,
     transaction_timeout_ms: int = 60_000,
+    retry_backoff_ms: int = 100,
 ) -> AIOKafkaProducer:
     """An idempotent ``acks=all`` producer (transactional when given a transactional id)."""
     return AIOKafkaProducer(
@@ -95,6 +96,7 @@ def new_producer(
         enable_idempotence=True,
         transactional_id=transactional_id,
         transaction_timeout_ms=transaction_timeout_ms,
+        retry_backoff_ms=retry_backoff_ms,
         request_timeout_ms=request_timeout_ms,
         linger_ms=linger_ms,
     )
@@ -108,6 +110,7 @@ def new_consumer(
     auto_offset_reset: str = "earliest",
     isolation_level: str = "read_committed",
     session_timeout_ms: int = 10_000,
+    fetch_max_wait_ms: int = 500,
 ) -> AIOKafkaConsumer:
     """A ``read_committed`` consumer with manual commits (offsets are ours to place)."""
     return AIOKafkaConsumer(
@@ -120,6 +123,7 @@ def new_consumer(
         isolation_level=isolation_level,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=session_timeout_ms // 3,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 
