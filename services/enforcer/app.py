@@ -411,7 +411,8 @@ class Enforcer:
         """Abort, close, forget: the lane is set up again from Kafka after a backoff."""
         fenced = lane.settle() or isinstance(exc, FENCING_ERRORS)
         lane.failures += 1
-        self.lane_failures.labels(stage, type(exc).__name__).inc()
+        # Once fenced, aiokafka reports later steps as illegal operations: name the cause.
+        self.lane_failures.labels(stage, "ProducerFenced" if fenced else type(exc).__name__).inc()
         if lane.dirty:
             self.transactions.labels("aborted").inc()
         backoff = FENCED_BACKOFF_S if fenced else min(0.2 * 2**lane.failures, 5.0)

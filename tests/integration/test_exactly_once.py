@@ -105,8 +105,7 @@ async def test_a_fenced_partition_recovers_and_decides_everything_once(
         per_directive = await decided(env, topics, len(first) + len(second))
         assert set(per_directive) == set(first + second)
         assert all(n == 1 for n in per_directive.values()), per_directive.most_common(3)
-        fenced = lane_failures(service, "ProducerFenced")
-        assert fenced + lane_failures(service, "InvalidProducerEpoch") >= 1
+        assert lane_failures(service, "ProducerFenced") >= 1
     status = [STATUS.decode_event(r.value) for r in await read_all(env.bootstrap, topics.status)]
     assert Counter(s.data.directive_id for s in status) == per_directive  # DECIDED, once each
     assert {s.data.state.value for s in status} == {"DECIDED"}
