@@ -269,7 +269,8 @@ class Scenario:
         self.observer = Observer(bootstrap, self.topics.decisions)
         self.heal_at: float | None = None
         self.heal_ends: dict[TopicPartition, int] = {}
-        self.load_done = asyncio.Event()
+        self.load_ended_at: float | None = None
+        self.recovery: asyncio.Task[float] | None = None
         self.send_failures = 0
         self.env = {
             "C2BUS_KAFKA_BOOTSTRAP": bootstrap,
@@ -296,10 +297,22 @@ class Scenario:
             await self.observer.reached(target)
 
     async def healed(self) -> None:
-        """The fault is over: remember when, and how far the input had got."""
+        """The fault is over: remember when and how far the input had got, and start
+        timing how long the enforcers take to decide all of that (while the load goes on)."""
         self.heal_at = time.monotonic()
         self.heal_ends = await end_offsets(self.bootstrap, self.topics.submitted)
+        self.recovery = asyncio.create_task(self._recovered(self.heal_at, self.heal_ends))
         self.log(f"healed at {sum(self.heal_ends.values())} directives submitted")
+
+    async def _recovered(self, since: float, ends: dict[TopicPartition, int]) -> float:
+        """Seconds from ``since`` until the group has committed up to ``ends`` (nan: not
+        within 90 s)."""
+        while time.monotonic() < since + 90:
+            committed = await committed_offsets(self.bootstrap, self.group)
+            if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
+                return time.monotonic() - since
+            await asyncio.sleep(0.25)
+        return float("nan")
 
     async def _load(self) -> None:
         producer = new_producer(self.bootstrap, f"load-{self.name}", request_timeout_ms=60_000)
@@ -328,7 +341,7 @@ class Scenario:
             self.send_failures = sum(isinstance(r, BaseException) for r in results)
         finally:
             await producer.stop()
-            self.load_done.set()
+            self.load_ended_at = time.monotonic()
         self.log(f"load done: {self.scale.directives} sent, {self.send_failures} failed")
 
     async def run(self, faults: Callable[[Scenario], Awaitable[None]]) -> Report:
@@ -344,6 +357,8 @@ class Scenario:
             await load
             report = await self._settle()
         finally:
+            if self.recovery is not None:
+                self.recovery.cancel()
             await self.observer.stop()
             for process in self.enforcers:
                 process.stop()
@@ -354,19 +369,12 @@ class Scenario:
         """Measure recovery: catching up with the input as it stood at the heal, and the
         lag after the load ended, each within 60 s."""
         report = Report(self.name)
-        assert self.heal_at is not None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            committed = await committed_offsets(self.bootstrap, self.group)
-            if all(committed.get(tp, 0) >= end for tp, end in self.heal_ends.items()):
-                report.recover_s = time.monotonic() - self.heal_at
-                break
-            await asyncio.sleep(0.25)
-        load_end = time.monotonic()
-        while time.monotonic() < load_end + 90:
+        assert self.recovery is not None and self.load_ended_at is not None
+        report.recover_s = await self.recovery
+        while time.monotonic() < self.load_ended_at + 90:
             lag = await group_lag(self.bootstrap, self.group, self.topics.submitted)
             if lag == 0:
-                report.drain_s = time.monotonic() - load_end
+                report.drain_s = time.monotonic() - self.load_ended_at
                 break
             await asyncio.sleep(0.25)
         await asyncio.sleep(1)  # let the concurrent observer read the last commits
