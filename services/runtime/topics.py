@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError as AioKafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from ..errors import TopicError
 from .kafka import admin_client, probe
@@ -189,7 +191,7 @@ async def create_topics(
                     raise TopicError(f"creating topic {name} failed (error {code}): {message}")
         # New topics must show every partition; existing ones keep the layout they have.
         expected = {name: (wanted[name].partitions if name in missing else 1) for name in wanted}
-        layout = await _wait_until_ready(admin, expected, timeout_ms / 1000)
+        layout = await _wait_until_ready(bootstrap, expected, timeout_ms / 1000)
     for name in wanted:
         partitions = layout[name]["partitions"]
         replicas = len(partitions[0]["replicas"]) if partitions else 0
@@ -211,31 +213,42 @@ def _ready(entry: dict[str, Any], partitions: int) -> bool:
 
 
 async def _wait_until_ready(
-    admin: AIOKafkaAdminClient, expected: dict[str, int], timeout_s: float
+    bootstrap: str, expected: dict[str, int], timeout_s: float
 ) -> dict[str, dict[str, Any]]:
-    """Poll metadata until every topic shows its expected partitions, each with a leader.
+    """Poll every broker's metadata until each shows every topic with its expected
+    partitions, each with a leader.
 
     Creation returns once the controller has committed it; brokers learn of new topics a
-    moment later. Returning only when metadata shows them means a producer started right
-    after ``topics create`` finds its topic.
+    moment later, each at its own pace. Returning only when all of them show the topics
+    means a client started right after ``topics create`` finds its topic on whichever
+    broker it asks.
     """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            described = await admin.describe_topics(list(expected))
-        except AioKafkaError as exc:
-            raise TopicError(f"describing topics failed: {exc}") from exc
-        layout = {t["topic"]: t for t in described}
-        pending = sorted(
-            name
-            for name, partitions in expected.items()
-            if not _ready(layout.get(name, {}), partitions)
-        )
-        if not pending:
-            return layout
-        if time.monotonic() >= deadline:
-            raise TopicError(
-                f"topics not ready after {timeout_s:g}s (no leader for every partition): "
-                f"{', '.join(pending)}"
-            )
-        await asyncio.sleep(0.2)
+    try:
+        await client.bootstrap()
+        request = MetadataRequest(list(expected), allow_auto_topic_creation=False)
+        while True:
+            pending: set[str] = set()
+            layout: dict[str, dict[str, Any]] = {}
+            try:
+                for broker in client.cluster.brokers():
+                    response = await client.send(broker.nodeId, request)
+                    layout = {t["topic"]: t for t in response.to_object()["topics"]}
+                    pending |= {
+                        name
+                        for name, partitions in expected.items()
+                        if not _ready(layout.get(name, {}), partitions)
+                    }
+            except AioKafkaError as exc:
+                pending.add(f"(metadata request failed: {exc})")
+            if not pending:
+                return layout
+            if time.monotonic() >= deadline:
+                raise TopicError(
+                    f"topics not ready after {timeout_s:g}s (no leader for every partition "
+                    f"on every broker): {', '.join(sorted(pending))}"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
