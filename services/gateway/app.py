@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.events import DecisionEvent, DirectiveEvent, Envelope, SaEvent
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, bearer_token, load_key
+from ..runtime.auth import TokenVerifier, bearer_token, verifier_for
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
@@ -304,7 +304,5 @@ def _token(request: Request) -> str | None:
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    verifier = TokenVerifier(
-        load_key(settings.auth.key_file), settings.auth.audience, settings.auth.issuer
-    )
+    verifier = verifier_for(settings.auth)
     await Gateway(settings, verifier).run(stop)

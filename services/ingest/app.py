@@ -37,7 +37,7 @@ from ..domain.fields import EventId, Identifier, ReleasableTo, Text
 from ..domain.identity import Identity
 from ..domain.labels import Classification
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, bearer_token, load_key
+from ..runtime.auth import TokenVerifier, bearer_token, verifier_for
 from ..runtime.kafka import new_producer, start_client
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_router
@@ -375,7 +375,5 @@ def _components() -> dict[str, Any]:
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    verifier = TokenVerifier(
-        load_key(settings.auth.key_file), settings.auth.audience, settings.auth.issuer
-    )
+    verifier = verifier_for(settings.auth)
     await Ingest(settings, verifier).run(stop)

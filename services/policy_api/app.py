@@ -37,7 +37,7 @@ from ..domain.policy.compiler import (
 from ..domain.policy.evaluator import DirectiveContext, PolicyEvaluator
 from ..domain.policy.model import PolicyDocument
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, bearer_token, load_key
+from ..runtime.auth import TokenVerifier, bearer_token, verifier_for
 from ..runtime.lifecycle import bounded
 from ..runtime.ops import HttpServer, ops_router
 from ..runtime.policy_store import (
@@ -320,7 +320,5 @@ class PolicyApi:
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
-    verifier = TokenVerifier(
-        load_key(settings.auth.key_file), settings.auth.audience, settings.auth.issuer
-    )
+    verifier = verifier_for(settings.auth)
     await PolicyApi(settings, verifier).run(stop)

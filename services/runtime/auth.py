@@ -1,16 +1,27 @@
 """Tokens: JWT verification at the edge, and minting for local development.
 
-Accepted tokens are HS256 JWTs signed with the configured key, with ``sub``, ``exp``,
-``aud`` and ``iss`` required and checked, plus the c2bus claims ``nation``, ``clearance``,
-``unit`` and ``roles``. Any other algorithm (``none`` included) is refused: the algorithm
-list is fixed here, never read from the token.
+Accepted tokens are JWTs with ``sub``, ``exp``, ``aud`` and ``iss`` required and checked
+(``nbf`` too when present), plus the c2bus claims ``nation``, ``clearance``, ``unit`` and
+``roles``, signed with one of:
+
+- ``EdDSA`` (Ed25519) or ``RS256``, by a key of a JWKS file, found by the token's ``kid``;
+  the key's own ``alg`` must be the token's;
+- ``HS256``, by the shared key of the key file.
+
+Which key checks a token never depends on the token alone: an ``HS256`` token is checked
+with the shared key only, never with a public key (no algorithm confusion), an ``RS256`` or
+``EdDSA`` token only with the JWKS key of that algorithm. Every other algorithm, ``none``
+included, is refused.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +30,11 @@ import jwt
 from ..domain.identity import Identity
 from ..domain.labels import Classification
 from ..errors import AuthError, ConfigError
+from .settings import AuthSettings
 
-ALGORITHM = "HS256"
+ALGORITHM = "HS256"  # the shared-key algorithm (local development, ``c2bus token``)
+ASYMMETRIC = {"EdDSA": "OKP", "RS256": "RSA"}  # algorithm -> the JWK key type it needs
+ALGORITHMS = (*ASYMMETRIC, ALGORITHM)
 MIN_KEY_BYTES = 32
 _NATION = re.compile(r"^[A-Z]{3}$")
 
@@ -51,20 +65,100 @@ def load_key(path: Path) -> bytes:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """A verification key from a JWKS file."""
+
+    kid: str
+    alg: str
+    key: Any  # a cryptography public key object
+
+
+def load_jwks(path: Path) -> dict[str, PublicKey]:
+    """The public keys of a JWKS file, by ``kid``; :class:`ConfigError` on anything off.
+
+    Every key needs ``kid``, ``alg`` (``EdDSA`` or ``RS256``) and the matching ``kty``;
+    private key material is refused (a JWKS given to verifiers must be public).
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the JWKS file {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"the JWKS file {path} is not JSON: {exc}") from exc
+    entries = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"the JWKS file {path} has no 'keys' list")
+    keys: dict[str, PublicKey] = {}
+    for index, jwk in enumerate(entries):
+        where = f"{path}: keys[{index}]"
+        if not isinstance(jwk, dict):
+            raise ConfigError(f"{where} is not an object")
+        kid, alg, kty = jwk.get("kid"), jwk.get("alg"), jwk.get("kty")
+        if not isinstance(kid, str) or not kid:
+            raise ConfigError(f"{where} has no 'kid'")
+        if alg not in ASYMMETRIC:
+            raise ConfigError(f"{where} ({kid}): 'alg' must be one of {', '.join(ASYMMETRIC)}")
+        if kty != ASYMMETRIC[alg]:
+            raise ConfigError(f"{where} ({kid}): {alg} needs kty {ASYMMETRIC[alg]}, not {kty}")
+        if "d" in jwk:
+            raise ConfigError(f"{where} ({kid}) holds private key material: publish public keys")
+        if kid in keys:
+            raise ConfigError(f"{where}: kid {kid} appears twice")
+        try:
+            key = jwt.PyJWK(jwk).key
+        except jwt.PyJWTError as exc:
+            raise ConfigError(f"{where} ({kid}) is not a usable key: {exc}") from exc
+        keys[kid] = PublicKey(kid, alg, key)
+    return keys
+
+
 class TokenVerifier:
-    def __init__(self, key: bytes, audience: str, issuer: str, leeway_s: int = 30) -> None:
+    def __init__(
+        self,
+        key: bytes | None,
+        audience: str,
+        issuer: str,
+        leeway_s: int = 30,
+        public_keys: Mapping[str, PublicKey] | None = None,
+    ) -> None:
+        """``key``: the HS256 shared key, or None to refuse HS256 tokens;
+        ``public_keys``: EdDSA and RS256 keys by kid (see :func:`load_jwks`)."""
         self._key = key
+        self._public = dict(public_keys or {})
         self.audience = audience
         self.issuer = issuer
         self.leeway_s = leeway_s
 
+    def _key_for(self, token: str) -> tuple[str, Any]:
+        """The algorithm and key that must verify ``token``, chosen by configuration."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from exc
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise AuthError(f"token algorithm {alg!r} not allowed ({', '.join(ALGORITHMS)})")
+        if alg == ALGORITHM:
+            if self._key is None:
+                raise AuthError("HS256 tokens are not accepted here")
+            return alg, self._key
+        kid = header.get("kid")
+        entry = self._public.get(kid) if isinstance(kid, str) else None
+        if entry is None:
+            raise AuthError(f"token signed by an unknown key (kid {kid!r})")
+        if entry.alg != alg:
+            raise AuthError(f"key {kid} verifies {entry.alg} tokens, not {alg}")
+        return alg, entry.key
+
     def verify(self, token: str) -> Identity:
         """The identity in a valid token; :class:`AuthError` naming the reason otherwise."""
+        alg, key = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key,
-                algorithms=[ALGORITHM],
+                key,
+                algorithms=[alg],
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway_s,
@@ -75,7 +169,7 @@ class TokenVerifier:
         except jwt.InvalidSignatureError as exc:
             raise AuthError("token signature does not verify") from exc
         except jwt.InvalidAlgorithmError as exc:
-            raise AuthError(f"token algorithm not allowed (only {ALGORITHM})") from exc
+            raise AuthError(f"token algorithm not allowed: {exc}") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         return identity_from_claims(claims)
@@ -99,15 +193,18 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
 
 
 def mint(
-    key: bytes,
+    key: Any,
     identity: Identity,
     *,
     audience: str,
     issuer: str,
     ttl_s: int = 8 * 3600,
     now: float | None = None,
+    algorithm: str = ALGORITHM,
+    kid: str | None = None,
 ) -> str:
-    """A signed token for ``identity`` (local development and tests)."""
+    """A signed token for ``identity`` (local development and tests): HS256 with a shared
+    key by default, or ``algorithm`` with a private key and its ``kid``."""
     issued = int(time.time() if now is None else now)
     claims = {
         "sub": identity.subject,
@@ -121,4 +218,12 @@ def mint(
         "nbf": issued,
         "exp": issued + ttl_s,
     }
-    return jwt.encode(claims, key, algorithm=ALGORITHM)
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+def verifier_for(auth: AuthSettings) -> TokenVerifier:
+    """The verifier a service uses: the shared key of the key file and, when a JWKS file is
+    configured, its public keys."""
+    public = load_jwks(auth.jwks_file) if auth.jwks_file is not None else None
+    return TokenVerifier(load_key(auth.key_file), auth.audience, auth.issuer, public_keys=public)

@@ -110,11 +110,13 @@ class LocalKafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """Token verification: the HS256 key file, and the audience and issuer tokens must name."""
+    """Token verification: the HS256 key file, an optional JWKS file of EdDSA and RS256
+    public keys, and the audience and issuer tokens must name."""
 
     key_file: Path
     audience: str
     issuer: str
+    jwks_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
@@ -125,6 +127,9 @@ class AuthSettings:
             key_file=key_file.expanduser().resolve(),
             audience=env.get("C2BUS_JWT_AUDIENCE") or "c2bus",
             issuer=env.get("C2BUS_JWT_ISSUER") or "c2bus-local",
+            jwks_file=Path(jwks).expanduser().resolve()
+            if (jwks := env.get("C2BUS_JWT_JWKS_FILE"))
+            else None,
         )
 
 

@@ -1,5 +1,6 @@
-"""Fail closed at the handshake: no token, an expired one, another key's, ``alg=none`` or a
-missing subprotocol get no connection; the operational endpoints answer without a token."""
+"""Fail closed at the handshake: no token, an expired one, another key's, ``alg=none``, an
+unknown key id or a missing subprotocol get no connection; EdDSA and RS256 tokens from a
+JWKS file do; the operational endpoints answer without a token."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from typing import Any
 import jwt
 import pytest
 from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from services.domain.identity import Identity
+from services.domain.labels import Classification
+from services.gateway.app import Gateway
 from services.gateway.protocol import SUBPROTOCOL, CloseCode
+from services.runtime.auth import mint, verifier_for
 from services.runtime.topics import TopicNames
-from tests.integration.services import Console, Env, gateway
+from tests.integration.services import AUDIENCE, ISSUER, Console, Env, gateway, running
 
 
 @pytest.fixture
@@ -162,3 +169,42 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
                     await stalled.recv()
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
+
+
+async def test_eddsa_and_rs256_tokens_from_a_jwks_file(env: Env, tmp_path: Path) -> None:
+    ed_key, rsa_key = ed25519.Ed25519PrivateKey.generate(), rsa.generate_private_key(65537, 2048)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {
+                        **json.loads(OKPAlgorithm.to_jwk(ed_key.public_key())),
+                        "kid": "ed-1",
+                        "alg": "EdDSA",
+                    },
+                    {
+                        **json.loads(RSAAlgorithm.to_jwk(rsa_key.public_key())),
+                        "kid": "rsa-1",
+                        "alg": "RS256",
+                    },
+                ]
+            }
+        )
+    )
+    settings = env.settings("gateway", C2BUS_JWT_JWKS_FILE=str(jwks))
+    service = Gateway(settings, verifier_for(settings.auth))
+    identity = Identity("hq-ops", "NLD", Classification.NATO_SECRET, "NLD-11AMB", frozenset())
+
+    def signed(key: object, alg: str, kid: str) -> str:
+        return mint(key, identity, audience=AUDIENCE, issuer=ISSUER, algorithm=alg, kid=kid)
+
+    async with running(service, lambda: service.ready):
+        for token in (signed(ed_key, "EdDSA", "ed-1"), signed(rsa_key, "RS256", "rsa-1")):
+            async with Console.connect(service.port, token) as console:
+                assert console.welcome["identity"]["unit"] == "NLD-11AMB"
+        stranger = ed25519.Ed25519PrivateKey.generate()
+        status, body = await refused(service.port, signed(stranger, "EdDSA", "ed-1"))
+        assert (status, body.strip()) == (401, "token signature does not verify")
+        status, body = await refused(service.port, signed(ed_key, "EdDSA", "ed-9"))
+        assert (status, body.strip()) == (401, "token signed by an unknown key (kid 'ed-9')")

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from services.domain.identity import Identity
 from services.domain.labels import Classification
 from services.errors import AuthError, ConfigError
-from services.runtime.auth import TokenVerifier, bearer_token, load_key, load_or_create_key, mint
+from services.runtime.auth import (
+    TokenVerifier,
+    bearer_token,
+    load_jwks,
+    load_key,
+    load_or_create_key,
+    mint,
+)
+from services.runtime.settings import AuthSettings
 
 KEY = b"k" * 64
 IDENTITY = Identity("alice", "POL", Classification.NATO_SECRET, "POL-12BDE", frozenset({"console"}))
@@ -60,7 +73,7 @@ def test_other_key_and_alg_none_and_rs_confusion_are_refused() -> None:
     with pytest.raises(AuthError):
         VERIFIER.verify(f"{header}.{body}.")
     hs512 = jwt.encode(claims, KEY, algorithm="HS512")
-    with pytest.raises(AuthError, match="algorithm not allowed"):
+    with pytest.raises(AuthError, match="algorithm 'HS512' not allowed"):
         VERIFIER.verify(hs512)
 
 
@@ -88,3 +101,125 @@ def test_key_files(tmp_path: Path) -> None:
 )
 def test_bearer_token_parsing(header: str, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+# --- EdDSA and RS256 keys from a JWKS file ------------------------------------------------
+
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def jwk(public_key: object, kid: str, alg: str) -> dict[str, object]:
+    algorithm = OKPAlgorithm if alg == "EdDSA" else RSAAlgorithm
+    return {**json.loads(algorithm.to_jwk(public_key)), "kid": kid, "alg": alg}
+
+
+@pytest.fixture
+def jwks_file(tmp_path: Path) -> Path:
+    path = tmp_path / "jwks.json"
+    keys = [jwk(ED_KEY.public_key(), "ed-1", "EdDSA"), jwk(RSA_KEY.public_key(), "rsa-1", "RS256")]
+    path.write_text(json.dumps({"keys": keys}))
+    return path
+
+
+@pytest.fixture
+def verifier(jwks_file: Path) -> TokenVerifier:
+    return TokenVerifier(KEY, "c2bus", "c2bus-local", public_keys=load_jwks(jwks_file))
+
+
+def signed(key: object, alg: str, kid: str | None, **claims: object) -> str:
+    token = mint(key, IDENTITY, audience="c2bus", issuer="c2bus-local", algorithm=alg, kid=kid)
+    if not claims:
+        return token
+    body = {**jwt.decode(token, options={"verify_signature": False}), **claims}
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(body, key, algorithm=alg, headers=headers)  # type: ignore[arg-type]
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_eddsa_rs256_and_hs256_tokens_verify(verifier: TokenVerifier) -> None:
+    assert verifier.verify(signed(ED_KEY, "EdDSA", "ed-1")) == IDENTITY
+    assert verifier.verify(signed(RSA_KEY, "RS256", "rsa-1")) == IDENTITY
+    assert verifier.verify(signed(KEY, "HS256", None)) == IDENTITY
+
+
+def test_every_forged_or_stale_token_is_refused(verifier: TokenVerifier) -> None:
+    good = signed(ED_KEY, "EdDSA", "ed-1")
+    header, body, signature = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    tampered = b64(json.dumps({**claims, "clearance": "COSMIC TOP SECRET"}).encode())
+    rsa_pem = RSA_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    confused_head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
+    confused_mac = hmac.new(rsa_pem, f"{confused_head}.{body}".encode(), hashlib.sha256)
+    unsigned_head = b64(json.dumps({"alg": "none"}).encode())
+    cases = {
+        "unsigned (alg none)": (f"{unsigned_head}.{body}.", "not allowed"),
+        "tampered claims": (f"{header}.{tampered}.{signature}", "signature"),
+        "HS256 signed with the RSA public key": (
+            f"{confused_head}.{body}.{b64(confused_mac.digest())}",
+            "signature",
+        ),
+        "RS256 header on the Ed25519 key": (
+            signed(RSA_KEY, "RS256", "ed-1"),
+            "verifies EdDSA tokens, not RS256",
+        ),
+        "unknown kid": (signed(ED_KEY, "EdDSA", "ed-2"), "unknown key"),
+        "no kid": (signed(ED_KEY, "EdDSA", None), "unknown key"),
+        "another Ed25519 key under a known kid": (
+            signed(ed25519.Ed25519PrivateKey.generate(), "EdDSA", "ed-1"),
+            "signature",
+        ),
+        "expired": (signed(ED_KEY, "EdDSA", "ed-1", exp=int(time.time()) - 3600), "expired"),
+        "not yet valid": (
+            signed(RSA_KEY, "RS256", "rsa-1", nbf=int(time.time()) + 3600),
+            "invalid token",
+        ),
+        "wrong audience": (signed(ED_KEY, "EdDSA", "ed-1", aud="elsewhere"), "invalid token"),
+        "ES256": (signed(ec.generate_private_key(ec.SECP256R1()), "ES256", "ed-1"), "not allowed"),
+        "garbage": ("not.a.token", "malformed"),
+    }
+    for name, (token, message) in cases.items():
+        with pytest.raises(AuthError, match=message):
+            verifier.verify(token)
+            pytest.fail(f"accepted: {name}")
+
+
+def test_hs256_is_refused_when_no_shared_key_is_configured(jwks_file: Path) -> None:
+    only_public = TokenVerifier(None, "c2bus", "c2bus-local", public_keys=load_jwks(jwks_file))
+    with pytest.raises(AuthError, match="HS256 tokens are not accepted"):
+        only_public.verify(signed(KEY, "HS256", None))
+    assert only_public.verify(signed(ED_KEY, "EdDSA", "ed-1")) == IDENTITY
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ([{**jwk(ED_KEY.public_key(), "ed-1", "EdDSA"), "d": "secret"}], "private key"),
+        ([{**jwk(ED_KEY.public_key(), "ed-1", "EdDSA"), "alg": "RS256"}], "needs kty RSA"),
+        ([{**jwk(ED_KEY.public_key(), "ed-1", "EdDSA"), "alg": "HS256"}], "'alg' must be"),
+        ([{**jwk(ED_KEY.public_key(), "", "EdDSA")}], "no 'kid'"),
+        ([jwk(ED_KEY.public_key(), "a", "EdDSA"), jwk(ED_KEY.public_key(), "a", "EdDSA")], "twice"),
+        (
+            [{"kid": "x", "alg": "EdDSA", "kty": "OKP", "crv": "Ed25519", "x": "!!"}],
+            "not a usable key",
+        ),
+    ],
+)
+def test_bad_jwks_files_are_refused_with_the_reason(
+    tmp_path: Path, keys: list[object], message: str
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": keys}))
+    with pytest.raises(ConfigError, match=message):
+        load_jwks(path)
+
+
+def test_jwks_file_is_configured_by_environment(jwks_file: Path) -> None:
+    auth = AuthSettings.from_env({"C2BUS_JWT_JWKS_FILE": str(jwks_file)})
+    assert auth.jwks_file == jwks_file.resolve()
+    assert AuthSettings.from_env({}).jwks_file is None
