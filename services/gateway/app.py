@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,7 +33,7 @@ from websockets.http11 import Request, Response
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.events import DecisionEvent, DirectiveEvent, Envelope, SaEvent
 from ..errors import AuthError, InvalidEvent
-from ..runtime.auth import TokenVerifier, bearer_token, verifier_for
+from ..runtime.auth import TokenVerifier, Verified, bearer_token, verifier_for
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
@@ -80,6 +81,17 @@ class Gateway:
         self.slow = Counter(
             "c2bus_gateway_slow_disconnects", "Consoles closed as too slow", registry=self.registry
         )
+        self.expired = Counter(
+            "c2bus_gateway_expired_sessions",
+            "Sessions closed because their token expired",
+            registry=self.registry,
+        )
+        self.revoked = Counter(
+            "c2bus_gateway_revoked_sessions",
+            "Sessions closed because their token or subject was revoked",
+            registry=self.registry,
+        )
+        self._revocations_changed = asyncio.Condition()
         self.decoders: dict[str, tuple[S, EventDecoder[Any]]] = {
             self.topics.sa: (S.SA, EventDecoder(SaEvent)),
             self.topics.approved: (S.DIRECTIVES, EventDecoder(DirectiveEvent)),
@@ -128,10 +140,11 @@ class Gateway:
     async def _handle(self, connection: ServerConnection) -> None:
         token = _token(connection.request) if connection.request else None
         try:
-            identity = self.verifier.verify(token or "")
+            verified = self.verifier.verify_token(token or "")
         except AuthError:  # expired between the handshake and now: fail closed
             await connection.close(CloseCode.POLICY, "token no longer valid")
             return
+        identity = verified.identity
         session = Session(identity, self.settings.gateway_queue_max)
         self.hub.add(session)
         self.connections.inc()
@@ -144,15 +157,55 @@ class Gateway:
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self._write(connection, session))
                 reader = tasks.create_task(self._read(connection, session))
-                await asyncio.wait([writer, reader], return_when=asyncio.FIRST_COMPLETED)
+                expiry = tasks.create_task(self._guard(connection, session, verified))
+                await asyncio.wait([writer, reader, expiry], return_when=asyncio.FIRST_COMPLETED)
                 writer.cancel()
                 reader.cancel()
+                expiry.cancel()
         except ConnectionClosed:
             pass
         finally:
             self.hub.remove(session)
             self.connections.dec()
             log.info("console.disconnected", extra={"session": session.id})
+
+    async def _guard(
+        self, connection: ServerConnection, session: Session, verified: Verified
+    ) -> None:
+        """Close the session when its token expires or is revoked: nothing is sent on a
+        token that is no longer good."""
+        revocations = self.verifier.revocations
+        while True:
+            remaining = verified.expires_at - time.time()
+            if remaining <= 0:
+                self.expired.inc()
+                log.info("console.token_expired", extra={"session": session.id})
+                await connection.close(CloseCode.TOKEN_EXPIRED, "token expired: reconnect")
+                return
+            reason = revocations.revoked(verified) if revocations is not None else None
+            if reason is not None:
+                self.revoked.inc()
+                log.warning("console.revoked", extra={"session": session.id, "reason": reason})
+                await connection.close(CloseCode.REVOKED, reason)
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining), self._revocations_changed:
+                    await self._revocations_changed.wait()
+
+    async def _watch_revocations(self) -> None:
+        """Re-read the revocation list as it changes and wake every session's guard."""
+        revocations = self.verifier.revocations
+        if revocations is None:
+            return
+        seen = revocations.generation
+        while True:
+            await asyncio.sleep(revocations.min_interval_s)
+            revocations.refresh()
+            if revocations.generation != seen:
+                seen = revocations.generation
+                log.info("gateway.revocations_reloaded", extra={"error": revocations.error})
+                async with self._revocations_changed:
+                    self._revocations_changed.notify_all()
 
     async def _write(self, connection: ServerConnection, session: Session) -> None:
         """Send the session's queued frames; close it as slow when its queue overflows.
@@ -284,7 +337,11 @@ class Gateway:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self.ready = True
             log.info("gateway.started", extra={"port": self.port})
-            await self._consume(consumer, dlq, stop)
+            watcher = asyncio.ensure_future(self._watch_revocations())
+            try:
+                await self._consume(consumer, dlq, stop)
+            finally:
+                watcher.cancel()
         finally:
             self.ready = False
             if server is not None:

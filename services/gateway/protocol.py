@@ -23,6 +23,8 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001  # the gateway is shutting down
     POLICY = 1008  # token no longer valid
+    TOKEN_EXPIRED = 4001  # the token expired during the session; reconnect with a fresh one
+    REVOKED = 4003  # the token or its subject was revoked during the session
     SLOW_CONSUMER = 4008  # the console fell behind its buffer; reconnect and resume
 
 

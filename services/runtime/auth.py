@@ -113,6 +113,89 @@ def load_jwks(path: Path) -> dict[str, PublicKey]:
     return keys
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A verified token: who it speaks for, until when (epoch seconds), and its ``jti``."""
+
+    identity: Identity
+    expires_at: float
+    token_id: str | None = None
+
+
+class RevocationList:
+    """Revoked tokens and subjects, from a text file that can change while services run.
+
+    One entry per line: ``jti:<token id>`` or ``sub:<subject>``; ``#`` starts a comment.
+    The file is read again when its modification time changes, checked at most every
+    ``min_interval_s``. Fail closed: while the file cannot be read, every token is refused.
+    """
+
+    def __init__(self, path: Path, min_interval_s: float = 1.0) -> None:
+        self.path = path
+        self.min_interval_s = min_interval_s
+        self.token_ids: frozenset[str] = frozenset()
+        self.subjects: frozenset[str] = frozenset()
+        self.error: str | None = None
+        #: changes each time the entries (or the error) change: watchers compare it
+        self.generation = 0
+        self._mtime: float | None = None
+        self._checked = float("-inf")
+        self.refresh(force=True)
+        if self.error is not None:  # at start-up a missing or bad list is a configuration error
+            raise ConfigError(self.error)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload if the file changed; True when the entries (or the error) changed."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.min_interval_s:
+            return False
+        self._checked = now
+        changed = self._reload()
+        if changed:
+            self.generation += 1
+        return changed
+
+    def _reload(self) -> bool:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime == self._mtime and self.error is None:
+                return False
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            changed = self.error is None
+            self.error = f"cannot read the revocation list {self.path}: {exc.strerror}"
+            self._mtime = None
+            return changed
+        token_ids, subjects = set(), set()
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            kind, _, value = line.partition(":")
+            if kind == "jti" and value:
+                token_ids.add(value.strip())
+            elif kind == "sub" and value:
+                subjects.add(value.strip())
+            else:
+                changed = self.error is None
+                self.error = f"{self.path}:{number}: expected 'jti:<id>' or 'sub:<subject>'"
+                self._mtime = None
+                return changed
+        self.token_ids, self.subjects = frozenset(token_ids), frozenset(subjects)
+        self.error, self._mtime = None, mtime
+        return True
+
+    def revoked(self, verified: Verified) -> str | None:
+        """Why ``verified`` must be refused, or None."""
+        if self.error is not None:
+            return "revocation list unavailable"
+        if verified.token_id is not None and verified.token_id in self.token_ids:
+            return "token revoked"
+        if verified.identity.subject in self.subjects:
+            return "subject revoked"
+        return None
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -120,12 +203,15 @@ class TokenVerifier:
         audience: str,
         issuer: str,
         leeway_s: int = 30,
+        *,
         public_keys: Mapping[str, PublicKey] | None = None,
+        revocations: RevocationList | None = None,
     ) -> None:
         """``key``: the HS256 shared key, or None to refuse HS256 tokens;
         ``public_keys``: EdDSA and RS256 keys by kid (see :func:`load_jwks`)."""
         self._key = key
         self._public = dict(public_keys or {})
+        self.revocations = revocations
         self.audience = audience
         self.issuer = issuer
         self.leeway_s = leeway_s
@@ -153,6 +239,10 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """The identity in a valid token; :class:`AuthError` naming the reason otherwise."""
+        return self.verify_token(token).identity
+
+    def verify_token(self, token: str) -> Verified:
+        """The identity and expiry of a valid token; :class:`AuthError` otherwise."""
         alg, key = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -172,7 +262,18 @@ class TokenVerifier:
             raise AuthError(f"token algorithm not allowed: {exc}") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
-        return identity_from_claims(claims)
+        jti = claims.get("jti")
+        verified = Verified(
+            identity_from_claims(claims),
+            float(claims["exp"]),
+            jti if isinstance(jti, str) else None,
+        )
+        if self.revocations is not None:
+            self.revocations.refresh()
+            reason = self.revocations.revoked(verified)
+            if reason is not None:
+                raise AuthError(reason)
+        return verified
 
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
@@ -217,13 +318,21 @@ def mint(
         "iat": issued,
         "nbf": issued,
         "exp": issued + ttl_s,
+        "jti": secrets.token_urlsafe(12),
     }
     headers = {"kid": kid} if kid else None
     return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
 
 def verifier_for(auth: AuthSettings) -> TokenVerifier:
-    """The verifier a service uses: the shared key of the key file and, when a JWKS file is
-    configured, its public keys."""
+    """The verifier a service uses: the shared key of the key file and, when configured, the
+    public keys of a JWKS file and a revocation list."""
     public = load_jwks(auth.jwks_file) if auth.jwks_file is not None else None
-    return TokenVerifier(load_key(auth.key_file), auth.audience, auth.issuer, public_keys=public)
+    revoked = RevocationList(auth.revocation_file) if auth.revocation_file is not None else None
+    return TokenVerifier(
+        load_key(auth.key_file),
+        auth.audience,
+        auth.issuer,
+        public_keys=public,
+        revocations=revoked,
+    )

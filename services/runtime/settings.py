@@ -117,6 +117,7 @@ class AuthSettings:
     audience: str
     issuer: str
     jwks_file: Path | None = None
+    revocation_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
@@ -127,10 +128,13 @@ class AuthSettings:
             key_file=key_file.expanduser().resolve(),
             audience=env.get("C2BUS_JWT_AUDIENCE") or "c2bus",
             issuer=env.get("C2BUS_JWT_ISSUER") or "c2bus-local",
-            jwks_file=Path(jwks).expanduser().resolve()
-            if (jwks := env.get("C2BUS_JWT_JWKS_FILE"))
-            else None,
+            jwks_file=_path(env.get("C2BUS_JWT_JWKS_FILE")),
+            revocation_file=_path(env.get("C2BUS_JWT_REVOCATION_FILE")),
         )
+
+
+def _path(raw: str | None) -> Path | None:
+    return Path(raw).expanduser().resolve() if raw else None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

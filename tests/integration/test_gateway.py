@@ -208,3 +208,46 @@ async def test_eddsa_and_rs256_tokens_from_a_jwks_file(env: Env, tmp_path: Path)
         assert (status, body.strip()) == (401, "token signature does not verify")
         status, body = await refused(service.port, signed(ed_key, "EdDSA", "ed-9"))
         assert (status, body.strip()) == (401, "token signed by an unknown key (kid 'ed-9')")
+
+
+async def test_a_token_that_expires_mid_session_closes_the_session(env: Env) -> None:
+    issued = time.time()
+    token = env.token(ttl_s=3, now=issued)
+    expires_at = int(issued) + 3
+    async with gateway(env) as gw, Console.connect(gw.port, token) as console:
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(15):
+                while True:
+                    await console.ws.recv()
+        assert time.time() >= expires_at  # not a moment before the token's exp
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.TOKEN_EXPIRED
+        assert gw.registry.get_sample_value("c2bus_gateway_expired_sessions_total") == 1
+
+
+async def test_revoking_a_subject_closes_its_live_session_and_refuses_it_again(
+    env: Env, tmp_path: Path
+) -> None:
+    revoked = tmp_path / "revoked.txt"
+    revoked.write_text("# none\n")
+    settings = env.settings("gateway", C2BUS_JWT_REVOCATION_FILE=str(revoked))
+    service = Gateway(settings, verifier_for(settings.auth))
+    async with running(service, lambda: service.ready):
+        async with (
+            Console.connect(service.port, env.token(unit="POL-12BDE")) as victim,
+            Console.connect(service.port, env.token(unit="MNC-NE")) as bystander,
+        ):
+            revoked.write_text("sub:test-pol-12bde\n")  # the subject env.token gives POL-12BDE
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    while True:
+                        await victim.ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                CloseCode.REVOKED,
+                "subject revoked",
+            )
+            await bystander.ws.send(json.dumps({"op": "ping", "id": "still-here"}))
+            assert json.loads(await bystander.ws.recv()) == {"op": "pong", "id": "still-here"}
+        status, body = await refused(service.port, env.token(unit="POL-12BDE"))
+        assert (status, body.strip()) == (401, "subject revoked")

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from services.domain.identity import Identity
 from services.domain.labels import Classification
 from services.errors import AuthError, ConfigError
 from services.runtime.auth import (
+    RevocationList,
     TokenVerifier,
     bearer_token,
     load_jwks,
@@ -223,3 +225,52 @@ def test_jwks_file_is_configured_by_environment(jwks_file: Path) -> None:
     auth = AuthSettings.from_env({"C2BUS_JWT_JWKS_FILE": str(jwks_file)})
     assert auth.jwks_file == jwks_file.resolve()
     assert AuthSettings.from_env({}).jwks_file is None
+
+
+# --- the revocation list --------------------------------------------------------------------
+
+
+def test_revoked_tokens_and_subjects_are_refused_and_the_list_reloads(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.txt"
+    path.write_text("# nobody yet\n")
+    revocations = RevocationList(path, min_interval_s=0)
+    verifier = TokenVerifier(KEY, "c2bus", "c2bus-local", revocations=revocations)
+    first = mint(KEY, IDENTITY, audience="c2bus", issuer="c2bus-local")
+    second = mint(KEY, IDENTITY, audience="c2bus", issuer="c2bus-local")
+    assert verifier.verify(first) == IDENTITY
+    jti = jwt.decode(first, options={"verify_signature": False})["jti"]
+    generation = revocations.generation
+
+    path.write_text(f"jti:{jti}  # leaked\n")
+    os.utime(path, (time.time() + 1, time.time() + 1))  # a new mtime even within a second
+    with pytest.raises(AuthError, match="token revoked"):
+        verifier.verify(first)
+    assert verifier.verify(second) == IDENTITY  # only that token
+    assert revocations.generation > generation
+
+    path.write_text(f"sub:{IDENTITY.subject}\n")
+    os.utime(path, (time.time() + 2, time.time() + 2))
+    with pytest.raises(AuthError, match="subject revoked"):
+        verifier.verify(second)
+
+
+def test_an_unreadable_or_malformed_revocation_list_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.txt"
+    with pytest.raises(ConfigError, match="cannot read the revocation list"):
+        RevocationList(path)
+    path.write_text("")
+    revocations = RevocationList(path, min_interval_s=0)
+    verifier = TokenVerifier(KEY, "c2bus", "c2bus-local", revocations=revocations)
+    token = mint(KEY, IDENTITY, audience="c2bus", issuer="c2bus-local")
+    assert verifier.verify(token) == IDENTITY
+    path.unlink()
+    with pytest.raises(AuthError, match="revocation list unavailable"):
+        verifier.verify(token)
+    path.write_text("alice\n")  # neither jti: nor sub:
+    with pytest.raises(AuthError, match="revocation list unavailable"):
+        verifier.verify(token)
+    assert revocations.error is not None and "expected 'jti:<id>' or 'sub:<subject>'" in (
+        revocations.error
+    )
+    path.write_text("sub:someone-else\n")
+    assert verifier.verify(token) == IDENTITY
