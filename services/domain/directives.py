@@ -26,15 +26,18 @@ def decision_id(
     verdict: Verdict = Verdict.ALLOW,
     approvals: int = 0,
     replay_of: str | None = None,
+    *,
+    kind: str = "decision",
 ) -> str:
     """``decision:<id>`` for the final verdict; ``decision:<id>:hold:<n>`` for the HOLD
     recorded with n approvals; ``decision:<id>:replay:<position>`` for a replay denied at
-    that input position. Every decision event has its own id."""
+    that input position. Every decision event has its own id; ``kind`` names events that
+    accompany one (``decided:…`` for its status step)."""
     if replay_of is not None:
-        return f"decision:{directive.id}:replay:{replay_of}"
+        return f"{kind}:{directive.id}:replay:{replay_of}"
     if verdict is Verdict.HOLD:
-        return f"decision:{directive.id}:hold:{approvals}"
-    return f"decision:{directive.id}"
+        return f"{kind}:{directive.id}:hold:{approvals}"
+    return f"{kind}:{directive.id}"
 
 
 def decision_event(
@@ -91,8 +94,7 @@ def decided_status(
     reason = decision.verdict.value + (f": {rules}" if rules else "")
     return DirectiveStatusEvent(
         specversion="1.0",
-        id="decided:"
-        + decision_id(directive, decision.verdict, approvals, replay_of).removeprefix("decision:"),
+        id=decision_id(directive, decision.verdict, approvals, replay_of, kind="decided"),
         source=f"urn:c2bus:{actor}",
         time=now,
         classification=directive.classification,

@@ -111,11 +111,13 @@ class Enforcer:
         self.partitions = Gauge(
             "c2bus_enforcer_partitions", "Input partitions owned and ready", registry=self.registry
         )
+        self.partitions.set_function(lambda: sum(lane.ready for lane in self.lanes.values()))
         self.policies = PolicySource(settings.policy_set_id, self.registry)
         self.held = HeldDirectives()
         self.held_gauge = Gauge(
             "c2bus_enforcer_held", "Directives held for approvals", registry=self.registry
         )
+        self.held_gauge.set_function(lambda: len(self.held))
         self.dlq = DeadLetters(None, self.topics.dlq, settings.instance, self.registry)
         self.lanes = Lanes()
         self._shared: AIOKafkaProducer | None = None
@@ -210,7 +212,7 @@ class Enforcer:
             )
             self.ready = True
             while not stop.is_set():
-                await self._window(consumer, shared, lanes)
+                await self._window(consumer, lanes)
                 beat.beat()
         finally:
             self.ready = False
@@ -219,13 +221,10 @@ class Enforcer:
             for lane in list(lanes.values()):
                 await self._close_lane(lane)
             lanes.clear()
-            self.partitions.set(0)
             if shared is not None:
                 await bounded("producer.stop", shared.stop(), timeout)
 
-    async def _window(
-        self, consumer: AIOKafkaConsumer, shared: AIOKafkaProducer | None, lanes: Lanes
-    ) -> None:
+    async def _window(self, consumer: AIOKafkaConsumer, lanes: Lanes) -> None:
         """Set up lanes that need it, decide for one commit interval, then commit.
 
         The lanes' lock is held while deciding and committing but never across ``getmany``,
@@ -245,17 +244,23 @@ class Enforcer:
                 for tp, records in batch.items():
                     lane = lanes.get(tp.partition)
                     if lane is not None and lane.ready:
-                        await self._decide_records(consumer, lane, shared, records, policy)
+                        await self._decide_records(consumer, lane, records, policy)
         async with lanes.lock:
             if loop.time() >= self._next_sweep:
                 self._next_sweep = loop.time() + EXPIRY_SWEEP_S
                 for lane in list(lanes.values()):
                     if lane.ready:
-                        await self._deny_expired(consumer, lane, shared, policy)
+                        await self._deny_expired(consumer, lane, policy)
             await self._commit(consumer, [lane for lane in lanes.values() if lane.dirty])
 
     def _tp(self, lane: Lane) -> TopicPartition:
         return TopicPartition(self.topics.submitted, lane.partition)
+
+    def _producer(self, lane: Lane) -> AIOKafkaProducer:
+        """The lane's own transactional producer, or (at least once) the shared one."""
+        producer = lane.producer or self._shared
+        assert producer is not None
+        return producer
 
     async def _set_up(self, consumer: AIOKafkaConsumer, lanes: Lanes) -> None:
         """Make due lanes ready: fence earlier owners, then read what they committed."""
@@ -293,8 +298,6 @@ class Enforcer:
             lane.position = positions[lane.partition]
             lane.ready = True
             consumer.resume(self._tp(lane))
-        self.held_gauge.set(len(self.held))
-        self.partitions.set(sum(1 for lane in lanes.values() if lane.ready))
         log.info(
             "enforcer.partitions_ready",
             extra={"positions": positions, "held": len(self.held)},
@@ -317,29 +320,21 @@ class Enforcer:
             retry_backoff_ms=10,
             transaction_timeout_ms=max(30_000, 2_000 * self.config.commit_timeout_s),
         )
+        lane.producer = producer  # from here on, failing the lane closes it
         try:
             async with asyncio.timeout(self.config.commit_timeout_s):
                 await producer.start()
                 await producer.begin_transaction()  # returns once the producer id is ours
         except KAFKA_FAILURES as exc:
-            with contextlib.suppress(Exception):
-                await bounded("producer.stop", producer.stop(), 5)
             await self._fail(consumer, lane, "init", exc)
             return False
-        lane.producer = producer
         lane.in_transaction = True
         return True
 
     async def _decide_records(
-        self,
-        consumer: AIOKafkaConsumer,
-        lane: Lane,
-        shared: AIOKafkaProducer | None,
-        records: list[Any],
-        policy: DirectivePolicy,
+        self, consumer: AIOKafkaConsumer, lane: Lane, records: list[Any], policy: DirectivePolicy
     ) -> None:
-        producer = lane.producer or shared
-        assert producer is not None
+        producer = self._producer(lane)
         for record in records:
             if record.offset < lane.position:
                 continue  # fetched before a seek: decided already
@@ -429,12 +424,10 @@ class Enforcer:
         )
         await self._close_lane(lane)
         self.held.drop_partitions({lane.partition})
-        self.held_gauge.set(len(self.held))
         lane.reset(asyncio.get_running_loop().time() + backoff)
         tp = self._tp(lane)
         if tp in consumer.assignment():
             consumer.pause(tp)
-        self.partitions.set(sum(1 for other in self.lanes.values() if other.ready))
 
     async def _close_lane(self, lane: Lane) -> None:
         producer, lane.producer = lane.producer, None
@@ -452,11 +445,7 @@ class Enforcer:
             )
 
     async def _deny_expired(
-        self,
-        consumer: AIOKafkaConsumer,
-        lane: Lane,
-        shared: AIOKafkaProducer | None,
-        policy: DirectivePolicy,
+        self, consumer: AIOKafkaConsumer, lane: Lane, policy: DirectivePolicy
     ) -> None:
         """Deny the lane's held directives that expired; forget ids whose directives expired."""
         now = self.clock()
@@ -464,8 +453,7 @@ class Enforcer:
         forgotten = self.held.expired_seen(now, lane.partition)
         if not (expired or forgotten):
             return
-        producer = lane.producer or shared
-        assert producer is not None
+        producer = self._producer(lane)
         try:
             await self._begin(lane)
             for held in expired:
@@ -609,7 +597,6 @@ class Enforcer:
                     key=directive.data.target.encode(),
                 )
             )
-        self.held_gauge.set(len(self.held))
         log.info(
             "directive.decided",
             extra={

@@ -177,13 +177,11 @@ def _id(value: bytes) -> str:
 
 async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
     """Records of ``topic`` the group has not committed yet (None: no commit yet)."""
-    async with admin_client(bootstrap, timeout_ms=10_000) as admin:
-        committed = await admin.list_consumer_group_offsets(group)
+    committed = await committed_offsets(bootstrap, group)
     ends = await end_offsets(bootstrap, topic)
-    tps = list(ends)
-    if not tps or any(tp not in committed for tp in tps if ends[tp] > 0):
+    if not ends or any(tp not in committed for tp, end in ends.items() if end > 0):
         return None
-    return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+    return sum(end - committed.get(tp, 0) for tp, end in ends.items())
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:

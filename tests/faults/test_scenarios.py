@@ -42,6 +42,14 @@ async def leader_of(bootstrap: str, topic: str, partition: int) -> int:
     return int(leader)
 
 
+async def leader_under_load(s: Scenario) -> int:
+    """Two enforcers, 30 % of the load decided: the broker leading input partition 0."""
+    s.enforcer("a")
+    s.enforcer("b")
+    await s.progress(0.3)
+    return await leader_of(s.bootstrap, s.topics.submitted, 0)
+
+
 def run_scenario(
     name: str, cluster: LocalCluster, scale: Scale, log_dir: Path, fault: Fault
 ) -> None:
@@ -77,10 +85,7 @@ def test_broker_killed_and_restarted(
     fault_cluster: LocalCluster, scale: Scale, log_dir: Path
 ) -> None:
     async def fault(s: Scenario) -> None:
-        s.enforcer("a")
-        s.enforcer("b")
-        await s.progress(0.3)
-        node = await leader_of(s.bootstrap, s.topics.submitted, 0)
+        node = await leader_under_load(s)
         fault_cluster.kill_node(node)
         s.log(f"kill -9 broker {node} at {s.observer.decided} decided")
         await asyncio.sleep(10)
@@ -95,10 +100,7 @@ def test_partition_leader_paused_past_its_session(
     fault_cluster: LocalCluster, scale: Scale, log_dir: Path
 ) -> None:
     async def fault(s: Scenario) -> None:
-        s.enforcer("a")
-        s.enforcer("b")
-        await s.progress(0.3)
-        node = await leader_of(s.bootstrap, s.topics.submitted, 0)
+        node = await leader_under_load(s)
         fault_cluster.kill_node(node, signal.SIGSTOP)
         s.log(f"SIGSTOP broker {node} (leader of submitted-0) at {s.observer.decided} decided")
         try:
