@@ -391,7 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_identity_options(p)
     p.add_argument("--url", default=None, help="gateway URL (default ws://127.0.0.1:8765)")
     p.add_argument("--token", default=None, help="use this token instead of minting one")
-    p.add_argument("--streams", default="sa,directives,decisions", help="sa,directives,decisions")
+    p.add_argument(
+        "--streams",
+        default="sa,directives,decisions,status",
+        help="comma-separated streams: sa, directives, decisions, status (all)",
+    )
     p.add_argument("--plain", action="store_true", help="one line per event, no screen")
     p.add_argument("--count", type=int, default=None, help="exit after N events")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="exit after S")

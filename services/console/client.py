@@ -52,7 +52,7 @@ async def run_console(
                     open_timeout=10,
                 ) as ws:
                     backoff = 0.5
-                    await ws.send(orjson.dumps({"op": "subscribe", "id": "s1", "streams": streams}))
+                    await ws.send(orjson.dumps(_subscription(streams, picture)))
                     while True:
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:
@@ -89,3 +89,10 @@ async def run_console(
         if live:
             with contextlib.suppress(Exception):
                 live.stop()
+
+
+def _subscription(streams: list[str], picture: Picture) -> dict[str, object]:
+    request: dict[str, object] = {"op": "subscribe", "id": "s1", "streams": streams}
+    if picture.positions:  # a reconnect: resume where the picture stands
+        request["positions"] = picture.positions
+    return request

@@ -18,6 +18,13 @@ class Picture:
     identity: dict[str, Any] = field(default_factory=dict)
     status: str = "connecting"
     started: float = field(default_factory=time.monotonic)
+    #: Per partition, the last offset received: what the console resumes from.
+    positions: dict[str, int] = field(default_factory=dict)
+
+    def _advance(self, positions: dict[str, int]) -> None:
+        for key, offset in positions.items():
+            if offset > self.positions.get(key, -1):
+                self.positions[key] = offset
 
     def apply(self, message: dict[str, Any]) -> str | None:
         """Fold one server frame into the picture; returns a one-line summary of it."""
@@ -31,10 +38,26 @@ class Picture:
                 f"{ident.get('clearance')})"
             )
         if op == "subscribed":
-            return "SUBSCRIBED " + ",".join(message.get("streams", []))
+            self._advance(message.get("positions", {}))
+            mode = message.get("mode", "")
+            return f"SUBSCRIBED {','.join(message.get('streams', []))} ({mode})"
+        if op == "snapshot_end":
+            self._advance(message.get("positions", {}))
+            return f"SNAPSHOT {message.get('count', 0)} entities"
+        if op == "resync":
+            return f"RESYNC {','.join(message.get('partitions', []))}: {message.get('reason')}"
+        if op == "live":
+            self.status = "live"
+            return "LIVE"
         if op == "error":
             return f"ERROR {message.get('code')}: {message.get('message')}"
-        if op != "event":
+        if op == "state":
+            message = {**message, "op": "event"}  # the snapshot's latest state of an entity
+        elif op == "event":
+            partition, _, offset = str(message.get("pos", "")).rpartition("/")
+            if partition and offset.isdigit():
+                self._advance({partition: int(offset)})
+        else:
             return None
         stream = str(message.get("stream"))
         event = message.get("event", {})
@@ -58,6 +81,12 @@ class Picture:
             return (
                 f"DIRECTIVE {event.get('id')} {data.get('kind')} {data.get('issuer')} -> "
                 f"{data.get('target')} {label}"
+            )
+        if stream == "status":
+            reason = f" ({data['reason']})" if data.get("reason") else ""
+            return (
+                f"STATUS {data.get('state')} {data.get('directive_id')} by {data.get('actor')}"
+                + reason
             )
         if stream == "decisions":
             self.decisions.appendleft(event)

@@ -104,6 +104,8 @@ def decided_status(
             directive_id=directive.id,
             state=DirectiveState.DECIDED,
             actor=actor,
+            issuer=directive.data.issuer,
+            target=directive.data.target,
             reason=reason[:4096],
         ),
     )

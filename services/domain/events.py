@@ -162,11 +162,17 @@ class DecisionData(Struct, frozen=True, forbid_unknown_fields=True, omit_default
 
 
 class DirectiveStatusData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """One step in a directive's lifecycle, reported by ``actor``."""
+    """One step in a directive's lifecycle, reported by ``actor``.
+
+    ``issuer`` and ``target`` repeat the directive's, so a gateway can route the step to
+    the consoles concerned without remembering every directive.
+    """
 
     directive_id: EventId
     state: DirectiveState
     actor: Identifier
+    issuer: Identifier
+    target: Identifier
     reason: Text | None = None
 
 

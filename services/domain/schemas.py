@@ -11,12 +11,14 @@ from typing import Any
 
 import msgspec
 
+from ..gateway.protocol import ClientMessage  # the console protocol's own contract
 from .events import EVENT_TYPES, AnyEvent, Envelope, type_tag
 from .policy.model import PolicyDocument
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 UNION_FILE = "c2bus-event.schema.json"
 POLICY_FILE = "c2bus-policy-document.schema.json"
+CONSOLE_FILE = "c2bus.v1.console-message.schema.json"
 
 
 def schema_file(cls: type[Envelope]) -> str:
@@ -57,6 +59,13 @@ def generate() -> dict[str, Any]:
         "c2bus alignment-policy document",
         "A versioned alignment-policy set as operators write it (YAML or JSON); see "
         "docs/policy.md.",
+    )
+    docs[CONSOLE_FILE] = _document(
+        msgspec.json.schema(ClientMessage),
+        "urn:c2bus:schema:console-message:v1",
+        "c2bus.v1 console message",
+        "A message a console sends a gateway over the c2bus.v1 WebSocket subprotocol; `op` "
+        "selects the shape. See docs/gateway-protocol.md.",
     )
     return docs
 

@@ -1,10 +1,13 @@
-"""The gateway process: Kafka in, WebSocket consoles out.
+"""The gateway process: Kafka in, WebSocket consoles out, and consoles' directives back in.
 
-One group-less consumer reads every partition of the SA, approved-directive and decision
-topics (``read_committed``), from the end: each gateway serves its own consoles, so many can
-run side by side. Each event is decoded once, its frame encoded once, and offered to every
-entitled session. Consoles authenticate at the handshake with a bearer token (header, or
-``access_token`` query parameter for browsers) and must speak the ``c2bus.v1`` subprotocol.
+One group-less consumer reads every partition of the SA, approved-directive, decision,
+directive-status and policy topics (``read_committed``): each gateway serves its own
+consoles, so many can run side by side. At start-up it reads the SA and approved topics
+back over the snapshot horizon (the latest-SA table, the directive directory) and the
+policy topic from its start (the command structure that scopes units), and only then
+accepts consoles. Each event is decoded once, its frame encoded once, and offered to
+every entitled session. Consoles authenticate at the handshake with a bearer token
+(header, or ``access_token`` query parameter for browsers) and speak ``c2bus.v1``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError as AioKafkaError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,7 +37,19 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..domain.codec import EventDecoder, encode_event
-from ..domain.events import DecisionEvent, DirectiveEvent, Envelope, SaEvent
+from ..domain.events import (
+    DecisionEvent,
+    DirectiveData,
+    DirectiveEvent,
+    DirectiveState,
+    DirectiveStatusData,
+    DirectiveStatusEvent,
+    Envelope,
+    SaEvent,
+)
+from ..domain.identity import Identity
+from ..domain.labels import SecurityLabel, parse_releasability
+from ..enforcer.policy_source import PolicySource
 from ..errors import AuthError, InvalidEvent
 from ..runtime.auth import TokenVerifier, Verified, bearer_token, verifier_for
 from ..runtime.dlq import DeadLetters
@@ -39,64 +57,152 @@ from ..runtime.kafka import assign_all, new_consumer, new_producer, start_client
 from ..runtime.lifecycle import bounded
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
-from .hub import Hub, Session
+from .history import History
+from .hub import Hub, Outbox, Session
 from .protocol import (
     SUBPROTOCOL,
+    Ack,
     BadMessage,
     CloseCode,
     Ping,
+    Submit,
     Subscribe,
     Unsubscribe,
+    error,
     event_frame,
     frame,
     parse_client_message,
+    parse_position_key,
+    position_key,
     welcome,
 )
 from .protocol import Stream as S
+from .scope import STREAM_TYPES, Routed, Scope, UnitTree, entitled
+from .state import DirectiveDirectory, Latest, LatestSa, sa_key
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 20.0
 # Below this many bytes waiting in the socket's user-space buffer, send() returns at once.
 WRITE_BUFFER_HIGH = 32 * 1024
+#: The role a console needs to submit directives (acknowledging needs only to be the target).
+COMMANDER_ROLE = "commander"
+TP = tuple[str, int]
+
+
+class Refused(Exception):
+    """A console request refused: ``code`` and message go back with its correlation id."""
+
+    def __init__(self, code: str, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fields = fields
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 if a request may go now, else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 class Gateway:
     def __init__(self, settings: ServiceSettings, verifier: TokenVerifier) -> None:
         self.settings = settings
+        self.config = settings.gateway
         self.verifier = verifier
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.hub = Hub()
         self.ready = False
         self.port = settings.port
+        self.source = f"urn:c2bus:gateway:{settings.instance}"
+        self.latest = LatestSa(timedelta(seconds=self.config.sa_horizon_s))
+        self.directory = DirectiveDirectory()
+        #: Per partition, the next offset live routing will handle.
+        self.live_next: dict[TP, int] = {}
+        self.producer: AIOKafkaProducer | None = None
+        self.history: History | None = None
+        self._replays: dict[str, asyncio.Task[None]] = {}
         self.registry = CollectorRegistry()
-        self.connections = Gauge(
-            "c2bus_gateway_connections", "Open console sessions", registry=self.registry
-        )
-        self.refused = Counter(
-            "c2bus_gateway_refused", "Handshakes refused", ["reason"], registry=self.registry
-        )
-        self.sent = Counter(
-            "c2bus_gateway_events_sent", "Event frames queued", ["stream"], registry=self.registry
-        )
-        self.slow = Counter(
-            "c2bus_gateway_slow_disconnects", "Consoles closed as too slow", registry=self.registry
-        )
-        self.expired = Counter(
-            "c2bus_gateway_expired_sessions",
-            "Sessions closed because their token expired",
-            registry=self.registry,
-        )
-        self.revoked = Counter(
-            "c2bus_gateway_revoked_sessions",
-            "Sessions closed because their token or subject was revoked",
-            registry=self.registry,
-        )
+        self.policy = PolicySource(settings.policy_set_id, self.registry)
+        self._metrics()
         self._revocations_changed = asyncio.Condition()
         self.decoders: dict[str, tuple[S, EventDecoder[Any]]] = {
             self.topics.sa: (S.SA, EventDecoder(SaEvent)),
             self.topics.approved: (S.DIRECTIVES, EventDecoder(DirectiveEvent)),
             self.topics.decisions: (S.DECISIONS, EventDecoder(DecisionEvent)),
+            self.topics.status: (S.STATUS, EventDecoder(DirectiveStatusEvent)),
         }
+        self.stream_topics: dict[S, str] = {s: t for t, (s, _) in self.decoders.items()}
+
+    def _metrics(self) -> None:
+        r = self.registry
+        self.connections = Gauge("c2bus_gateway_connections", "Open console sessions", registry=r)
+        self.refused = Counter(
+            "c2bus_gateway_refused", "Handshakes refused", ["reason"], registry=r
+        )
+        self.sent = Counter(
+            "c2bus_gateway_events_sent", "Event frames queued", ["stream"], registry=r
+        )
+        self.slow = Counter(
+            "c2bus_gateway_slow_disconnects", "Consoles closed as too slow", registry=r
+        )
+        self.conflated = Counter(
+            "c2bus_gateway_conflated",
+            "SA frames replaced by a newer state of the same entity before being sent",
+            registry=r,
+        )
+        self.queued = Gauge(
+            "c2bus_gateway_queued_bytes", "Event frame bytes waiting for consoles", registry=r
+        )
+        self.queued.set_function(lambda: sum(s.outbox.bytes for s in self.hub.sessions))
+        self.resumes = Counter(
+            "c2bus_gateway_resumes", "Subscriptions by how they started", ["mode"], registry=r
+        )
+        self.forbidden = Counter(
+            "c2bus_gateway_requests_refused",
+            "Console requests refused, by error code",
+            ["code"],
+            registry=r,
+        )
+        self.submitted = Counter(
+            "c2bus_gateway_directives_submitted", "Directives submitted by consoles", registry=r
+        )
+        self.lifecycle = Counter(
+            "c2bus_gateway_lifecycle_steps",
+            "DELIVERED, WILCO, CANTCO and HAVE_DO steps produced",
+            ["state"],
+            registry=r,
+        )
+        self.expired = Counter(
+            "c2bus_gateway_expired_sessions",
+            "Sessions closed because their token expired",
+            registry=r,
+        )
+        self.revoked = Counter(
+            "c2bus_gateway_revoked_sessions",
+            "Sessions closed because their token or subject was revoked",
+            registry=r,
+        )
+        self.replay_skipped = Counter(
+            "c2bus_gateway_replay_invalid",
+            "Invalid records skipped while replaying for a resume",
+            registry=r,
+        )
+        self.snapshot_entities = Gauge(
+            "c2bus_gateway_snapshot_entities", "Entities in the latest-SA table", registry=r
+        )
+        self.snapshot_entities.set_function(lambda: len(self.latest))
 
     # --- handshake ----------------------------------------------------------------------
 
@@ -118,13 +224,12 @@ class Gateway:
         if not token:
             return self._refuse(connection, "missing", "a bearer token is required")
         try:
-            identity = self.verifier.verify(token)
+            self.verifier.verify(token)
         except AuthError as exc:
             return self._refuse(connection, "invalid", str(exc))
         if not self.ready:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway not ready\n")
-        del identity  # the handler verifies again: nothing is kept for handshakes that fail later
-        return None
+        return None  # the handler verifies again: nothing is kept for handshakes that fail
 
     def _refuse(self, connection: ServerConnection, reason: str, message: str) -> Response:
         self.refused.labels(reason).inc()
@@ -145,7 +250,7 @@ class Gateway:
             await connection.close(CloseCode.POLICY, "token no longer valid")
             return
         identity = verified.identity
-        session = Session(identity, self.settings.gateway_queue_max)
+        session = Session(identity, Outbox(self.config.buffer_bytes, self.conflated.inc))
         self.hub.add(session)
         self.connections.inc()
         log.info(
@@ -157,15 +262,18 @@ class Gateway:
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self._write(connection, session))
                 reader = tasks.create_task(self._read(connection, session))
-                expiry = tasks.create_task(self._guard(connection, session, verified))
-                await asyncio.wait([writer, reader, expiry], return_when=asyncio.FIRST_COMPLETED)
+                guard = tasks.create_task(self._guard(connection, session, verified))
+                await asyncio.wait([writer, reader, guard], return_when=asyncio.FIRST_COMPLETED)
                 writer.cancel()
                 reader.cancel()
-                expiry.cancel()
+                guard.cancel()
         except ConnectionClosed:
             pass
         finally:
             self.hub.remove(session)
+            replay = self._replays.pop(session.id, None)
+            if replay is not None:
+                replay.cancel()
             self.connections.dec()
             log.info("console.disconnected", extra={"session": session.id})
 
@@ -208,33 +316,33 @@ class Gateway:
                     self._revocations_changed.notify_all()
 
     async def _write(self, connection: ServerConnection, session: Session) -> None:
-        """Send the session's queued frames; close it as slow when its queue overflows.
+        """Send the session's frames; close it as slow when its outbox overflows.
 
         A console that stops reading blocks ``send`` once the socket buffers are full; the
         overflow is watched during such a send too, so the slow console is closed instead
         of holding its frames forever.
         """
-        overflow = asyncio.ensure_future(session.overflowed.wait())
+        outbox = session.outbox
+        overflow = asyncio.ensure_future(outbox.overflow.wait())
         try:
-            while not overflow.done():
-                if session.queue.empty():
-                    get = asyncio.ensure_future(session.queue.get())
-                    await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
-                    if not get.done():
-                        get.cancel()
-                        break
-                    message = get.result()
-                else:
-                    message = session.queue.get_nowait()
+            while not outbox.overflowed:
+                item = outbox.take()
+                if item is None:
+                    outbox.wake.clear()
+                    await outbox.wake.wait()
+                    continue
+                message, note = item
                 if connection.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH:
                     await connection.send(message)  # room in the buffer: does not block
-                    continue
-                send = asyncio.ensure_future(connection.send(message))
-                await asyncio.wait([send, overflow], return_when=asyncio.FIRST_COMPLETED)
-                if not send.done():
-                    send.cancel()
-                    break
-                send.result()
+                else:
+                    send = asyncio.ensure_future(connection.send(message))
+                    await asyncio.wait([send, overflow], return_when=asyncio.FIRST_COMPLETED)
+                    if not send.done():
+                        send.cancel()
+                        break
+                    send.result()
+                if note is not None:
+                    await self._delivered(session, note)
             self.slow.inc()
             log.warning("console.too_slow", extra={"session": session.id})
             await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")
@@ -244,70 +352,410 @@ class Gateway:
             overflow.cancel()
 
     async def _read(self, connection: ServerConnection, session: Session) -> None:
+        limiter = TokenBucket(self.config.submit_rate, 2 * self.config.submit_rate)
         with contextlib.suppress(ConnectionClosed):
-            await self._read_messages(connection, session)
+            async for raw in connection:
+                correlation = ""
+                try:
+                    try:
+                        message = parse_client_message(raw)
+                    except BadMessage as exc:
+                        correlation = exc.correlation_id
+                        raise Refused("bad_request", str(exc)) from exc
+                    correlation = message.id
+                    if isinstance(message, Subscribe):
+                        await self._subscribe(session, message)
+                    elif isinstance(message, Unsubscribe):
+                        self._unsubscribe(session, message)
+                    elif isinstance(message, Ping):
+                        session.outbox.reply(frame("pong", id=message.id))
+                    else:
+                        wait = limiter.take()
+                        if wait:
+                            raise Refused(
+                                "rate_limited",
+                                f"at most {self.config.submit_rate:g} directives and "
+                                "acknowledgements per second",
+                                retry_after_ms=int(wait * 1000) + 1,
+                            )
+                        if isinstance(message, Submit):
+                            await self._submit(session, message)
+                        else:
+                            await self._ack(session, message)
+                except Refused as exc:
+                    self.forbidden.labels(exc.code).inc()
+                    session.outbox.reply(error(correlation, exc.code, str(exc), **exc.fields))
 
-    async def _read_messages(self, connection: ServerConnection, session: Session) -> None:
-        async for raw in connection:
-            try:
-                message = parse_client_message(raw)
-            except BadMessage as exc:
-                await connection.send(
-                    frame("error", id=exc.correlation_id, code="bad_request", message=str(exc))
+    # --- subscriptions ------------------------------------------------------------------
+
+    def _stream_partitions(self, streams: frozenset[S]) -> list[TP]:
+        topics = {self.stream_topics[s] for s in streams}
+        return sorted(tp for tp in self.live_next if tp[0] in topics)
+
+    async def _subscribe(self, session: Session, message: Subscribe) -> None:
+        identity = session.identity
+        streams = frozenset(message.streams)
+        root = message.units or identity.unit
+        if not self.hub.tree.within(root, identity.unit):
+            raise Refused("forbidden", f"{root} is not {identity.unit} or a unit below it")
+        types = None
+        if message.types is not None:
+            known = frozenset().union(*(STREAM_TYPES[s] for s in streams))
+            unknown = sorted(set(message.types) - known)
+            if unknown:
+                raise Refused("bad_request", f"types not in the subscribed streams: {unknown}")
+            types = frozenset(message.types)
+        partitions = self._stream_partitions(streams)
+        replay, lost = await self._replay_starts(message.positions or {}, partitions)
+        scope = Scope(streams, types, message.area, root, message.units is not None)
+        self._apply(session, message, scope, replay, lost)
+
+    async def _replay_starts(
+        self, positions: dict[str, int], partitions: list[TP]
+    ) -> tuple[dict[TP, int], list[TP]]:
+        """Where to replay each given partition from, and which retention has cut short
+        (those start at the first offset Kafka still holds)."""
+        replay: dict[TP, int] = {}
+        for key, offset in positions.items():
+            tp = parse_position_key(key)
+            if tp is None or tp not in partitions:
+                raise Refused("bad_position", f"{key} is not a partition of the subscribed streams")
+            replay[tp] = offset + 1
+        if not replay:
+            return replay, []
+        assert self.history is not None
+        try:
+            starts = await self.history.log_starts(list(replay))
+        except (AioKafkaError, OSError) as exc:
+            raise Refused("unavailable", f"Kafka cannot be read: {exc}") from exc
+        lost = [tp for tp, start in replay.items() if start < starts[tp]]
+        for tp in lost:
+            replay[tp] = starts[tp]
+        return replay, lost
+
+    def _apply(
+        self,
+        session: Session,
+        message: Subscribe,
+        scope: Scope,
+        replay: dict[TP, int],
+        lost: list[TP],
+    ) -> None:
+        """Start the subscription. No await in here: the scope, the snapshot and the
+        partitions to replay are all fixed at one instant of live routing."""
+        partitions = self._stream_partitions(scope.streams)
+        previous = self._replays.pop(session.id, None)
+        if previous is not None:
+            previous.cancel()
+        outbox = session.outbox
+        outbox.clear()
+        session.catching_up.clear()
+        session.marks.clear()
+        session.scope = scope
+        sa_partitions = {tp for tp in partitions if tp[0] == self.topics.sa}
+        snapshot = S.SA in scope.streams and (
+            (not replay and message.snapshot) or any(tp in sa_partitions for tp in lost)
+        )
+        if snapshot:  # the snapshot stands for every SA partition up to live routing
+            for tp in sa_partitions:
+                replay.pop(tp, None)
+        for tp, start in replay.items():
+            session.marks[tp] = start - 1
+            if start < self.live_next[tp]:
+                session.catching_up.add(tp)
+        positions = {
+            position_key(*tp): (replay[tp] - 1 if tp in replay else self.live_next[tp] - 1)
+            for tp in partitions
+            if not (snapshot and tp in sa_partitions)
+        }
+        mode = "snapshot" if snapshot else ("resume" if message.positions else "live")
+        outbox.reply(
+            frame(
+                "subscribed",
+                id=message.id,
+                streams=sorted(s.value for s in scope.streams),
+                mode=mode,
+                positions=positions,
+            )
+        )
+        if lost:
+            outbox.reply(
+                frame(
+                    "resync",
+                    id=message.id,
+                    partitions=[position_key(*tp) for tp in lost],
+                    reason="retention dropped events after the given positions",
                 )
-                continue
-            if isinstance(message, Subscribe):
-                session.streams.update(message.streams)
-                await connection.send(
-                    frame(
-                        "subscribed",
-                        id=message.id,
-                        streams=sorted(s.value for s in session.streams),
-                    )
+            )
+        if snapshot:
+            self._snapshot(session, sa_partitions)
+        self.resumes.labels("resync" if lost else mode).inc()
+        if session.catching_up:
+            task = asyncio.create_task(self._catch_up(session, replay))
+            self._replays[session.id] = task
+        else:
+            outbox.reply(frame("live", id=message.id))
+
+    def _snapshot(self, session: Session, sa_partitions: set[TP]) -> None:
+        scope = session.scope
+        assert scope is not None
+        identity, tree, outbox = session.identity, self.hub.tree, session.outbox
+        count = 0
+        for latest in self.latest.current(datetime.now(UTC)):
+            routed = Routed(S.SA, latest.event, latest.label, latest.frame, None)
+            if entitled(identity, scope, tree, routed):
+                outbox.snapshot.append(latest.frame)
+                count += 1
+        positions = {position_key(*tp): self.live_next[tp] - 1 for tp in sorted(sa_partitions)}
+        outbox.snapshot.append(frame("snapshot_end", count=count, positions=positions))
+
+    async def _catch_up(self, session: Session, starts: dict[TP, int]) -> None:
+        assert self.history is not None
+        try:
+            await self.history.replay(session, {tp: starts[tp] for tp in session.catching_up})
+        except (AioKafkaError, OSError) as exc:
+            log.error("console.replay_failed", extra={"session": session.id, "error": repr(exc)})
+            session.outbox.overflow.set()  # closed with 4008: the console resumes again
+            return
+        session.outbox.reply(frame("live", id=""))
+        self._replays.pop(session.id, None)
+
+    def _replayed(self, session: Session, record: Any) -> None:
+        """One record read back for a resuming session: the live path's checks, for it alone."""
+        try:
+            routed = self._decode(record)
+        except InvalidEvent:
+            self.replay_skipped.inc()  # dead-lettered when it was live
+            return
+        if session.offer(self.hub.tree, routed):
+            self.sent.labels(routed.stream.value).inc()
+
+    def _unsubscribe(self, session: Session, message: Unsubscribe) -> None:
+        scope = session.scope
+        if scope is not None:
+            remaining = scope.streams - frozenset(message.streams)
+            session.scope = Scope(
+                remaining, scope.types, scope.area, scope.root, scope.units_filter_sa
+            )
+        streams = sorted(s.value for s in (session.scope.streams if session.scope else ()))
+        session.outbox.reply(frame("unsubscribed", id=message.id, streams=streams))
+
+    # --- directives and acknowledgements from consoles ----------------------------------
+
+    async def _submit(self, session: Session, message: Submit) -> None:
+        identity = session.identity
+        if not identity.has_role(COMMANDER_ROLE):
+            raise Refused("forbidden", f"submitting directives needs the role {COMMANDER_ROLE}")
+        label = SecurityLabel(message.classification, parse_releasability(message.releasableto))
+        if not identity.may_see(label):
+            raise Refused(
+                "forbidden", "a directive cannot be labelled above what its issuer may see"
+            )
+        body = message.directive
+        event = DirectiveEvent(
+            specversion="1.0",
+            id=message.directive_id or str(uuid.uuid4()),
+            source=self.source,
+            time=datetime.now(UTC),
+            classification=message.classification,
+            releasableto=message.releasableto,
+            subject=identity.subject,
+            data=DirectiveData(
+                kind=body.kind,
+                issuer=identity.unit,  # from the token, never the payload
+                target=body.target,
+                expires=body.expires,
+                valid_from=body.valid_from,
+                area=body.area,
+                text=body.text,
+                parameters=body.parameters,
+            ),
+        )
+        position = await self._produce(self.topics.submitted, event)
+        self.submitted.inc()
+        log.info(
+            "directive.submitted",
+            extra={"directive_id": event.id, "sub": identity.subject, "target": body.target},
+        )
+        session.outbox.reply(frame("submitted", id=message.id, directive_id=event.id, pos=position))
+
+    async def _ack(self, session: Session, message: Ack) -> None:
+        identity = session.identity
+        directive = self.directory.get(message.directive_id)
+        if directive is None or not identity.may_see(directive.label):
+            raise Refused("unknown_directive", f"no approved directive {message.directive_id}")
+        if directive.data.target != identity.unit:
+            raise Refused("forbidden", f"only {directive.data.target} acknowledges this directive")
+        if message.state == "CANTCO" and not message.reason:
+            raise Refused("bad_request", "CANTCO needs a reason")
+        state = DirectiveState(message.state)
+        status = self._status(directive, state, identity, message.reason)
+        position = await self._produce(self.topics.status, status)
+        self.lifecycle.labels(state.value).inc()
+        log.info(
+            "directive.acknowledged",
+            extra={"directive_id": directive.id, "state": state.value, "sub": identity.subject},
+        )
+        session.outbox.reply(
+            frame(
+                "acked", id=message.id, directive_id=directive.id, state=state.value, pos=position
+            )
+        )
+
+    async def _delivered(self, session: Session, directive: DirectiveEvent) -> None:
+        """Report a directive delivered to a console of its target unit (once per session)."""
+        if directive.id in session.delivered or self.producer is None:
+            return
+        session.delivered.add(directive.id)
+        status = self._status(directive, DirectiveState.DELIVERED, session.identity, None)
+        try:
+            await self.producer.send(
+                self.topics.status, encode_event(status), key=status.key().encode()
+            )
+        except AioKafkaError as exc:
+            log.error("directive.delivered_unreported", extra={"error": repr(exc)})
+            return
+        self.lifecycle.labels(DirectiveState.DELIVERED.value).inc()
+
+    def _status(
+        self,
+        directive: DirectiveEvent,
+        state: DirectiveState,
+        identity: Identity,
+        reason: str | None,
+    ) -> DirectiveStatusEvent:
+        return DirectiveStatusEvent(
+            specversion="1.0",
+            id=f"{state.value.lower()}:{directive.id}:{identity.subject}",
+            source=self.source,
+            time=datetime.now(UTC),
+            classification=directive.classification,
+            releasableto=directive.releasableto,
+            subject=directive.id,
+            data=DirectiveStatusData(
+                directive_id=directive.id,
+                state=state,
+                actor=identity.unit,
+                issuer=directive.data.issuer,
+                target=directive.data.target,
+                reason=reason,
+            ),
+        )
+
+    async def _produce(self, topic: str, event: Envelope) -> str:
+        if self.producer is None:
+            raise Refused("unavailable", "the gateway is shutting down")
+        try:
+            async with asyncio.timeout(10):
+                sent = await self.producer.send(
+                    topic, encode_event(event), key=event.key().encode()
                 )
-            elif isinstance(message, Unsubscribe):
-                session.streams.difference_update(message.streams)
-                await connection.send(
-                    frame(
-                        "unsubscribed",
-                        id=message.id,
-                        streams=sorted(s.value for s in session.streams),
-                    )
-                )
-            elif isinstance(message, Ping):
-                await connection.send(frame("pong", id=message.id))
+                meta = await sent
+        except (AioKafkaError, TimeoutError) as exc:
+            log.error("produce.failed", extra={"topic": topic, "error": repr(exc)})
+            raise Refused("unavailable", f"Kafka did not accept it: {type(exc).__name__}") from exc
+        return f"{meta.topic}/{meta.partition}/{meta.offset}"
 
     # --- Kafka --------------------------------------------------------------------------
+
+    async def _position_all(self, consumer: AIOKafkaConsumer) -> None:
+        """Start SA and approved directives at the snapshot horizon, policy at its start,
+        decisions and status at the end."""
+        tps = consumer.assignment()
+        since = int((time.time() - self.config.sa_horizon_s) * 1000)
+        back = [tp for tp in tps if tp.topic in (self.topics.sa, self.topics.approved)]
+        found = await consumer.offsets_for_times({tp: since for tp in back})
+        for tp in back:
+            hit = found.get(tp)
+            if hit is not None:
+                consumer.seek(tp, hit.offset)
+            else:
+                await consumer.seek_to_end(tp)
+        await consumer.seek_to_beginning(*[tp for tp in tps if tp.topic == self.topics.policy])
+        for tp in tps:
+            position = await consumer.position(tp)
+            if tp.topic != self.topics.policy:
+                self.live_next[(tp.topic, tp.partition)] = position
 
     async def _consume(
         self, consumer: AIOKafkaConsumer, dlq: DeadLetters, stop: asyncio.Event
     ) -> None:
-        # A batch is routed without yielding, so it must fit well inside a console's queue;
-        # after each batch the session writers get the loop to flush.
-        batch_size = max(1, min(200, self.settings.gateway_queue_max // 4))
+        # A batch is routed without yielding; after each batch the session writers get the
+        # loop to flush.
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+            batch = await consumer.getmany(timeout_ms=200, max_records=200)
             for records in batch.values():
                 for record in records:
                     await self._dispatch(record, dlq)
+            for tp in batch:
+                if tp.topic != self.topics.policy:
+                    self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
             await asyncio.sleep(0)
 
-    async def _dispatch(self, record: Any, dlq: DeadLetters) -> None:
+    async def _catch_up_at_start(self, consumer: AIOKafkaConsumer, dlq: DeadLetters) -> None:
+        """Read the horizon and the policy before accepting consoles."""
+        tps = list(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        started = time.monotonic()
+        while True:
+            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                break
+            batch = await consumer.getmany(*behind, timeout_ms=200, max_records=1000)
+            for records in batch.values():
+                for record in records:
+                    await self._dispatch(record, dlq)
+            for tp in batch:
+                if tp.topic != self.topics.policy:
+                    self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
+        log.info(
+            "gateway.caught_up",
+            extra={
+                "entities": len(self.latest),
+                "policy_version": self.policy.current_version,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    def _decode(self, record: Any) -> Routed:
+        """Decode a record once: its stream, event, label, frame and SA entity key.
+
+        Raises :class:`InvalidEvent` for anything that is not a valid, labelled event.
+        """
         stream, decoder = self.decoders[record.topic]
+        if record.value is None:
+            raise InvalidEvent("record has no value")
         try:
-            if record.value is None:
-                raise InvalidEvent("record has no value")
             event: Envelope = decoder.decode_event(record.value)
             label = event.label
-        except (InvalidEvent, ValueError) as exc:
-            error = exc if isinstance(exc, InvalidEvent) else InvalidEvent(str(exc))
-            await dlq.send(record, "gateway.decode", error)
-            return
+        except ValueError as exc:  # a label that does not parse: never delivered
+            raise InvalidEvent(str(exc)) from exc
         position = f"{record.topic}/{record.partition}/{record.offset}"
         message = event_frame(stream, position, encode_event(event))
-        delivered = self.hub.route(stream, event, label, message)
+        key = sa_key(event) if stream is S.SA else None
+        return Routed(stream, event, label, message, key)
+
+    async def _dispatch(self, record: Any, dlq: DeadLetters) -> None:
+        if record.topic == self.topics.policy:
+            if self.policy.apply(record.value) and self.policy.current is not None:
+                self.hub.tree = UnitTree(self.policy.current.policy.superiors)
+            return
+        tp = (record.topic, record.partition)
+        try:
+            routed = self._decode(record)
+        except InvalidEvent as exc:
+            self.live_next[tp] = record.offset + 1
+            await dlq.send(record, "gateway.decode", exc)
+            return
+        if routed.key is not None:
+            self.latest.update(routed.key, Latest(routed.event, routed.label, routed.message))
+        elif isinstance(routed.event, DirectiveEvent):
+            self.directory.add(routed.event)
+        delivered = self.hub.route(routed, tp, record.offset)
+        # Live routing has now handled this offset: a replay may hand over past it.
+        self.live_next[tp] = record.offset + 1
         if delivered:
-            self.sent.labels(stream.value).inc(delivered)
+            self.sent.labels(routed.stream.value).inc(delivered)
 
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka.bootstrap
@@ -318,9 +766,19 @@ class Gateway:
         await start_clients(bootstrap, producer, consumer)
         timeout = self.settings.shutdown_timeout_s
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
+        self.history = History(
+            bootstrap,
+            self.settings.instance,
+            self.live_next,
+            self._replayed,
+            self.config.replays,
+        )
         server: Server | None = None
         try:
-            await assign_all(consumer, bootstrap, list(self.decoders))
+            await assign_all(consumer, bootstrap, [*self.decoders, self.topics.policy])
+            await self._position_all(consumer)
+            await self._catch_up_at_start(consumer, dlq)
+            self.producer = producer
             server = await serve(
                 self._handle,
                 self.settings.host,
@@ -347,6 +805,10 @@ class Gateway:
             if server is not None:
                 server.close(close_connections=True)  # close code 1001, going away
                 await bounded("websockets.close", server.wait_closed(), timeout)
+            for task in list(self._replays.values()):
+                task.cancel()
+            await bounded("history.close", self.history.close(), timeout)
+            self.producer = None
             await bounded("consumer.stop", consumer.stop(), timeout)
             await bounded("producer.stop", producer.stop(), timeout)
 

@@ -1,60 +1,172 @@
-"""Console sessions and the routing of events to them.
+"""Console sessions, their bounded outboxes, and the routing of events to them.
 
-Every session has a bounded queue. Routing decides, per event, which sessions may receive
-it (label within clearance and released to the nation, stream subscribed, scope matching
-the console's unit) and offers the pre-built frame to each. A session whose queue is full is
-marked for closing with the slow-consumer code: nothing is dropped silently.
+Every session has an outbox bounded in bytes. Routing decides, per event, which sessions
+may receive it (:func:`scope.entitled`) and offers the pre-built frame to each. Under
+pressure (the outbox past half its bound) a new SA frame replaces the one still waiting
+for the same entity: the console gets the latest state, positions still increase. A frame
+that does not fit even so marks the session as overflowed, and it is closed with the
+slow-consumer code: directives are never dropped silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..domain.events import DecisionEvent, DirectiveEvent, Envelope
+from ..domain.events import DirectiveEvent
 from ..domain.identity import Identity
-from ..domain.labels import SecurityLabel
-from .protocol import Stream
+from .protocol import is_event_frame, state_frame
+from .scope import Routed, Scope, UnitTree, entitled
+
+TopicPartition = tuple[str, int]
+
+
+class Entry:
+    """One frame waiting in an outbox; ``frame`` is None once a newer state replaced it."""
+
+    __slots__ = ("frame", "key", "note", "size")
+
+    def __init__(self, frame: str, key: str | None, note: DirectiveEvent | None) -> None:
+        self.frame: str | None = frame
+        self.size = len(frame)
+        self.key = key
+        self.note = note  # a directive delivered to its target: report it once sent
+
+
+class Outbox:
+    """Frames waiting for one console: replies first, then the snapshot, then events.
+
+    Only event frames count against the bound; replies are few (requests are rate limited,
+    and a console that stops reading them overflows at ``MAX_REPLIES``) and snapshot frames
+    are shared with the gateway's latest-SA table.
+    """
+
+    MAX_REPLIES = 256
+
+    def __init__(self, limit_bytes: int, on_conflate: Callable[[], None] | None = None) -> None:
+        self.limit = limit_bytes
+        self.conflate_at = limit_bytes // 2
+        self.replies: deque[str] = deque()
+        self.snapshot: deque[str] = deque()  # event frames (sent as state) and the end marker
+        self.entries: deque[Entry] = deque()
+        self.pending_sa: dict[str, Entry] = {}
+        self.bytes = 0
+        self.dead = 0  # replaced entries still in ``entries``
+        self.on_conflate = on_conflate
+        self.overflow = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    @property
+    def overflowed(self) -> bool:
+        return self.overflow.is_set()
+
+    def reply(self, frame: str) -> None:
+        if len(self.replies) >= self.MAX_REPLIES:
+            self.overflow.set()
+        self.replies.append(frame)
+        self.wake.set()
+
+    def put(self, frame: str, key: str | None = None, note: DirectiveEvent | None = None) -> bool:
+        """Queue a frame (``key``: the SA entity it is the state of); False on overflow."""
+        if self.overflow.is_set():
+            return False
+        size = len(frame)
+        if key is not None and self.bytes + size > self.conflate_at:
+            older = self.pending_sa.get(key)
+            if older is not None and older.frame is not None:
+                older.frame = None
+                self.bytes -= older.size
+                self.dead += 1
+                if self.dead > 1024 and self.dead * 2 > len(self.entries):
+                    self._compact()
+                if self.on_conflate is not None:
+                    self.on_conflate()
+        if self.bytes + size > self.limit:
+            self.overflow.set()
+            self.wake.set()
+            return False
+        entry = Entry(frame, key, note)
+        self.entries.append(entry)
+        if key is not None:
+            self.pending_sa[key] = entry
+        self.bytes += size
+        if self.bytes > self.conflate_at:
+            self.drained.clear()
+        self.wake.set()
+        return True
+
+    def take(self) -> tuple[str, DirectiveEvent | None] | None:
+        """The next frame to send, or None when there is nothing to send."""
+        if self.replies:
+            return self.replies.popleft(), None
+        if self.snapshot:
+            message = self.snapshot.popleft()
+            return (state_frame(message) if is_event_frame(message) else message), None
+        while self.entries:
+            entry = self.entries.popleft()
+            if entry.key is not None and self.pending_sa.get(entry.key) is entry:
+                del self.pending_sa[entry.key]
+            if entry.frame is None:
+                self.dead -= 1
+                continue  # replaced by a newer state of the same entity
+            self.bytes -= entry.size
+            if self.bytes <= self.conflate_at:
+                self.drained.set()
+            return entry.frame, entry.note
+        return None
+
+    def _compact(self) -> None:
+        """Drop replaced entries, so a console that never catches up holds no more than
+        its bound (the replaced frames are already gone; this drops their husks)."""
+        self.entries = deque(e for e in self.entries if e.frame is not None)
+        self.dead = 0
+
+    def clear(self) -> None:
+        """Forget queued events and snapshot (a new subscription replaces the old)."""
+        self.snapshot.clear()
+        self.entries.clear()
+        self.pending_sa.clear()
+        self.bytes = 0
+        self.dead = 0
+        self.drained.set()
 
 
 @dataclass(eq=False)
 class Session:
     identity: Identity
-    queue_max: int
+    outbox: Outbox
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    streams: set[Stream] = field(default_factory=set)
-    queue: asyncio.Queue[str] = field(init=False)
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    scope: Scope | None = None
+    #: Partitions being replayed for a resume: live events from them wait in Kafka.
+    catching_up: set[TopicPartition] = field(default_factory=set)
+    #: Per partition, the last offset a replay handled: live events up to it are skipped.
+    marks: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Directives reported DELIVERED from this session (once each).
+    delivered: set[str] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.queue_max)
-
-    def offer(self, message: str) -> bool:
-        if self.overflowed.is_set():
+    def offer(self, tree: UnitTree, routed: Routed) -> bool:
+        """Queue the event's frame if this console is entitled to the event."""
+        scope = self.scope
+        if scope is None or not entitled(self.identity, scope, tree, routed):
             return False
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.overflowed.set()
-            return False
-        return True
-
-
-def in_scope(identity: Identity, stream: Stream, event: Envelope) -> bool:
-    """Whether an event of ``stream`` concerns this console (the label is checked apart)."""
-    if stream is Stream.SA:
-        return True
-    if stream is Stream.DIRECTIVES and isinstance(event, DirectiveEvent):
-        return identity.unit in (event.data.target, event.data.issuer)
-    if stream is Stream.DECISIONS and isinstance(event, DecisionEvent):
-        return identity.unit == event.data.issuer
-    return False
+        event = routed.event
+        note = (
+            event
+            if isinstance(event, DirectiveEvent) and event.data.target == self.identity.unit
+            else None
+        )
+        return self.outbox.put(routed.message, routed.key, note)
 
 
 class Hub:
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
+        self.tree = UnitTree()
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)
@@ -62,16 +174,18 @@ class Hub:
     def remove(self, session: Session) -> None:
         self.sessions.discard(session)
 
-    def route(self, stream: Stream, event: Envelope, label: SecurityLabel, message: str) -> int:
-        """Offer ``message`` to every session entitled to it; returns how many took it."""
+    def route(self, routed: Routed, tp: TopicPartition, offset: int) -> int:
+        """Offer a live event to every session entitled to it; returns how many took it."""
         delivered = 0
+        tree = self.tree
         for session in self.sessions:
-            if stream not in session.streams:
-                continue
-            if not session.identity.may_see(label):  # fail closed on every message
-                continue
-            if not in_scope(session.identity, stream, event):
-                continue
-            if session.offer(message):
+            if session.catching_up and tp in session.catching_up:
+                continue  # its replay will read this event from Kafka
+            marks = session.marks
+            if marks and tp in marks:
+                if offset <= marks[tp]:
+                    continue  # the replay handled it already
+                del marks[tp]
+            if session.offer(tree, routed):
                 delivered += 1
         return delivered

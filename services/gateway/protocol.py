@@ -1,18 +1,31 @@
 """The console protocol, ``c2bus.v1`` (see docs/gateway-protocol.md).
 
 Frames are JSON text messages with an ``op``. This module only parses client messages and
-builds server frames; it does no I/O.
+builds server frames; it does no I/O. ``schemas/c2bus.v1.console-message.schema.json`` is
+the JSON Schema of the client messages, generated from the structs below.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
+from ..domain.events import ParamValue
+from ..domain.fields import (
+    EventId,
+    GeoPoint,
+    Identifier,
+    Latitude,
+    Longitude,
+    ReleasableTo,
+    Text,
+    Timestamp,
+)
 from ..domain.identity import Identity
+from ..domain.labels import Classification
 
 SUBPROTOCOL = "c2bus.v1"
 
@@ -30,16 +43,44 @@ class CloseCode(enum.IntEnum):
 
 class Stream(enum.Enum):
     SA = "sa"  # situational awareness the console may see
-    DIRECTIVES = "directives"  # approved directives to or from the console's unit
-    DECISIONS = "decisions"  # verdicts on directives the console's unit issued
+    DIRECTIVES = "directives"  # approved directives to or from the console's units
+    DECISIONS = "decisions"  # verdicts on directives the console's units issued
+    STATUS = "status"  # lifecycle steps of directives to or from the console's units
 
 
 CorrelationId = Annotated[str, Meta(max_length=128)]
+#: ``<topic>/<partition>`` → the offset of the last event received from that partition.
+Positions = dict[Annotated[str, Meta(max_length=300)], Annotated[int, Meta(ge=-1)]]
+
+
+class Area(Struct, frozen=True, forbid_unknown_fields=True):
+    """An area of interest: a latitude/longitude box (``west > east`` crosses 180°)."""
+
+    south: Latitude
+    west: Longitude
+    north: Latitude
+    east: Longitude
+
+    def contains(self, lat: float, lon: float) -> bool:
+        if not self.south <= lat <= self.north:
+            return False
+        if self.west <= self.east:
+            return self.west <= lon <= self.east
+        return lon >= self.west or lon <= self.east
 
 
 class Subscribe(Struct, tag_field="op", tag="subscribe", forbid_unknown_fields=True):
+    """Replace the session's subscription. Without ``positions`` the console gets the
+    latest-SA snapshot (unless ``snapshot`` is false), then live events; with them, the
+    events it missed since those positions, then live events."""
+
     streams: Annotated[list[Stream], Meta(min_length=1)]
     id: CorrelationId = ""
+    types: Annotated[list[Annotated[str, Meta(max_length=128)]], Meta(max_length=64)] | None = None
+    area: Area | None = None
+    units: Identifier | None = None
+    positions: Positions | None = None
+    snapshot: bool = True
 
 
 class Unsubscribe(Struct, tag_field="op", tag="unsubscribe", forbid_unknown_fields=True):
@@ -51,7 +92,39 @@ class Ping(Struct, tag_field="op", tag="ping", forbid_unknown_fields=True):
     id: CorrelationId = ""
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+class DirectiveBody(Struct, frozen=True, forbid_unknown_fields=True):
+    """A directive as a console submits it: the issuer is the console's unit, never this."""
+
+    kind: Identifier
+    target: Identifier
+    expires: Timestamp
+    valid_from: Timestamp | None = None
+    area: Annotated[list[GeoPoint], Meta(min_length=3, max_length=1024)] | None = None
+    text: Text = ""
+    parameters: dict[Identifier, ParamValue] = msgspec.field(default_factory=dict)
+
+
+class Submit(Struct, tag_field="op", tag="submit", forbid_unknown_fields=True):
+    directive: DirectiveBody
+    classification: Classification
+    releasableto: ReleasableTo
+    id: CorrelationId = ""
+    #: Optional, to make a retried submission recognisable (a second use is denied as a
+    #: replay); by default the gateway makes one.
+    directive_id: EventId | None = None
+
+
+class Ack(Struct, tag_field="op", tag="ack", forbid_unknown_fields=True):
+    """The target unit's answer to a directive delivered to it."""
+
+    directive_id: EventId
+    state: Literal["WILCO", "CANTCO", "HAVE_DO"]
+    id: CorrelationId = ""
+    reason: Text | None = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | Submit | Ack
+CLIENT_MESSAGES: tuple[type[Struct], ...] = (Subscribe, Unsubscribe, Ping, Submit, Ack)
 _client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _encoder = msgspec.json.Encoder()
 
@@ -82,6 +155,10 @@ def frame(op: str, **fields: Any) -> str:
     return _encoder.encode({"op": op, **fields}).decode()
 
 
+def error(correlation_id: str, code: str, message: str, **fields: Any) -> str:
+    return frame("error", id=correlation_id, code=code, message=message, **fields)
+
+
 def welcome(session_id: str, identity: Identity, heartbeat_s: float) -> str:
     return frame(
         "welcome",
@@ -98,7 +175,31 @@ def welcome(session_id: str, identity: Identity, heartbeat_s: float) -> str:
     )
 
 
+_EVENT_HEAD = '{"op":"event"'
+_STATE_HEAD = '{"op":"state"'
+
+
 def event_frame(stream: Stream, position: str, event_json: bytes) -> str:
     """An event frame, built once per event and sent to every console that may see it."""
     head = _encoder.encode({"op": "event", "stream": stream.value, "pos": position})
     return (head[:-1] + b',"event":' + event_json + b"}").decode()
+
+
+def state_frame(event_frame_text: str) -> str:
+    """The snapshot form of an event frame: the same fields under ``op: state``."""
+    return _STATE_HEAD + event_frame_text[len(_EVENT_HEAD) :]
+
+
+def is_event_frame(text: str) -> bool:
+    return text.startswith(_EVENT_HEAD)
+
+
+def position_key(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+def parse_position_key(key: str) -> tuple[str, int] | None:
+    topic, _, partition = key.rpartition("/")
+    if not topic or not partition.isdigit():
+        return None
+    return topic, int(partition)

@@ -179,6 +179,33 @@ class EnforcerSettings:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """How the gateway serves consoles.
+
+    ``buffer_bytes``: event frames waiting for one console; past half of it SA is
+    conflated to the latest state per entity, past all of it the console is closed as slow.
+    ``sa_horizon_s``: how far back the latest-SA snapshot reaches (read at start-up too).
+    ``submit_rate``: directives and acknowledgements per second per console (burst: twice).
+    ``replays``: resumes read from Kafka at the same time (the others wait their turn).
+    """
+
+    buffer_bytes: int
+    sa_horizon_s: int
+    submit_rate: float
+    replays: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = os.environ if env is None else env
+        return cls(
+            buffer_bytes=_int(env, "C2BUS_GATEWAY_BUFFER_BYTES", 1 << 20, 16 << 10, 1 << 30),
+            sa_horizon_s=_int(env, "C2BUS_GATEWAY_SA_HORIZON_S", 3600, 1, 30 * 86400),
+            submit_rate=float(_int(env, "C2BUS_GATEWAY_SUBMIT_RATE", 5, 1, 10_000)),
+            replays=_int(env, "C2BUS_GATEWAY_REPLAYS", 4, 1, 64),
+        )
+
+
 DEFAULT_PORTS = {"ingest": 8081, "enforcer": 8082, "policy_api": 8083, "gateway": 8765}
 
 
@@ -196,7 +223,7 @@ class ServiceSettings:
     log_level: str
     policy_file: Path
     policy_set_id: str
-    gateway_queue_max: int
+    gateway: GatewaySettings
     enforcer: EnforcerSettings
 
     @classmethod
@@ -217,6 +244,6 @@ class ServiceSettings:
             log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
             policy_file=Path(policy).expanduser().resolve(),
             policy_set_id=env.get("C2BUS_POLICY_SET") or "alliance-main",
-            gateway_queue_max=_int(env, "C2BUS_GATEWAY_QUEUE_MAX", 1000, 10, 1_000_000),
+            gateway=GatewaySettings.from_env(env),
             enforcer=EnforcerSettings.from_env(env),
         )

@@ -131,17 +131,24 @@ async def ingest(env: Env) -> AsyncIterator[Ingest]:
 
 
 class Console:
-    """A real WebSocket client speaking c2bus.v1, collecting event frames."""
+    """A real WebSocket client speaking c2bus.v1: collects frames, keeps its positions."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.frames: list[dict[str, Any]] = []
+        self.frames: list[dict[str, Any]] = []  # event frames, in arrival order
+        self.states: list[dict[str, Any]] = []  # snapshot (state) frames
+        self.replies: list[dict[str, Any]] = []  # everything else after the welcome
+        self.positions: dict[str, int] = {}
         self.welcome: dict[str, Any] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, port: int, token: str, streams: tuple[str, ...] = ("sa", "directives", "decisions")
+        cls,
+        port: int,
+        token: str,
+        streams: tuple[str, ...] = ("sa", "directives", "decisions", "status"),
+        **subscription: Any,
     ) -> AsyncIterator[Console]:
         async with connect(
             f"ws://127.0.0.1:{port}",
@@ -151,10 +158,52 @@ class Console:
             console = cls(ws)
             console.welcome = json.loads(await ws.recv())
             assert console.welcome["op"] == "welcome"
-            await ws.send(orjson.dumps({"op": "subscribe", "id": "s", "streams": list(streams)}))
-            reply = json.loads(await ws.recv())
-            assert reply["op"] == "subscribed", reply
+            await console.subscribe(streams, **subscription)
             yield console
+
+    async def subscribe(self, streams: tuple[str, ...], **subscription: Any) -> dict[str, Any]:
+        """Subscribe and wait until the gateway says the console is live; returns the
+        ``subscribed`` reply."""
+        request = {"op": "subscribe", "id": "s", "streams": list(streams), **subscription}
+        await self.ws.send(orjson.dumps(request))
+        reply = await self.reply_to("s", ("subscribed", "error"))
+        assert reply["op"] == "subscribed", reply
+        await self.reply_to("s", ("live",))
+        return reply
+
+    async def recv(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The next frame, with the bookkeeping a console does (positions, frame lists)."""
+        async with asyncio.timeout(timeout_s):
+            message: dict[str, Any] = json.loads(await self.ws.recv())
+        op = message["op"]
+        if op in ("event", "state"):
+            (self.frames if op == "event" else self.states).append(message)
+            topic_partition, _, offset = message["pos"].rpartition("/")
+            if op == "event":
+                self.positions[topic_partition] = max(
+                    self.positions.get(topic_partition, -1), int(offset)
+                )
+        else:
+            for key, offset in message.get("positions", {}).items():
+                self.positions[key] = max(self.positions.get(key, -1), offset)
+            self.replies.append(message)
+        return message
+
+    async def reply_to(
+        self, correlation: str, ops: tuple[str, ...], timeout_s: float = 30.0
+    ) -> dict[str, Any]:
+        """Read until a non-event frame with one of ``ops`` and this correlation id (the
+        ``live`` after a resume carries none); earlier ones already read count too."""
+        for message in self.replies:
+            if message["op"] in ops and message.get("id", "") in (correlation, ""):
+                self.replies.remove(message)
+                return message
+        deadline = time.monotonic() + timeout_s
+        while True:
+            message = await self.recv(max(0.01, deadline - time.monotonic()))
+            if message["op"] in ops and message.get("id", "") in (correlation, ""):
+                self.replies.remove(message)
+                return message
 
     async def events_until(self, predicate: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Collect event frames until one satisfies ``predicate``; return all collected."""
@@ -172,10 +221,7 @@ class Console:
                     f"no matching frame within {timeout_s}s; {len(self.frames)} frames, "
                     f"the last: {last}"
                 )
-            async with asyncio.timeout(remaining):
-                message = json.loads(await self.ws.recv())
-            if message["op"] == "event":
-                self.frames.append(message)
+            await self.recv(remaining)
 
 
 async def eventually(predicate: Any, timeout_s: float = 20.0, interval_s: float = 0.1) -> None:

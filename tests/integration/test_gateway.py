@@ -94,13 +94,19 @@ async def test_browser_style_query_token(env: Env) -> None:
 
 async def test_bad_client_messages_get_correlated_errors(env: Env) -> None:
     async with gateway(env) as gw, Console.connect(gw.port, env.token()) as console:
-        await console.ws.send(json.dumps({"op": "subscribe", "id": "x1", "streams": ["bogus"]}))
-        error = json.loads(await console.ws.recv())
-        assert error["op"] == "error"
-        assert error["id"] == "x1"
-        assert error["code"] == "bad_request"
+        requests = {
+            "x1": ({"streams": ["bogus"]}, "bad_request"),
+            "x2": ({"streams": ["sa"], "units": "SOME-OTHER-UNIT"}, "forbidden"),
+            "x3": ({"streams": ["sa"], "positions": {"elsewhere/0": 3}}, "bad_position"),
+            "x4": ({"streams": ["sa"], "types": ["c2bus.decision.v1"]}, "bad_request"),
+        }
+        for correlation, (fields, _) in requests.items():
+            await console.ws.send(json.dumps({"op": "subscribe", "id": correlation, **fields}))
+        for correlation, (_, code) in requests.items():
+            error = await console.reply_to(correlation, ("error",))
+            assert error["code"] == code, error
         await console.ws.send(json.dumps({"op": "ping", "id": "p1"}))
-        assert json.loads(await console.ws.recv()) == {"op": "pong", "id": "p1"}
+        assert await console.reply_to("p1", ("pong",)) == {"op": "pong", "id": "p1"}
 
 
 def get(url: str) -> tuple[int, str]:
@@ -128,13 +134,17 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
     env: Env, topics: TopicNames, valid_example: Any
 ) -> None:
     # Large events (4 KB of remarks that do not compress) fill the socket buffers between
-    # gateway and console quickly.
+    # gateway and console quickly: 20 MB in all, against a 4 MiB outbox.
     doc = valid_example("sa-unit-status")
     doc["data"]["remarks"] = base64.b64encode(os.urandom(3000)).decode()
-    raw = json.dumps(doc).encode()
+
+    def unit_status(i: int) -> bytes:  # one unit each: nothing can be conflated
+        doc["data"]["unit_id"] = f"U{i}"
+        return json.dumps(doc).encode()
+
     count = 5000
     async with (
-        gateway(env, C2BUS_GATEWAY_QUEUE_MAX="1000") as gw,
+        gateway(env, C2BUS_GATEWAY_BUFFER_BYTES=str(4 << 20)) as gw,
         connect(
             f"ws://127.0.0.1:{gw.port}",
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
@@ -154,9 +164,9 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
         producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=20)
         await producer.start()
         try:
-            for i in range(count):
-                await producer.send(topics.sa, raw, key=f"U{i % 50}".encode())
-            await producer.send_and_wait(topics.sa, raw, key=b"U0")
+            for i in range(count + 1):
+                await producer.send(topics.sa, unit_status(i), key=f"U{i}".encode())
+            await producer.flush()
         finally:
             await producer.stop()
         await reading
@@ -211,14 +221,15 @@ async def test_eddsa_and_rs256_tokens_from_a_jwks_file(env: Env, tmp_path: Path)
 
 
 async def test_a_token_that_expires_mid_session_closes_the_session(env: Env) -> None:
-    issued = time.time()
-    token = env.token(ttl_s=3, now=issued)
-    expires_at = int(issued) + 3
-    async with gateway(env) as gw, Console.connect(gw.port, token) as console:
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(15):
-                while True:
-                    await console.ws.recv()
+    async with gateway(env) as gw:
+        issued = time.time()
+        token = env.token(ttl_s=3, now=issued)
+        expires_at = int(issued) + 3
+        async with Console.connect(gw.port, token) as console:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(15):
+                    while True:
+                        await console.ws.recv()
         assert time.time() >= expires_at  # not a moment before the token's exp
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == CloseCode.TOKEN_EXPIRED
@@ -248,6 +259,9 @@ async def test_revoking_a_subject_closes_its_live_session_and_refuses_it_again(
                 "subject revoked",
             )
             await bystander.ws.send(json.dumps({"op": "ping", "id": "still-here"}))
-            assert json.loads(await bystander.ws.recv()) == {"op": "pong", "id": "still-here"}
+            assert await bystander.reply_to("still-here", ("pong",)) == {
+                "op": "pong",
+                "id": "still-here",
+            }
         status, body = await refused(service.port, env.token(unit="POL-12BDE"))
         assert (status, body.strip()) == (401, "subject revoked")

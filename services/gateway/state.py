@@ -1,0 +1,72 @@
+"""What the gateway remembers from the topics: the latest SA per entity, recent directives.
+
+The latest-SA table feeds the snapshot a console gets on subscribing; the directive
+directory lets a target console acknowledge a directive it was delivered (the gateway must
+know the directive's target and label to accept and label the acknowledgement).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..domain.events import DirectiveEvent, Envelope
+from ..domain.labels import SecurityLabel
+from .scope import TYPE_TAGS
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """The newest SA event of one entity, as routed live."""
+
+    event: Envelope
+    label: SecurityLabel
+    frame: str  # the live event frame (its ``pos`` is the event's position)
+
+
+def sa_key(event: Envelope) -> str:
+    """The entity an SA event is the state of: its type and key (a track, a unit's position)."""
+    return f"{TYPE_TAGS[type(event)]}|{event.key()}"
+
+
+class LatestSa:
+    def __init__(self, horizon: timedelta) -> None:
+        self.horizon = horizon
+        self.entries: dict[str, Latest] = {}
+
+    def update(self, key: str, latest: Latest) -> None:
+        current = self.entries.get(key)
+        # Per-key order is Kafka's, so a later record is the newer state; an event stamped
+        # earlier than the one held (a late sensor) does not roll the picture back.
+        if current is None or latest.event.time >= current.event.time:
+            self.entries[key] = latest
+
+    def current(self, now: datetime) -> Iterator[Latest]:
+        """Entities whose latest state is within the horizon; older ones are dropped."""
+        oldest = now - self.horizon
+        stale = [k for k, v in self.entries.items() if v.event.time < oldest]
+        for key in stale:
+            del self.entries[key]
+        return iter(list(self.entries.values()))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class DirectiveDirectory:
+    """The most recent approved directives by id (bounded: the oldest are forgotten)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self.directives: OrderedDict[str, DirectiveEvent] = OrderedDict()
+
+    def add(self, directive: DirectiveEvent) -> None:
+        self.directives[directive.id] = directive
+        self.directives.move_to_end(directive.id)
+        while len(self.directives) > self.capacity:
+            self.directives.popitem(last=False)
+
+    def get(self, directive_id: str) -> DirectiveEvent | None:
+        return self.directives.get(directive_id)
