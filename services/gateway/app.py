@@ -493,8 +493,10 @@ class Gateway:
         if session.catching_up:
             task = asyncio.create_task(self._catch_up(session, replay))
             self._replays[session.id] = task
+        elif snapshot:
+            outbox.snapshot.append(frame("live", id=message.id))  # after the snapshot
         else:
-            outbox.reply(frame("live", id=message.id))
+            outbox.put(frame("live", id=message.id))
 
     def _snapshot(self, session: Session, sa_partitions: set[TP]) -> None:
         scope = session.scope
@@ -517,7 +519,7 @@ class Gateway:
             log.error("console.replay_failed", extra={"session": session.id, "error": repr(exc)})
             session.outbox.overflow.set()  # closed with 4008: the console resumes again
             return
-        session.outbox.reply(frame("live", id=""))
+        session.outbox.put(frame("live", id=""))  # after the replayed events
         self._replays.pop(session.id, None)
 
     def _replayed(self, session: Session, record: Any) -> None:

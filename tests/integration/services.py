@@ -58,9 +58,8 @@ class Env:
         }
 
     def settings(self, service: str, **extra: str) -> ServiceSettings:
-        env = self.vars(
-            **{f"C2BUS_{service.upper()}_PORT": "0", "C2BUS_INSTANCE": f"{service}-test"}, **extra
-        )
+        defaults = {f"C2BUS_{service.upper()}_PORT": "0", "C2BUS_INSTANCE": f"{service}-test"}
+        env = self.vars(**(defaults | extra))
         return ServiceSettings.from_env(service, env)
 
     def verifier(self) -> TokenVerifier:
@@ -204,6 +203,11 @@ class Console:
             if message["op"] in ops and message.get("id", "") in (correlation, ""):
                 self.replies.remove(message)
                 return message
+
+    async def events_with(self, ids: set[str], timeout_s: float = 30.0) -> list[str]:
+        """Collect event frames until every id in ``ids`` has arrived; return all ids."""
+        await self.events_until(lambda _: ids <= {event_id(f) for f in self.frames}, timeout_s)
+        return [event_id(f) for f in self.frames]
 
     async def events_until(self, predicate: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Collect event frames until one satisfies ``predicate``; return all collected."""

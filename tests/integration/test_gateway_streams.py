@@ -1,0 +1,299 @@
+"""The gateway's streams on real Kafka with real WebSocket consoles: the latest-SA snapshot,
+resume by positions (no gap, no duplicate), resync when retention cut the history short,
+the directive lifecycle from submit to WILCO, and two gateways side by side."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from services.domain.labels import Classification
+from services.runtime.topics import TopicNames
+from tests.integration.services import (
+    Console,
+    Env,
+    enforcer,
+    event_id,
+    gateway,
+    publish_reference_policy,
+)
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
+    return Env.create(kafka_bootstrap, prefix, tmp_path)
+
+
+def track(
+    valid_example: Any,
+    event_id: str,
+    track_id: str,
+    *,
+    lat: float = 52.1,
+    lon: float = 5.2,
+    classification: str = "NATO UNCLASSIFIED",
+    releasable: str = "NATO",
+) -> bytes:
+    doc = copy.deepcopy(valid_example("sa-track"))
+    doc["id"] = event_id
+    doc["time"] = datetime.now(UTC).isoformat()
+    doc["classification"] = classification
+    doc["releasableto"] = releasable
+    doc["data"]["track_id"] = track_id
+    doc["data"]["position"] = {"lat": lat, "lon": lon}
+    return json.dumps(doc).encode()
+
+
+async def produce(env: Env, topic: str, records: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_snapshot_gives_the_latest_state_in_scope_then_live(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    history = [
+        ("T1", track(valid_example, "t1-old", "T1", lat=52.0)),
+        ("T2", track(valid_example, "t2-secret", "T2", classification="NATO SECRET")),
+        ("T3", track(valid_example, "t3-poland", "T3", lat=52.2, lon=21.0)),
+        ("T1", track(valid_example, "t1-new", "T1", lat=52.3)),
+        ("T4", track(valid_example, "t4-aus-only", "T4", releasable="AUS")),
+    ]
+    await produce(env, topics.sa, history)
+    netherlands = {"south": 50.7, "west": 3.3, "north": 53.6, "east": 7.3}
+    # The gateway starts after the history: it reads it back at start-up.
+    async with (
+        gateway(env) as gw,
+        Console.connect(gw.port, env.token(), ("sa",)) as everything,
+        Console.connect(gw.port, env.token(), ("sa",), area=netherlands) as dutch_aoi,
+        Console.connect(
+            gw.port,
+            env.token(clearance=Classification.NATO_RESTRICTED),
+            ("sa",),
+            snapshot=False,
+        ) as no_snapshot,
+    ):
+        assert sorted(event_id(f) for f in everything.states) == [
+            "t1-new",
+            "t2-secret",
+            "t3-poland",
+        ]
+        assert sorted(event_id(f) for f in dutch_aoi.states) == ["t1-new", "t2-secret"]
+        assert no_snapshot.states == []
+        # snapshot_end names every SA partition: a console can resume from there
+        partitions = await _partitions(env, topics.sa)
+        assert set(everything.positions) == {f"{topics.sa}/{p}" for p in partitions}
+        await produce(env, topics.sa, [("T3", track(valid_example, "t3-live", "T3"))])
+        for console in (everything, dutch_aoi, no_snapshot):
+            await console.events_until(lambda f: event_id(f) == "t3-live")
+            assert [event_id(f) for f in console.frames] == ["t3-live"]  # no history
+
+
+async def _partitions(env: Env, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described["partitions"])
+    finally:
+        await admin.close()
+
+
+async def test_resume_sends_exactly_what_was_missed_and_then_live(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    def batch(tag: str, n: int) -> list[tuple[str, bytes]]:
+        return [
+            (
+                f"T{i % 7}",
+                track(
+                    valid_example,
+                    f"{tag}-{i}",
+                    f"T{i % 7}",
+                    classification="NATO SECRET" if i % 5 == 0 else "NATO UNCLASSIFIED",
+                ),
+            )
+            for i in range(n)
+        ]
+
+    async with gateway(env) as gw:
+        token = env.token(clearance=Classification.NATO_RESTRICTED)  # never sees the secret fifth
+        async with Console.connect(gw.port, token, ("sa",)) as first:
+            await produce(env, topics.sa, batch("a", 40))
+            await first.events_until(lambda f: event_id(f) == "a-39")
+            positions = dict(first.positions)
+            before = [event_id(f) for f in first.frames]  # others may still be on their way
+        await produce(env, topics.sa, batch("b", 60))  # while disconnected
+        async with Console.connect(gw.port, token, ("sa",), positions=positions) as again:
+            assert again.states == []  # a resume is not a snapshot
+            await produce(env, topics.sa, batch("c", 20))
+            allowed = [
+                f"{t}-{i}" for t, n in (("a", 40), ("b", 60), ("c", 20)) for i in range(n) if i % 5
+            ]
+            got = await again.events_with(set(allowed) - set(before))
+        allowed = [
+            f"{t}-{i}" for t, n in (("a", 40), ("b", 60), ("c", 20)) for i in range(n) if i % 5
+        ]
+        # Together: every event it may see exactly once, whichever connection brought it.
+        assert sorted(before + got) == sorted(allowed)
+        assert set(got) >= {e for e in allowed if e[0] in "bc"}
+        assert gw.registry.get_sample_value("c2bus_gateway_resumes_total", {"mode": "resume"}) == 1
+
+
+async def test_resync_when_retention_dropped_what_the_console_missed(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    async with gateway(env) as gw:
+        async with Console.connect(gw.port, env.token(), ("sa",)) as first:
+            await produce(env, topics.sa, [("T1", track(valid_example, "x-0", "T1"))])
+            await first.events_until(lambda f: event_id(f) == "x-0")
+            positions = dict(first.positions)
+        await produce(
+            env, topics.sa, [("T1", track(valid_example, f"x-{i}", "T1")) for i in range(1, 6)]
+        )
+        # Retention takes the partition's history, including what the console missed.
+        partition = int(next(k for k, v in positions.items() if v >= 0).rpartition("/")[2])
+        admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+        await admin.start()
+        try:
+            tp = TopicPartition(topics.sa, partition)
+            await admin.delete_records(
+                {tp: RecordsToDelete(positions[f"{topics.sa}/{partition}"] + 4)}
+            )
+        finally:
+            await admin.close()
+        async with Console.connect(gw.port, env.token(), ("sa",), positions=positions) as again:
+            [resync] = [r for r in again.replies if r["op"] == "resync"] or [
+                await again.reply_to("s", ("resync",))
+            ]
+            assert resync["partitions"] == [f"{topics.sa}/{partition}"]
+            # and a fresh snapshot: the latest state of T1, which survived retention
+            assert [event_id(f) for f in again.states] == ["x-5"]
+
+
+async def test_a_directive_goes_submit_decided_delivered_wilco_and_the_issuer_sees_each(
+    env: Env,
+) -> None:
+    await publish_reference_policy(env)
+    expires = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    body = {
+        "kind": "MOVE",
+        "target": "POL-12BDE",
+        "expires": expires,
+        "area": [{"lat": 52.0, "lon": 5.0}, {"lat": 52.0, "lon": 6.0}, {"lat": 52.5, "lon": 5.5}],
+        "text": "Move to assembly area BRAVO.",
+    }
+    async with (
+        enforcer(env),
+        gateway(env, C2BUS_GATEWAY_SUBMIT_RATE="2") as gw,
+        Console.connect(
+            gw.port, env.token(unit="MNC-NE", roles=("console", "commander"))
+        ) as issuer,
+        Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL")) as target,
+        Console.connect(gw.port, env.token(unit="LTU-IRON-WOLF", nation="LTU")) as bystander,
+    ):
+        submit = {
+            "op": "submit",
+            "id": "sub-1",
+            "directive": body,
+            "classification": "NATO SECRET",
+            "releasableto": "NATO",
+        }
+        await issuer.ws.send(json.dumps(submit))
+        submitted = await issuer.reply_to("sub-1", ("submitted", "error"))
+        assert submitted["op"] == "submitted", submitted
+        directive_id = submitted["directive_id"]
+
+        def step(state: str) -> Any:
+            return lambda f: (
+                f["stream"] == "status"
+                and f["event"]["data"]["directive_id"] == directive_id
+                and f["event"]["data"]["state"] == state
+            )
+
+        await issuer.events_until(step("DECIDED"))
+        delivered = await target.events_until(
+            lambda f: f["stream"] == "directives" and event_id(f) == directive_id
+        )
+        assert delivered[-1]["event"]["data"]["issuer"] == "MNC-NE"  # from the token
+        await issuer.events_until(step("DELIVERED"))
+        await target.ws.send(
+            json.dumps({"op": "ack", "id": "ack-1", "directive_id": directive_id, "state": "WILCO"})
+        )
+        acked = await target.reply_to("ack-1", ("acked", "error"))
+        assert acked["op"] == "acked", acked
+        await issuer.events_until(step("WILCO"))
+        states = [
+            f["event"]["data"]["state"]
+            for f in issuer.frames
+            if f["stream"] == "status" and f["event"]["data"]["directive_id"] == directive_id
+        ]
+        assert states == ["DECIDED", "DELIVERED", "WILCO"]
+        decided = next(f for f in issuer.frames if step("DECIDED")(f))
+        assert decided["event"]["data"]["reason"].startswith("ALLOW")
+
+        # Refusals, each correlated to its request.
+        await bystander.ws.send(
+            json.dumps({"op": "ack", "id": "ack-2", "directive_id": directive_id, "state": "WILCO"})
+        )
+        assert (await bystander.reply_to("ack-2", ("error",)))["code"] == "forbidden"
+        await target.ws.send(json.dumps({**submit, "id": "sub-2"}))  # no commander role
+        assert (await target.reply_to("sub-2", ("error",)))["code"] == "forbidden"
+        forged = {**submit, "id": "sub-3", "directive": {**body, "issuer": "SHAPE"}}
+        await issuer.ws.send(json.dumps(forged))
+        assert (await issuer.reply_to("sub-3", ("error",)))["code"] == "bad_request"
+        for n in range(6):  # 2 per second, bursts of 4: some of these are turned away
+            await issuer.ws.send(json.dumps({**submit, "id": f"burst-{n}"}))
+        replies = [await issuer.reply_to(f"burst-{n}", ("submitted", "error")) for n in range(6)]
+        limited = [r for r in replies if r["op"] == "error"]
+        assert limited and all(r["code"] == "rate_limited" for r in limited)
+        assert all(r["retry_after_ms"] > 0 for r in limited)
+        assert not any(step("DECIDED")(f) for f in bystander.frames)
+
+
+async def test_two_gateways_serve_their_consoles_alike_and_a_console_can_move_between_them(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    records = [
+        (f"T{i % 5}", track(valid_example, f"e-{i}", f"T{i % 5}", lat=50 + i % 5))
+        for i in range(60)
+    ]
+    async with (
+        gateway(env, C2BUS_INSTANCE="gw-a") as a,
+        gateway(env, C2BUS_INSTANCE="gw-b") as b,
+        Console.connect(a.port, env.token(), ("sa",)) as on_a,
+        Console.connect(b.port, env.token(), ("sa",)) as on_b,
+    ):
+        await produce(env, topics.sa, records[:30])
+        for console in (on_a, on_b):
+            await console.events_with({f"e-{i}" for i in range(30)})
+        # the same events (the order across partitions may differ between gateways)
+        assert sorted(event_id(f) for f in on_a.frames) == sorted(event_id(f) for f in on_b.frames)
+        assert len(on_a.frames) == 30
+        positions = dict(on_a.positions)
+        got_on_a = [event_id(f) for f in on_a.frames]
+    async with gateway(env, C2BUS_INSTANCE="gw-b2") as b2:
+        await produce(env, topics.sa, records[30:])
+        async with Console.connect(b2.port, env.token(), ("sa",), positions=positions) as moved:
+            got = got_on_a + await moved.events_with({f"e-{i}" for i in range(30, 60)})
+    assert sorted(got) == sorted(f"e-{i}" for i in range(60))
+
+
+async def test_status_and_directives_resume_too(env: Env, topics: TopicNames) -> None:
+    # Partitions of streams with no events yet still get a position in `subscribed`.
+    async with gateway(env) as gw, Console.connect(gw.port, env.token()) as console:
+        for topic in (topics.approved, topics.decisions, topics.status):
+            assert any(k.startswith(topic + "/") for k in console.positions), topic
