@@ -147,6 +147,8 @@ class Console:
         port: int,
         token: str,
         streams: tuple[str, ...] = ("sa", "directives", "decisions", "status"),
+        *,
+        wait_live: bool = True,
         **subscription: Any,
     ) -> AsyncIterator[Console]:
         async with connect(
@@ -157,18 +159,27 @@ class Console:
             console = cls(ws)
             console.welcome = json.loads(await ws.recv())
             assert console.welcome["op"] == "welcome"
-            await console.subscribe(streams, **subscription)
+            await console.subscribe(streams, wait_live=wait_live, **subscription)
             yield console
 
-    async def subscribe(self, streams: tuple[str, ...], **subscription: Any) -> dict[str, Any]:
-        """Subscribe and wait until the gateway says the console is live; returns the
-        ``subscribed`` reply."""
+    async def subscribe(
+        self, streams: tuple[str, ...], *, wait_live: bool = True, **subscription: Any
+    ) -> dict[str, Any]:
+        """Subscribe and (``wait_live``) wait until the gateway says the console is live,
+        i.e. has its snapshot or has caught up; returns the ``subscribed`` reply."""
         request = {"op": "subscribe", "id": "s", "streams": list(streams), **subscription}
         await self.ws.send(orjson.dumps(request))
         reply = await self.reply_to("s", ("subscribed", "error"))
         assert reply["op"] == "subscribed", reply
-        await self.reply_to("s", ("live",))
+        if wait_live:
+            await self.reply_to("s", ("live",))
         return reply
+
+    async def drain(self, quiet_s: float = 0.3) -> None:
+        """Read whatever else comes until nothing has for ``quiet_s``."""
+        with contextlib.suppress(TimeoutError):
+            while True:
+                await self.recv(quiet_s)
 
     async def recv(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """The next frame, with the bookkeeping a console does (positions, frame lists)."""
@@ -206,7 +217,19 @@ class Console:
 
     async def events_with(self, ids: set[str], timeout_s: float = 30.0) -> list[str]:
         """Collect event frames until every id in ``ids`` has arrived; return all ids."""
-        await self.events_until(lambda _: ids <= {event_id(f) for f in self.frames}, timeout_s)
+        seen = {event_id(f) for f in self.frames}
+        if ids <= seen:
+            return [event_id(f) for f in self.frames]
+
+        def complete(frame: dict[str, Any]) -> bool:
+            seen.add(event_id(frame))
+            return ids <= seen
+
+        try:
+            await self.events_until(complete, timeout_s)
+        except (AssertionError, TimeoutError) as exc:
+            missing = sorted(ids - {event_id(f) for f in self.frames})
+            raise AssertionError(f"{len(missing)} never arrived: {missing[:20]}") from exc
         return [event_id(f) for f in self.frames]
 
     async def events_until(self, predicate: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
