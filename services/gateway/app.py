@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.events import (
@@ -82,8 +84,11 @@ from .state import DirectiveDirectory, Latest, LatestSa, sa_key
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 20.0
-# Below this many bytes waiting in the socket's user-space buffer, send() returns at once.
-WRITE_BUFFER_HIGH = 32 * 1024
+# Frames written to a console's socket in one call, at most.
+WRITE_BATCH = 256
+# The kernel's send buffer per console socket, fixed (instead of autotuned up to megabytes)
+# so that what a console can have in flight is bounded and a stalled one is found early.
+SOCKET_SEND_BUFFER = 128 * 1024
 #: The role a console needs to submit directives (acknowledging needs only to be the target).
 COMMANDER_ROLE = "commander"
 TP = tuple[str, int]
@@ -250,6 +255,9 @@ class Gateway:
             await connection.close(CloseCode.POLICY, "token no longer valid")
             return
         identity = verified.identity
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         session = Session(identity, Outbox(self.config.buffer_bytes, self.conflated.inc))
         self.hub.add(session)
         self.connections.inc()
@@ -258,7 +266,7 @@ class Gateway:
             extra={"session": session.id, "sub": identity.subject, "unit": identity.unit},
         )
         try:
-            await connection.send(welcome(session.id, identity, HEARTBEAT_S))
+            await connection.send(welcome(session.id, identity, HEARTBEAT_S), text=True)
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self._write(connection, session))
                 reader = tasks.create_task(self._read(connection, session))
@@ -318,31 +326,43 @@ class Gateway:
     async def _write(self, connection: ServerConnection, session: Session) -> None:
         """Send the session's frames; close it as slow when its outbox overflows.
 
-        A console that stops reading blocks ``send`` once the socket buffers are full; the
-        overflow is watched during such a send too, so the slow console is closed instead
-        of holding its frames forever.
+        Frames go out in batches: each is framed by the WebSocket protocol and the batch
+        is written to the socket in one call, while the socket takes it (the transport
+        pauses writing past its limit, and then the writer waits for it to drain, or for
+        the outbox to overflow: a console that stops reading is closed, not waited for).
         """
         outbox = session.outbox
+        protocol = connection.protocol
+        transport = connection.transport
         overflow = asyncio.ensure_future(outbox.overflow.wait())
         try:
             while not outbox.overflowed:
-                item = outbox.take()
-                if item is None:
+                if outbox.empty():
                     outbox.wake.clear()
                     await outbox.wake.wait()
                     continue
-                message, note = item
-                if connection.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH:
-                    await connection.send(message)  # room in the buffer: does not block
-                else:
-                    send = asyncio.ensure_future(connection.send(message))
-                    await asyncio.wait([send, overflow], return_when=asyncio.FIRST_COMPLETED)
-                    if not send.done():
-                        send.cancel()
+                if connection.paused:
+                    drain = asyncio.ensure_future(connection.drain())
+                    await asyncio.wait([drain, overflow], return_when=asyncio.FIRST_COMPLETED)
+                    if not drain.done():
+                        drain.cancel()
                         break
-                    send.result()
-                if note is not None:
+                    continue
+                if protocol.state is not State.OPEN:
+                    return
+                notes = []
+                for _ in range(WRITE_BATCH):
+                    item = outbox.take()
+                    if item is None:
+                        break
+                    message, note = item
+                    protocol.send_text(message)
+                    if note is not None:
+                        notes.append(note)
+                transport.write(b"".join(protocol.data_to_send()))
+                for note in notes:
                     await self._delivered(session, note)
+                await asyncio.sleep(0)  # the other consoles' writers, and the consumer
             self.slow.inc()
             log.warning("console.too_slow", extra={"session": session.id})
             await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")

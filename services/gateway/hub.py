@@ -29,8 +29,8 @@ class Entry:
 
     __slots__ = ("frame", "key", "note", "size")
 
-    def __init__(self, frame: str, key: str | None, note: DirectiveEvent | None) -> None:
-        self.frame: str | None = frame
+    def __init__(self, frame: bytes, key: str | None, note: DirectiveEvent | None) -> None:
+        self.frame: bytes | None = frame
         self.size = len(frame)
         self.key = key
         self.note = note  # a directive delivered to its target: report it once sent
@@ -49,8 +49,8 @@ class Outbox:
     def __init__(self, limit_bytes: int, on_conflate: Callable[[], None] | None = None) -> None:
         self.limit = limit_bytes
         self.conflate_at = limit_bytes // 2
-        self.replies: deque[str] = deque()
-        self.snapshot: deque[str] = deque()  # event frames (sent as state) and the end marker
+        self.replies: deque[bytes] = deque()
+        self.snapshot: deque[bytes] = deque()  # event frames (sent as state) and the end marker
         self.entries: deque[Entry] = deque()
         self.pending_sa: dict[str, Entry] = {}
         self.bytes = 0
@@ -65,13 +65,13 @@ class Outbox:
     def overflowed(self) -> bool:
         return self.overflow.is_set()
 
-    def reply(self, frame: str) -> None:
+    def reply(self, frame: bytes) -> None:
         if len(self.replies) >= self.MAX_REPLIES:
             self.overflow.set()
         self.replies.append(frame)
         self.wake.set()
 
-    def put(self, frame: str, key: str | None = None, note: DirectiveEvent | None = None) -> bool:
+    def put(self, frame: bytes, key: str | None = None, note: DirectiveEvent | None = None) -> bool:
         """Queue a frame (``key``: the SA entity it is the state of); False on overflow."""
         if self.overflow.is_set():
             return False
@@ -100,7 +100,7 @@ class Outbox:
         self.wake.set()
         return True
 
-    def take(self) -> tuple[str, DirectiveEvent | None] | None:
+    def take(self) -> tuple[bytes, DirectiveEvent | None] | None:
         """The next frame to send, or None when there is nothing to send."""
         if self.replies:
             return self.replies.popleft(), None
@@ -119,6 +119,10 @@ class Outbox:
                 self.drained.set()
             return entry.frame, entry.note
         return None
+
+    def empty(self) -> bool:
+        """Nothing to send (replaced entries waiting to be skipped do not count)."""
+        return not self.replies and not self.snapshot and len(self.entries) == self.dead
 
     def _compact(self) -> None:
         """Drop replaced entries, so a console that never catches up holds no more than

@@ -151,15 +151,16 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         raise BadMessage(str(exc), correlation) from exc
 
 
-def frame(op: str, **fields: Any) -> str:
-    return _encoder.encode({"op": op, **fields}).decode()
+def frame(op: str, **fields: Any) -> bytes:
+    """A server frame, UTF-8 JSON (sent as a text message)."""
+    return _encoder.encode({"op": op, **fields})
 
 
-def error(correlation_id: str, code: str, message: str, **fields: Any) -> str:
+def error(correlation_id: str, code: str, message: str, **fields: Any) -> bytes:
     return frame("error", id=correlation_id, code=code, message=message, **fields)
 
 
-def welcome(session_id: str, identity: Identity, heartbeat_s: float) -> str:
+def welcome(session_id: str, identity: Identity, heartbeat_s: float) -> bytes:
     return frame(
         "welcome",
         protocol=SUBPROTOCOL,
@@ -175,23 +176,23 @@ def welcome(session_id: str, identity: Identity, heartbeat_s: float) -> str:
     )
 
 
-_EVENT_HEAD = '{"op":"event"'
-_STATE_HEAD = '{"op":"state"'
+_EVENT_HEAD = b'{"op":"event"'
+_STATE_HEAD = b'{"op":"state"'
 
 
-def event_frame(stream: Stream, position: str, event_json: bytes) -> str:
+def event_frame(stream: Stream, position: str, event_json: bytes) -> bytes:
     """An event frame, built once per event and sent to every console that may see it."""
     head = _encoder.encode({"op": "event", "stream": stream.value, "pos": position})
-    return (head[:-1] + b',"event":' + event_json + b"}").decode()
+    return head[:-1] + b',"event":' + event_json + b"}"
 
 
-def state_frame(event_frame_text: str) -> str:
+def state_frame(event: bytes) -> bytes:
     """The snapshot form of an event frame: the same fields under ``op: state``."""
-    return _STATE_HEAD + event_frame_text[len(_EVENT_HEAD) :]
+    return _STATE_HEAD + event[len(_EVENT_HEAD) :]
 
 
-def is_event_frame(text: str) -> bool:
-    return text.startswith(_EVENT_HEAD)
+def is_event_frame(message: bytes) -> bool:
+    return message.startswith(_EVENT_HEAD)
 
 
 def position_key(topic: str, partition: int) -> str:

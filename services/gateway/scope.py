@@ -7,8 +7,9 @@ refused):
 - its security label is within the console's clearance and released to its nation;
 - it is in the subscribed scope: SA with a position inside the area of interest, own-force
   SA of units in the subscribed unit subtree (when one was given), and directives,
-  decisions and lifecycle steps whose issuer or target (decisions: issuer) is in the unit
-  subtree, which is the console's own unit or one below it in the command structure.
+  decisions and lifecycle steps whose issuer or target (decisions and DECIDED steps:
+  issuer) is in the unit subtree, which is the console's own unit or one below it in the
+  command structure.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..domain.events import (
     EVENT_TYPES,
     DecisionEvent,
     DirectiveEvent,
+    DirectiveState,
     DirectiveStatusEvent,
     Envelope,
     PositionEvent,
@@ -70,7 +72,7 @@ class Routed(NamedTuple):
     stream: Stream
     event: Envelope
     label: SecurityLabel
-    message: str  # the event frame, shared by every console it goes to
+    message: bytes  # the event frame, shared by every console it goes to
     key: str | None  # SA: the entity the event is the state of
 
 
@@ -101,5 +103,7 @@ def entitled(identity: Identity, scope: Scope, tree: UnitTree, routed: Routed) -
     if stream is Stream.DECISIONS and isinstance(event, DecisionEvent):
         return tree.within(event.data.issuer, root)
     if stream is Stream.STATUS and isinstance(event, DirectiveStatusEvent):
+        if event.data.state is DirectiveState.DECIDED:  # like decisions: a denial is not
+            return tree.within(event.data.issuer, root)  # the target's to see
         return tree.within(event.data.target, root) or tree.within(event.data.issuer, root)
     return False

@@ -23,7 +23,7 @@ class Latest:
 
     event: Envelope
     label: SecurityLabel
-    frame: str  # the live event frame (its ``pos`` is the event's position)
+    frame: bytes  # the live event frame (its ``pos`` is the event's position)
 
 
 def sa_key(event: Envelope) -> str:

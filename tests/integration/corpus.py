@@ -97,7 +97,7 @@ class Viewer:
             if "unit_id" in data and self.units is not None:
                 return within(data["unit_id"], root)
             return True
-        if stream == "decisions":
+        if stream == "decisions" or (stream == "status" and data["state"] == "DECIDED"):
             return within(data["issuer"], root)
         return within(data["issuer"], root) or within(data["target"], root)
 

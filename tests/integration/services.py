@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,7 @@ class Console:
             message: dict[str, Any] = json.loads(await self.ws.recv())
         op = message["op"]
         if op in ("event", "state"):
+            message["received"] = datetime.now(UTC)  # for latency figures
             (self.frames if op == "event" else self.states).append(message)
             topic_partition, _, offset = message["pos"].rpartition("/")
             if op == "event":

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,81 @@ async def test_revoking_a_subject_closes_its_live_session_and_refuses_it_again(
             }
         status, body = await refused(service.port, env.token(unit="POL-12BDE"))
         assert (status, body.strip()) == (401, "subject revoked")
+
+
+async def test_a_stalled_console_is_closed_and_the_others_latency_does_not_change(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """Two phases of the same paced SA stream to three reading consoles: without, then
+    with a console that stops reading. The stalled one is closed as slow; the others'
+    latency stays within noise; the bytes the gateway holds for consoles stay bounded."""
+    doc = valid_example("sa-unit-status")
+    doc["data"]["remarks"] = base64.b64encode(os.urandom(600)).decode()  # about 1 KB events
+    limit = 256 * 1024
+
+    def unit_status(i: int) -> bytes:
+        doc["id"] = f"e-{i}"
+        doc["time"] = datetime.now(UTC).isoformat()
+        doc["data"]["unit_id"] = f"U{i}"
+        return json.dumps(doc).encode()
+
+    async def phase(start: int, count: int, consoles: list[Console]) -> list[float]:
+        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=0)
+        await producer.start()
+        readers = [
+            asyncio.create_task(c.events_with({f"e-{i}" for i in range(start, start + count)}, 60))
+            for c in consoles
+        ]
+        try:
+            for i in range(start, start + count):  # 400 events per second
+                await producer.send(topics.sa, unit_status(i), key=f"U{i}".encode())
+                if i % 20 == 0:
+                    await asyncio.sleep(0.05)
+                    queued.append(gw.registry.get_sample_value("c2bus_gateway_queued_bytes") or 0)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        await asyncio.gather(*readers)
+        latencies = []
+        for c in consoles:
+            for f in c.frames:
+                if start <= int(f["event"]["id"][2:]) < start + count:
+                    sent = datetime.fromisoformat(f["event"]["time"])
+                    latencies.append((f["received"] - sent).total_seconds())
+        return sorted(latencies)
+
+    queued: list[float] = []
+    async with (
+        gateway(env, C2BUS_GATEWAY_BUFFER_BYTES=str(limit)) as gw,
+        Console.connect(gw.port, env.token(), ("sa",)) as a,
+        Console.connect(gw.port, env.token(nation="POL"), ("sa",)) as b,
+        Console.connect(gw.port, env.token(nation="NLD"), ("sa",)) as c,
+    ):
+        before = await phase(0, 1500, [a, b, c])
+        async with connect(
+            f"ws://127.0.0.1:{gw.port}",
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {env.token()}"},
+            max_queue=4,
+            sock=small_receive_buffer(gw.port),
+        ) as stalled:
+            await stalled.send(json.dumps({"op": "subscribe", "streams": ["sa"]}))
+            during = await phase(1500, 1500, [a, b, c])
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(30):
+                    while True:
+                        await stalled.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+    print(
+        f"latency p50/p95 ms without a stalled console {pct(before, 0.5):.1f}/"
+        f"{pct(before, 0.95):.1f}, with one {pct(during, 0.5):.1f}/{pct(during, 0.95):.1f}; "
+        f"most bytes queued {max(queued):.0f}"
+    )
+    assert pct(during, 0.5) <= 2 * pct(before, 0.5) + 20
+    assert pct(during, 0.95) <= 2 * pct(before, 0.95) + 50
+    assert max(queued) <= 4 * limit  # the stalled console's outbox never grew past its bound

@@ -82,16 +82,21 @@ async def test_sa_reaches_only_consoles_cleared_and_released(
         assert frame["event"]["data"]["track_id"] == "TRK-4711"
 
 
+STREAMS = ("sa", "directives", "decisions")  # the lifecycle has a test of its own
+
+
 async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
     env: Env, topics: TopicNames, valid_example: Any
 ) -> None:
     async with (
         enforcer(env),
         gateway(env) as gw,
-        Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL")) as target,
-        Console.connect(gw.port, env.token(unit="MNC-NE")) as issuer,
-        Console.connect(gw.port, env.token(unit="JFC-NAPLES", nation="ITA")) as denied_issuer,
-        Console.connect(gw.port, env.token(unit="ITA-ARIETE", nation="ITA")) as bystander,
+        Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL"), STREAMS) as target,
+        Console.connect(gw.port, env.token(unit="MNC-NE"), STREAMS) as issuer,
+        Console.connect(
+            gw.port, env.token(unit="JFC-NAPLES", nation="ITA"), STREAMS
+        ) as denied_issuer,
+        Console.connect(gw.port, env.token(unit="ITA-ARIETE", nation="ITA"), STREAMS) as bystander,
     ):
         await produce(
             env.bootstrap,

@@ -54,7 +54,7 @@ def scope(
 
 
 def routed(event: Envelope, stream: Stream, key: str | None = None) -> Routed:
-    return Routed(stream, event, event.label, f"frame-{event.id}", key)
+    return Routed(stream, event, event.label, f"frame-{event.id}".encode(), key)
 
 
 def example(valid_example: Any, name: str, **data: Any) -> Envelope:
@@ -99,6 +99,7 @@ def test_event_frame_embeds_the_event_once_and_the_state_frame_is_the_same(
 ) -> None:
     raw = json.dumps(valid_example("sa-track")).encode()
     text = event_frame(Stream.SA, "c2.sa/1/42", raw)
+    assert isinstance(text, bytes)  # encoded once, sent as a text message to each console
     frame = json.loads(text)
     assert frame == {"op": "event", "stream": "sa", "pos": "c2.sa/1/42", "event": json.loads(raw)}
     assert json.loads(state_frame(text)) == {**frame, "op": "state"}
@@ -123,11 +124,16 @@ def test_decisions_go_to_the_issuer_subtree_only(valid_example: Any) -> None:
     assert not entitled(identity("NLD-11AMB"), scope(root="NLD-11AMB"), TREE, item)
 
 
-def test_status_goes_to_issuer_and_target(valid_example: Any) -> None:
-    item = routed(example(valid_example, "directive-status"), Stream.STATUS)
+def test_status_goes_to_issuer_and_target_but_decided_to_the_issuer_only(
+    valid_example: Any,
+) -> None:
+    item = routed(example(valid_example, "directive-status"), Stream.STATUS)  # WILCO
     assert entitled(identity("JFC-BRUNSSUM"), scope(), TREE, item)
     assert entitled(identity("NLD-11AMB"), scope(root="NLD-11AMB"), TREE, item)
     assert not entitled(identity("POL-12BDE"), scope(root="POL-12BDE"), TREE, item)
+    decided = routed(example(valid_example, "directive-status", state="DECIDED"), Stream.STATUS)
+    assert entitled(identity("JFC-BRUNSSUM"), scope(), TREE, decided)
+    assert not entitled(identity("NLD-11AMB"), scope(root="NLD-11AMB"), TREE, decided)
 
 
 def test_area_of_interest_and_types(valid_example: Any) -> None:
@@ -161,14 +167,14 @@ def test_unit_subtree_limits_own_force_sa_only_when_asked(valid_example: Any) ->
 
 def test_outbox_sends_replies_then_snapshot_then_events_in_order() -> None:
     outbox = Outbox(10_000)
-    assert outbox.put("e1") and outbox.put("e2", key="T1")
-    outbox.snapshot.append('{"op":"event","pos":"x"}')
-    outbox.snapshot.append('{"op":"snapshot_end"}')
-    outbox.reply("r1")
+    assert outbox.put(b"e1") and outbox.put(b"e2", key="T1")
+    outbox.snapshot.append(b'{"op":"event","pos":"x"}')
+    outbox.snapshot.append(b'{"op":"snapshot_end"}')
+    outbox.reply(b"r1")
     sent = []
     while (item := outbox.take()) is not None:
         sent.append(item[0])
-    assert sent == ["r1", '{"op":"state","pos":"x"}', '{"op":"snapshot_end"}', "e1", "e2"]
+    assert sent == [b"r1", b'{"op":"state","pos":"x"}', b'{"op":"snapshot_end"}', b"e1", b"e2"]
     assert outbox.bytes == 0
 
 
@@ -177,24 +183,24 @@ def test_under_pressure_sa_is_conflated_to_the_latest_per_entity_in_order() -> N
     conflated = []
     outbox.on_conflate = lambda: conflated.append(1)
     for n in range(4):
-        assert outbox.put(f"A{n}-" + "x" * 10, key="A")  # 14 bytes each
-        assert outbox.put(f"B{n}-" + "x" * 10, key="B")
+        assert outbox.put(f"A{n}-{'x' * 10}".encode(), key="A")  # 14 bytes each
+        assert outbox.put(f"B{n}-{'x' * 10}".encode(), key="B")
     sent = []
     while (item := outbox.take()) is not None:
         sent.append(item[0][:2])
     # A0 B0 A1 fit (42 bytes); from B1 on, every new A or B replaces the one of the same
     # entity still waiting (B1 replaces B0, A2 replaces A1 …), and goes to the end
-    assert sent == ["A0", "A3", "B3"]
+    assert sent == [b"A0", b"A3", b"B3"]
     assert len(conflated) == 5
     assert not outbox.overflowed
 
 
 def test_a_full_outbox_overflows_instead_of_dropping_a_directive_silently() -> None:
     outbox = Outbox(100)
-    assert outbox.put("d" * 60)
-    assert not outbox.put("d" * 60)  # not SA: cannot be conflated
+    assert outbox.put(b"d" * 60)
+    assert not outbox.put(b"d" * 60)  # not SA: cannot be conflated
     assert outbox.overflowed
-    assert not outbox.put("x")  # nothing more is queued once marked
+    assert not outbox.put(b"x")  # nothing more is queued once marked
 
 
 def test_routing_skips_partitions_being_replayed_and_offsets_replay_handled(
@@ -258,10 +264,12 @@ def test_routing_never_sends_what_the_label_forbids(
 def test_a_console_that_never_catches_up_holds_its_bound_not_a_growing_queue() -> None:
     outbox = Outbox(1000)
     for n in range(100_000):
-        assert outbox.put(f"{n:08d}" + "x" * 92, key=f"T{n % 3}")
+        assert outbox.put(f"{n:08d}{'x' * 92}".encode(), key=f"T{n % 3}")
     assert outbox.bytes <= outbox.limit // 2 + 100
     assert len(outbox.entries) < 3000  # replaced entries are dropped, not kept as husks
+    assert not outbox.empty()
     latest = []
     while (item := outbox.take()) is not None:
         latest.append(int(item[0][:8]))
     assert latest[-3:] == [99_997, 99_998, 99_999]
+    assert outbox.empty()
