@@ -49,6 +49,7 @@ faults: jars  ## the full fault suite: 30,000 directives per scenario on a three
 
 bench: jars  ## benchmarks that print figures against a baseline from the same run
 	$(BIN)/python -m loadtests.policy_eval
+	$(BIN)/python -m loadtests.gateway_fanout
 	$(BIN)/python -m loadtests.enforcer_txn
 
 lint: $(STAMP)  ## ruff, mypy --strict, and the schemas checked against the code

@@ -779,6 +779,25 @@ class Gateway:
         if delivered:
             self.sent.labels(routed.stream.value).inc(delivered)
 
+    async def serve(self) -> Server:
+        """Start accepting consoles on the configured address (``self.port`` is set)."""
+        server = await serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            process_request=self._process_request,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            max_size=64 * 1024,
+            # No permessage-deflate: it would compress every frame once per console,
+            # undoing encode-once fan-out, and hide the bytes really queued per console.
+            compression=None,
+            ping_interval=HEARTBEAT_S,
+            ping_timeout=HEARTBEAT_S,
+            backlog=1024,
+        )
+        self.port = next(iter(server.sockets)).getsockname()[1]
+        return server
+
     async def run(self, stop: asyncio.Event) -> None:
         bootstrap = self.settings.kafka.bootstrap
         consumer = new_consumer(
@@ -801,20 +820,7 @@ class Gateway:
             await self._position_all(consumer)
             await self._catch_up_at_start(consumer, dlq)
             self.producer = producer
-            server = await serve(
-                self._handle,
-                self.settings.host,
-                self.settings.port,
-                process_request=self._process_request,
-                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                max_size=64 * 1024,
-                # No permessage-deflate: it would compress every frame once per console,
-                # undoing encode-once fan-out, and hide the bytes really queued per console.
-                compression=None,
-                ping_interval=HEARTBEAT_S,
-                ping_timeout=HEARTBEAT_S,
-            )
-            self.port = next(iter(server.sockets)).getsockname()[1]
+            server = await self.serve()
             self.ready = True
             log.info("gateway.started", extra={"port": self.port})
             watcher = asyncio.ensure_future(self._watch_revocations())
