@@ -78,6 +78,37 @@ def approved_directive(directive: DirectiveEvent) -> DirectiveEvent:
     return msgspec.structs.replace(directive, decisionid=decision_id(directive))
 
 
+def lifecycle_step(
+    directive: DirectiveEvent,
+    state: DirectiveState,
+    *,
+    event_id: str,
+    actor: str,
+    source: str,
+    now: datetime,
+    reason: str | None = None,
+) -> DirectiveStatusEvent:
+    """One step of a directive's lifecycle, labelled like the directive and naming its
+    issuer and target (so gateways can route it without remembering the directive)."""
+    return DirectiveStatusEvent(
+        specversion="1.0",
+        id=event_id,
+        source=source,
+        time=now,
+        classification=directive.classification,
+        releasableto=directive.releasableto,
+        subject=directive.id,
+        data=DirectiveStatusData(
+            directive_id=directive.id,
+            state=state,
+            actor=actor,
+            issuer=directive.data.issuer,
+            target=directive.data.target,
+            reason=reason,
+        ),
+    )
+
+
 def decided_status(
     directive: DirectiveEvent,
     decision: Decision,
@@ -92,20 +123,12 @@ def decided_status(
     rules behind it, so the issuer sees why without reading the audit trail."""
     rules = ", ".join(r.rule for r in decision.reasons)
     reason = decision.verdict.value + (f": {rules}" if rules else "")
-    return DirectiveStatusEvent(
-        specversion="1.0",
-        id=decision_id(directive, decision.verdict, approvals, replay_of, kind="decided"),
+    return lifecycle_step(
+        directive,
+        DirectiveState.DECIDED,
+        event_id=decision_id(directive, decision.verdict, approvals, replay_of, kind="decided"),
+        actor=actor,
         source=f"urn:c2bus:{actor}",
-        time=now,
-        classification=directive.classification,
-        releasableto=directive.releasableto,
-        subject=directive.id,
-        data=DirectiveStatusData(
-            directive_id=directive.id,
-            state=DirectiveState.DECIDED,
-            actor=actor,
-            issuer=directive.data.issuer,
-            target=directive.data.target,
-            reason=reason[:4096],
-        ),
+        now=now,
+        reason=reason[:4096],
     )

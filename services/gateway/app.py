@@ -39,12 +39,12 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ..domain.codec import EventDecoder, encode_event
+from ..domain.directives import lifecycle_step
 from ..domain.events import (
     DecisionEvent,
     DirectiveData,
     DirectiveEvent,
     DirectiveState,
-    DirectiveStatusData,
     DirectiveStatusEvent,
     Envelope,
     SaEvent,
@@ -646,22 +646,14 @@ class Gateway:
         identity: Identity,
         reason: str | None,
     ) -> DirectiveStatusEvent:
-        return DirectiveStatusEvent(
-            specversion="1.0",
-            id=f"{state.value.lower()}:{directive.id}:{identity.subject}",
+        return lifecycle_step(
+            directive,
+            state,
+            event_id=f"{state.value.lower()}:{directive.id}:{identity.subject}",
+            actor=identity.unit,
             source=self.source,
-            time=datetime.now(UTC),
-            classification=directive.classification,
-            releasableto=directive.releasableto,
-            subject=directive.id,
-            data=DirectiveStatusData(
-                directive_id=directive.id,
-                state=state,
-                actor=identity.unit,
-                issuer=directive.data.issuer,
-                target=directive.data.target,
-                reason=reason,
-            ),
+            now=datetime.now(UTC),
+            reason=reason,
         )
 
     async def _produce(self, topic: str, event: Envelope) -> str:

@@ -131,6 +131,27 @@ def small_receive_buffer(port: int) -> socket.socket:
     return sock
 
 
+def stalling(port: int, token: str) -> Any:
+    """A console connection whose client stops reading once a few frames are queued."""
+    return connect(
+        f"ws://127.0.0.1:{port}",
+        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_queue=4,  # the client library stops reading from the socket too
+        sock=small_receive_buffer(port),
+    )
+
+
+async def closed_as_slow(stalled: Any) -> None:
+    """The stalled console is closed with the documented code (read to find out)."""
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(30):
+            while True:
+                await stalled.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
+
+
 async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starved(
     env: Env, topics: TopicNames, valid_example: Any
 ) -> None:
@@ -146,13 +167,7 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
     count = 5000
     async with (
         gateway(env, C2BUS_GATEWAY_BUFFER_BYTES=str(4 << 20)) as gw,
-        connect(
-            f"ws://127.0.0.1:{gw.port}",
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            additional_headers={"Authorization": f"Bearer {env.token()}"},
-            max_queue=4,  # the client library stops reading from the socket too
-            sock=small_receive_buffer(gw.port),
-        ) as stalled,
+        stalling(gw.port, env.token()) as stalled,
         Console.connect(gw.port, env.token(nation="POL")) as healthy,
     ):
         await stalled.recv()  # welcome
@@ -174,12 +189,7 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
         assert len(healthy.frames) == count + 1  # everything, nothing dropped
         assert len({f["pos"] for f in healthy.frames}) == count + 1  # and nothing twice
         # The stalled one is closed with the documented code once its buffer is full.
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(30):
-                while True:
-                    await stalled.recv()
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
+        await closed_as_slow(stalled)
 
 
 async def test_eddsa_and_rs256_tokens_from_a_jwks_file(env: Env, tmp_path: Path) -> None:
@@ -317,21 +327,10 @@ async def test_a_stalled_console_is_closed_and_the_others_latency_does_not_chang
         Console.connect(gw.port, env.token(nation="NLD"), ("sa",)) as c,
     ):
         before = await phase(0, 1500, [a, b, c])
-        async with connect(
-            f"ws://127.0.0.1:{gw.port}",
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            additional_headers={"Authorization": f"Bearer {env.token()}"},
-            max_queue=4,
-            sock=small_receive_buffer(gw.port),
-        ) as stalled:
+        async with stalling(gw.port, env.token()) as stalled:
             await stalled.send(json.dumps({"op": "subscribe", "streams": ["sa"]}))
             during = await phase(1500, 1500, [a, b, c])
-            with pytest.raises(ConnectionClosed) as closed:
-                async with asyncio.timeout(30):
-                    while True:
-                        await stalled.recv()
-            assert closed.value.rcvd is not None
-            assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
+            await closed_as_slow(stalled)
 
     def pct(values: list[float], q: float) -> float:
         return values[min(len(values) - 1, int(q * len(values)))] * 1000
