@@ -114,7 +114,7 @@ class GatewayServer:
 
     async def connected(self, n: int) -> None:
         """Until ``n`` consoles have subscribed (the clients saw their replies already)."""
-        while sum(s.scope is not None for s in self.gateway.hub.sessions) < n:
+        while sum(s.scope is not None for s in self.gateway.hub.sessions) < n:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -152,7 +152,7 @@ class BareServer:
 
     async def connected(self, n: int) -> None:
         """Until ``n`` handshakes have completed on this side too."""
-        while len(self.connections) < n:
+        while len(self.connections) < n:  # noqa: ASYNC110 (a count kept by the handlers)
             await asyncio.sleep(0.01)
 
     async def send(self, messages: list[bytes]) -> None:
