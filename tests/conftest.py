@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import hypothesis  # noqa: F401
 import pytest
+
+# Imported here, at the top of the stack: left to the hypothesis plugin's end-of-session
+# summary (a run without property tests), the deep import trips a CPython 3.11 parser bug
+# under pytest's assertion rewriting ("AST constructor recursion depth mismatch").
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
