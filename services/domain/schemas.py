@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ..gateway.protocol import ClientMessage  # the console protocol's own contract
+from ..gateway.protocol import ClientMessage, ServerFrame  # the console protocol
 from .events import EVENT_TYPES, AnyEvent, Envelope, type_tag
 from .policy.model import PolicyDocument
 
@@ -19,6 +19,7 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 UNION_FILE = "c2bus-event.schema.json"
 POLICY_FILE = "c2bus-policy-document.schema.json"
 CONSOLE_FILE = "c2bus.v1.console-message.schema.json"
+FRAME_FILE = "c2bus.v1.server-frame.schema.json"
 
 
 def schema_file(cls: type[Envelope]) -> str:
@@ -65,6 +66,13 @@ def generate() -> dict[str, Any]:
         "urn:c2bus:schema:console-message:v1",
         "c2bus.v1 console message",
         "A message a console sends a gateway over the c2bus.v1 WebSocket subprotocol; `op` "
+        "selects the shape. See docs/gateway-protocol.md.",
+    )
+    docs[FRAME_FILE] = _document(
+        msgspec.json.schema(ServerFrame),
+        "urn:c2bus:schema:server-frame:v1",
+        "c2bus.v1 server frame",
+        "A frame a gateway sends a console over the c2bus.v1 WebSocket subprotocol; `op` "
         "selects the shape. See docs/gateway-protocol.md.",
     )
     return docs

@@ -123,6 +123,115 @@ class Ack(Struct, tag_field="op", tag="ack", forbid_unknown_fields=True):
     reason: Text | None = None
 
 
+# --- server frames (built by ``frame``; these structs are their published contract) -------
+
+PositionsOut = dict[str, int]
+
+
+class IdentityOut(Struct, frozen=True):
+    sub: str
+    nation: str
+    clearance: Classification
+    unit: str
+    roles: list[str]
+
+
+class WelcomeFrame(Struct, tag_field="op", tag="welcome", forbid_unknown_fields=True):
+    protocol: Literal["c2bus.v1"]
+    session: str
+    heartbeat_s: float
+    identity: IdentityOut
+
+
+class SubscribedFrame(Struct, tag_field="op", tag="subscribed", forbid_unknown_fields=True):
+    id: str
+    streams: list[Stream]
+    mode: Literal["snapshot", "resume", "live"]
+    positions: PositionsOut
+
+
+class UnsubscribedFrame(Struct, tag_field="op", tag="unsubscribed", forbid_unknown_fields=True):
+    id: str
+    streams: list[Stream]
+
+
+class EventFrame(Struct, tag_field="op", tag="event", forbid_unknown_fields=True):
+    """``event`` is the CloudEvent as on the topic (``c2bus-event.schema.json``)."""
+
+    stream: Stream
+    pos: str
+    event: dict[str, Any]
+
+
+class StateFrame(Struct, tag_field="op", tag="state", forbid_unknown_fields=True):
+    """An entity's latest state in a snapshot: an event frame by another name."""
+
+    stream: Literal["sa"]
+    pos: str
+    event: dict[str, Any]
+
+
+class SnapshotEndFrame(Struct, tag_field="op", tag="snapshot_end", forbid_unknown_fields=True):
+    count: int
+    positions: PositionsOut
+
+
+class ResyncFrame(Struct, tag_field="op", tag="resync", forbid_unknown_fields=True):
+    id: str
+    partitions: list[str]
+    reason: str
+
+
+class LiveFrame(Struct, tag_field="op", tag="live", forbid_unknown_fields=True):
+    id: str
+
+
+class PongFrame(Struct, tag_field="op", tag="pong", forbid_unknown_fields=True):
+    id: str
+
+
+class SubmittedFrame(Struct, tag_field="op", tag="submitted", forbid_unknown_fields=True):
+    id: str
+    directive_id: str
+    pos: str
+
+
+class AckedFrame(Struct, tag_field="op", tag="acked", forbid_unknown_fields=True):
+    id: str
+    directive_id: str
+    state: Literal["WILCO", "CANTCO", "HAVE_DO"]
+    pos: str
+
+
+class ErrorFrame(Struct, tag_field="op", tag="error", forbid_unknown_fields=True):
+    id: str
+    code: Literal[
+        "bad_request",
+        "forbidden",
+        "bad_position",
+        "unknown_directive",
+        "rate_limited",
+        "unavailable",
+    ]
+    message: str
+    retry_after_ms: int | None = None
+
+
+ServerFrame = (
+    WelcomeFrame
+    | SubscribedFrame
+    | UnsubscribedFrame
+    | EventFrame
+    | StateFrame
+    | SnapshotEndFrame
+    | ResyncFrame
+    | LiveFrame
+    | PongFrame
+    | SubmittedFrame
+    | AckedFrame
+    | ErrorFrame
+)
+
 ClientMessage = Subscribe | Unsubscribe | Ping | Submit | Ack
 CLIENT_MESSAGES: tuple[type[Struct], ...] = (Subscribe, Unsubscribe, Ping, Submit, Ack)
 _client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)

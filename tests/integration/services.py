@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import socket
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from jsonschema import Draft202012Validator
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.domain.identity import Identity
@@ -124,10 +129,57 @@ async def gateway(env: Env, **extra: str) -> AsyncIterator[Gateway]:
 
 
 @contextlib.asynccontextmanager
+async def gateway_process(env: Env, instance: str) -> AsyncIterator[int]:
+    """A gateway in a process of its own (``python -m services.gateway``); yields its port
+    once ``/readyz`` answers, stops it with SIGTERM at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    variables = env.vars(C2BUS_GATEWAY_PORT=str(port), C2BUS_INSTANCE=instance)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.gateway",
+        env={**os.environ, **variables},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            while not await asyncio.to_thread(_ready, port):
+                if process.returncode is not None:
+                    assert process.stderr is not None
+                    error = (await process.stderr.read()).decode()[-2000:]
+                    raise AssertionError(f"gateway {instance} exited: {error}")
+                await asyncio.sleep(0.2)
+        yield port
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
 async def ingest(env: Env) -> AsyncIterator[Ingest]:
     service = Ingest(env.settings("ingest"), env.verifier())
     async with running(service, lambda: service.producer is not None) as s:
         yield s
+
+
+FRAMES = Draft202012Validator(
+    json.loads((ROOT / "schemas" / "c2bus.v1.server-frame.schema.json").read_text())
+)
 
 
 class Console:
@@ -159,6 +211,7 @@ class Console:
         ) as ws:
             console = cls(ws)
             console.welcome = json.loads(await ws.recv())
+            FRAMES.validate(console.welcome)
             assert console.welcome["op"] == "welcome"
             await console.subscribe(streams, wait_live=wait_live, **subscription)
             yield console
@@ -186,6 +239,7 @@ class Console:
         """The next frame, with the bookkeeping a console does (positions, frame lists)."""
         async with asyncio.timeout(timeout_s):
             message: dict[str, Any] = json.loads(await self.ws.recv())
+        FRAMES.validate(message)  # every frame keeps to the published contract
         op = message["op"]
         if op in ("event", "state"):
             message["received"] = datetime.now(UTC)  # for latency figures

@@ -22,6 +22,7 @@ from tests.integration.services import (
     enforcer,
     event_id,
     gateway,
+    gateway_process,
     publish_reference_policy,
 )
 
@@ -264,31 +265,40 @@ async def test_a_directive_goes_submit_decided_delivered_wilco_and_the_issuer_se
         assert not any(step("DECIDED")(f) for f in bystander.frames)
 
 
-async def test_two_gateways_serve_their_consoles_alike_and_a_console_can_move_between_them(
+async def test_two_gateway_processes_serve_their_consoles_alike_and_a_console_can_move(
     env: Env, topics: TopicNames, valid_example: Any
 ) -> None:
     records = [
         (f"T{i % 5}", track(valid_example, f"e-{i}", f"T{i % 5}", lat=50 + i % 5))
         for i in range(60)
     ]
+    narrow = {"south": 49.5, "west": 0.0, "north": 51.5, "east": 10.0}  # lat 50 and 51
     async with (
-        gateway(env, C2BUS_INSTANCE="gw-a") as a,
-        gateway(env, C2BUS_INSTANCE="gw-b") as b,
-        Console.connect(a.port, env.token(), ("sa",)) as on_a,
-        Console.connect(b.port, env.token(), ("sa",)) as on_b,
+        gateway_process(env, "gw-a") as a,
+        gateway_process(env, "gw-b") as b,
+        Console.connect(a, env.token(), ("sa",)) as on_a,
+        Console.connect(b, env.token(), ("sa",)) as on_b,
+        Console.connect(a, env.token(), ("sa",), area=narrow) as narrow_a,
+        Console.connect(b, env.token(), ("sa",), area=narrow) as narrow_b,
     ):
         await produce(env, topics.sa, records[:30])
-        for console in (on_a, on_b):
-            await console.events_with({f"e-{i}" for i in range(30)})
-        # the same events (the order across partitions may differ between gateways)
-        assert sorted(event_id(f) for f in on_a.frames) == sorted(event_id(f) for f in on_b.frames)
-        assert len(on_a.frames) == 30
+        everything = {f"e-{i}" for i in range(30)}
+        in_area = {f"e-{i}" for i in range(30) if i % 5 in (0, 1)}
+        for console, expected in ((on_a, everything), (on_b, everything)):
+            assert sorted(await console.events_with(expected)) == sorted(expected)
+        for console in (narrow_a, narrow_b):
+            await console.events_with(in_area)
+            await console.drain()
+            assert sorted(event_id(f) for f in console.frames) == sorted(in_area)
         positions = dict(on_a.positions)
         got_on_a = [event_id(f) for f in on_a.frames]
-    async with gateway(env, C2BUS_INSTANCE="gw-b2") as b2:
+    # Gateway A is gone; the console resumes on a new gateway where it left off.
+    async with gateway_process(env, "gw-c") as c:
         await produce(env, topics.sa, records[30:])
-        async with Console.connect(b2.port, env.token(), ("sa",), positions=positions) as moved:
+        async with Console.connect(c, env.token(), ("sa",), positions=positions) as moved:
             got = got_on_a + await moved.events_with({f"e-{i}" for i in range(30, 60)})
+            await moved.drain()
+            got = got_on_a + [event_id(f) for f in moved.frames]
     assert sorted(got) == sorted(f"e-{i}" for i in range(60))
 
 
