@@ -307,7 +307,8 @@ def _add_identity_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--roles",
         default="console",
-        help="comma-separated roles (console; sa-publisher, directive-publisher for ingest)",
+        help="comma-separated roles (console; commander to submit directives through the gateway; "
+        "sa-publisher, directive-publisher for ingest)",
     )
 
 
