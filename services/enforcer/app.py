@@ -233,18 +233,23 @@ class Enforcer:
         loop = asyncio.get_running_loop()
         async with lanes.lock:
             await self._set_up(consumer, lanes)
-        policy = self.policies.current  # one version for the whole window: swaps fall between
-        assert policy is not None
         deadline = loop.time() + self.config.commit_interval_ms / 1000
         while (remaining := deadline - loop.time()) > 0:
             batch = await consumer.getmany(
                 timeout_ms=max(1, int(remaining * 1000)), max_records=MAX_RECORDS
             )
+            # The version in force when the batch arrived decides all of it: a swap falls
+            # between two batches, never inside one, and never waits for the window's end
+            # (a directive sent after a new version is in force is decided by it).
+            policy = self.policies.current
+            assert policy is not None
             async with lanes.lock:
                 for tp, records in batch.items():
                     lane = lanes.get(tp.partition)
                     if lane is not None and lane.ready:
                         await self._decide_records(consumer, lane, records, policy)
+        policy = self.policies.current
+        assert policy is not None
         async with lanes.lock:
             if loop.time() >= self._next_sweep:
                 self._next_sweep = loop.time() + EXPIRY_SWEEP_S
