@@ -698,13 +698,19 @@ class Gateway:
         # loop to flush.
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=200)
-            for records in batch.values():
-                for record in records:
-                    await self._dispatch(record, dlq)
-            for tp in batch:
-                if tp.topic != self.topics.policy:
-                    self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
+            await self._dispatch_batch(consumer, batch, dlq)
             await asyncio.sleep(0)
+
+    async def _dispatch_batch(
+        self, consumer: AIOKafkaConsumer, batch: dict[Any, list[Any]], dlq: DeadLetters
+    ) -> None:
+        """Route a fetched batch, then move live routing past any transaction markers."""
+        for records in batch.values():
+            for record in records:
+                await self._dispatch(record, dlq)
+        for tp in batch:
+            if tp.topic != self.topics.policy:
+                self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
 
     async def _catch_up_at_start(self, consumer: AIOKafkaConsumer, dlq: DeadLetters) -> None:
         """Read the horizon and the policy before accepting consoles."""
@@ -716,12 +722,7 @@ class Gateway:
             if not behind:
                 break
             batch = await consumer.getmany(*behind, timeout_ms=200, max_records=1000)
-            for records in batch.values():
-                for record in records:
-                    await self._dispatch(record, dlq)
-            for tp in batch:
-                if tp.topic != self.topics.policy:
-                    self.live_next[(tp.topic, tp.partition)] = await consumer.position(tp)
+            await self._dispatch_batch(consumer, batch, dlq)
         log.info(
             "gateway.caught_up",
             extra={
