@@ -18,6 +18,7 @@ them (``c2bus schemas export``), and a test keeps the two identical.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -333,6 +334,12 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
 )
 
 
+@functools.cache
 def type_tag(cls: type[Envelope]) -> str:
     """The CloudEvents ``type`` an event class is tagged with (e.g. ``c2bus.sa.track.v1``)."""
     return str(msgspec.inspect.type_info(cls).tag)  # type: ignore[attr-defined]
+
+
+def event_type(event: Envelope) -> str:
+    """An event's CloudEvents ``type``."""
+    return type_tag(type(event))

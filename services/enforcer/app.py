@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,12 +41,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ..domain.codec import EventDecoder, encode_event
 from ..domain.decision import Approval, Decision, DirectivePolicy
 from ..domain.directives import approved_directive, decided_status, decision_event
-from ..domain.events import ApprovalEvent, DirectiveEvent, SubmittedEvent, Verdict
+from ..domain.events import (
+    ApprovalEvent,
+    DirectiveEvent,
+    SubmittedEvent,
+    Verdict,
+    event_type,
+)
 from ..errors import InvalidEvent
 from ..errors import KafkaError as C2BusKafkaError
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import assign_all, new_consumer, new_producer, read_to_end, start_clients
 from ..runtime.lifecycle import bounded
+from ..runtime.metrics import ConsumerLag, EventFlow, directive_hops, seconds_since
 from ..runtime.ops import HttpServer, ops_app
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
@@ -84,12 +92,33 @@ class Enforcer:
             ["verdict"],
             registry=self.registry,
         )
+        self.decision_rules = Counter(
+            "c2bus_enforcer_decision_rules",
+            "Rules cited by committed decisions, by verdict and rule (a decision cites one "
+            "or more)",
+            ["verdict", "rule"],
+            registry=self.registry,
+        )
+        for verdict in Verdict:
+            self.decisions.labels(verdict.value)
+        self.evaluation_seconds = Histogram(
+            "c2bus_enforcer_evaluation_seconds",
+            "Time the policy took to decide one directive",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1),
+            registry=self.registry,
+        )
+        self.hops = directive_hops(self.registry, ("decided",))
+        self.flow = EventFlow(self.registry)
+        self.lag = ConsumerLag(self.registry)
+        self._consumer: AIOKafkaConsumer | None = None
         self.transactions = Counter(
             "c2bus_enforcer_transactions",
             "Enforcer transactions (one per partition and commit window) by outcome",
             ["outcome"],
             registry=self.registry,
         )
+        for outcome in ("committed", "aborted"):
+            self.transactions.labels(outcome)
         self.lane_failures = Counter(
             "c2bus_enforcer_lane_failures",
             "Partition lanes failed and set up again, by step and error",
@@ -154,6 +183,7 @@ class Enforcer:
         )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.http.serve())
+            tasks.create_task(self.lag.follow(lambda: self._consumer, stop))
             follower = tasks.create_task(self._follow_policy(policy_consumer, stop))
             try:
                 if await self._wait_for_policy(stop):
@@ -206,6 +236,7 @@ class Enforcer:
         self._shared = shared
         lanes = self.lanes = Lanes()
         await start_clients(bootstrap, *([shared] if shared else []), consumer)
+        self._consumer = consumer
         try:
             consumer.subscribe(
                 [self.topics.submitted], listener=_LaneListener(self, consumer, lanes)
@@ -216,6 +247,7 @@ class Enforcer:
                 beat.beat()
         finally:
             self.ready = False
+            self._consumer = None
             timeout = self.settings.shutdown_timeout_s
             await bounded("consumer.stop", consumer.stop(), timeout)
             for lane in list(lanes.values()):
@@ -400,7 +432,17 @@ class Enforcer:
         lane.settle()
         for verdict, count in lane.verdicts.items():
             self.decisions.labels(verdict).inc(count)
+        for (verdict, rule), count in lane.rules.items():
+            self.decision_rules.labels(verdict, rule).inc(count)
+        for (destination, kind), count in lane.produced.items():
+            self.flow.sent(destination, kind, count)
+        now = self.clock()
+        for submitted in lane.submitted:
+            self.hops.labels("decided").observe(seconds_since(submitted, now))
         lane.verdicts.clear()
+        lane.rules.clear()
+        lane.produced.clear()
+        lane.submitted.clear()
         lane.dirty = False
         lane.failures = 0
         self.transactions.labels("committed").inc()
@@ -487,6 +529,7 @@ class Enforcer:
         except InvalidEvent as exc:
             lane.track(await self.dlq.send(record, "enforcer.decode", exc, producer))
             return
+        self.flow.received(record.topic, event_type(event))
         now = self.clock()
         if isinstance(event, ApprovalEvent):
             held = self.held.get(event.data.directive_id)
@@ -498,15 +541,27 @@ class Enforcer:
                 return
             approval = Approval(event.data.approver, event.data.nation, frozenset(event.data.roles))
             held = Held(held.directive, held.approvals | {approval}, held.partition)
-            decision = policy.decide(held.directive, now, held.approvals)
+            decision = self._evaluate(policy, held.directive, now, held.approvals)
             await self._record(held.directive, decision, now, held, producer=producer, lane=lane)
             return
         if self.held.known(event.id):
             await self._deny_replay(event, policy, now, record, producer=producer, lane=lane)
             return
         held = Held(event, frozenset(), record.partition)
-        decision = policy.decide(event, now)
+        decision = self._evaluate(policy, event, now)
         await self._record(event, decision, now, held, producer=producer, lane=lane)
+
+    def _evaluate(
+        self,
+        policy: DirectivePolicy,
+        directive: DirectiveEvent,
+        now: datetime,
+        approvals: frozenset[Approval] = frozenset(),
+    ) -> Decision:
+        started = time.perf_counter()
+        decision = policy.decide(directive, now, approvals)
+        self.evaluation_seconds.observe(time.perf_counter() - started)
+        return decision
 
     async def _deny_replay(
         self,
@@ -554,7 +609,14 @@ class Enforcer:
             directive, decision, now, self.actor, approvals, replay_of=replay_of
         )
         lane.track(await producer.send(self.topics.status, encode_event(status), key=key))
-        lane.verdicts[decision.verdict.value] += 1
+        verdict = decision.verdict.value
+        lane.verdicts[verdict] += 1
+        for rule in {reason.rule for reason in decision.reasons}:
+            lane.rules[(verdict, rule)] += 1
+        lane.produced[(self.topics.decisions, event_type(event))] += 1
+        lane.produced[(self.topics.status, event_type(status))] += 1
+        if replay_of is None and decision.verdict is not Verdict.HOLD:
+            lane.submitted.append(directive.time)
 
     async def _record(
         self,
@@ -595,13 +657,15 @@ class Enforcer:
                 )
             )
         if decision.verdict is Verdict.ALLOW:
+            approved = approved_directive(directive)
             lane.track(
                 await producer.send(
                     self.topics.approved,
-                    encode_event(approved_directive(directive)),
+                    encode_event(approved),
                     key=directive.data.target.encode(),
                 )
             )
+            lane.produced[(self.topics.approved, event_type(approved))] += 1
         log.info(
             "directive.decided",
             extra={

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -42,6 +43,11 @@ class Lane:
     dirty: bool = False
     #: verdicts decided in the open transaction, counted once it commits
     verdicts: Counter[str] = field(default_factory=Counter)
+    #: the same by (verdict, rule cited), and events written by (topic, type)
+    rules: Counter[tuple[str, str]] = field(default_factory=Counter)
+    produced: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: submission times of the directives decided in the open transaction
+    submitted: list[datetime] = field(default_factory=list)
     #: deliveries of the open transaction (or, at least once, since the last flush)
     sent: list[asyncio.Future[Any]] = field(default_factory=list)
     failures: int = 0
@@ -70,6 +76,9 @@ class Lane:
         self.in_transaction = False
         self.dirty = False
         self.verdicts.clear()
+        self.rules.clear()
+        self.produced.clear()
+        self.submitted.clear()
         self.settle()
         self.retry_at = retry_at
 

@@ -20,6 +20,10 @@ from ..runtime.policy_store import POLICY_EVENTS
 log = logging.getLogger(__name__)
 
 
+#: Why a published version can be refused (the label values of ``c2bus_policy_rejected``).
+REJECT_REASONS = ("undecodable", "not-newer", "stale-base", "invalid", "mismatch")
+
+
 class PolicySource:
     def __init__(self, policy_set_id: str, registry: CollectorRegistry) -> None:
         self.policy_set_id = policy_set_id
@@ -30,6 +34,8 @@ class PolicySource:
             ["reason"],
             registry=registry,
         )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
         self.version = Gauge(
             "c2bus_policy_version", "Version of the policy in force (0: none)", registry=registry
         )

@@ -30,6 +30,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -48,6 +49,7 @@ from ..domain.events import (
     DirectiveStatusEvent,
     Envelope,
     SaEvent,
+    event_type,
 )
 from ..domain.identity import Identity
 from ..domain.labels import SecurityLabel, parse_releasability
@@ -57,11 +59,13 @@ from ..runtime.auth import TokenVerifier, Verified, bearer_token, verifier_for
 from ..runtime.dlq import DeadLetters
 from ..runtime.kafka import assign_all, new_consumer, new_producer, start_clients
 from ..runtime.lifecycle import bounded
+from ..runtime.metrics import HOP_BUCKETS, ConsumerLag, EventFlow, directive_hops
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
 from .history import History
 from .hub import Hub, Outbox, Session
 from .protocol import (
+    ERROR_CODES,
     SUBPROTOCOL,
     Ack,
     BadMessage,
@@ -157,8 +161,25 @@ class Gateway:
             "c2bus_gateway_refused", "Handshakes refused", ["reason"], registry=r
         )
         self.sent = Counter(
-            "c2bus_gateway_events_sent", "Event frames queued", ["stream"], registry=r
+            "c2bus_gateway_events_sent",
+            "Event frames queued for consoles, by stream and CloudEvents type",
+            ["stream", "type"],
+            registry=r,
         )
+        self.event_age = Histogram(
+            "c2bus_gateway_event_age_seconds",
+            "Event time to the moment the gateway queued the event for its consoles",
+            ["stream"],
+            buckets=HOP_BUCKETS,
+            registry=r,
+        )
+        for stream in S:
+            self.event_age.labels(stream.value)
+        self.hops = directive_hops(r, ("delivered", "acknowledged"))
+        self.flow = EventFlow(r)
+        self.lag = ConsumerLag(r)
+        for reason in ("missing", "invalid"):
+            self.refused.labels(reason)
         self.slow = Counter(
             "c2bus_gateway_slow_disconnects", "Consoles closed as too slow", registry=r
         )
@@ -180,6 +201,8 @@ class Gateway:
             ["code"],
             registry=r,
         )
+        for code in ERROR_CODES:
+            self.forbidden.labels(code)
         self.submitted = Counter(
             "c2bus_gateway_directives_submitted", "Directives submitted by consoles", registry=r
         )
@@ -550,7 +573,7 @@ class Gateway:
             self.replay_skipped.inc()  # dead-lettered when it was live
             return
         if session.offer(self.hub.tree, routed):
-            self.sent.labels(routed.stream.value).inc()
+            self.sent.labels(routed.stream.value, event_type(routed.event)).inc()
 
     def _unsubscribe(self, session: Session, message: Unsubscribe) -> None:
         scope = session.scope
@@ -614,6 +637,9 @@ class Gateway:
         status = self._status(directive, state, identity, message.reason)
         position = await self._produce(self.topics.status, status)
         self.lifecycle.labels(state.value).inc()
+        delivered_at = self.directory.delivered_at(directive.id)
+        if state is not DirectiveState.HAVE_DO and delivered_at is not None:
+            self.hops.labels("acknowledged").observe(max(0.0, time.time() - delivered_at))
         log.info(
             "directive.acknowledged",
             extra={"directive_id": directive.id, "state": state.value, "sub": identity.subject},
@@ -638,6 +664,10 @@ class Gateway:
             log.error("directive.delivered_unreported", extra={"error": repr(exc)})
             return
         self.lifecycle.labels(DirectiveState.DELIVERED.value).inc()
+        self.flow.sent(self.topics.status, event_type(status))
+        approved_at = self.directory.first_delivery(directive.id, time.time())
+        if approved_at is not None:
+            self.hops.labels("delivered").observe(max(0.0, time.time() - approved_at))
 
     def _status(
         self,
@@ -668,6 +698,7 @@ class Gateway:
         except (AioKafkaError, TimeoutError) as exc:
             log.error("produce.failed", extra={"topic": topic, "error": repr(exc)})
             raise Refused("unavailable", f"Kafka did not accept it: {type(exc).__name__}") from exc
+        self.flow.sent(topic, event_type(event))
         return f"{meta.topic}/{meta.partition}/{meta.offset}"
 
     # --- Kafka --------------------------------------------------------------------------
@@ -762,15 +793,19 @@ class Gateway:
             self.live_next[tp] = record.offset + 1
             await dlq.send(record, "gateway.decode", exc)
             return
+        kind = event_type(routed.event)
+        self.flow.received(record.topic, kind)
         if routed.key is not None:
             self.latest.update(routed.key, Latest(routed.event, routed.label, routed.message))
         elif isinstance(routed.event, DirectiveEvent):
-            self.directory.add(routed.event)
+            self.directory.add(routed.event, record.timestamp / 1000)
         delivered = self.hub.route(routed, tp, record.offset)
         # Live routing has now handled this offset: a replay may hand over past it.
         self.live_next[tp] = record.offset + 1
         if delivered:
-            self.sent.labels(routed.stream.value).inc(delivered)
+            self.sent.labels(routed.stream.value, kind).inc(delivered)
+            age = time.time() - routed.event.time.timestamp()
+            self.event_age.labels(routed.stream.value).observe(max(0.0, age))
 
     async def serve(self) -> Server:
         """Start accepting consoles on the configured address (``self.port`` is set)."""
@@ -817,10 +852,12 @@ class Gateway:
             self.ready = True
             log.info("gateway.started", extra={"port": self.port})
             watcher = asyncio.ensure_future(self._watch_revocations())
+            lag = asyncio.ensure_future(self.lag.follow(lambda: consumer, stop))
             try:
                 await self._consume(consumer, dlq, stop)
             finally:
                 watcher.cancel()
+                lag.cancel()
         finally:
             self.ready = False
             if server is not None:

@@ -8,7 +8,7 @@ the JSON Schema of the client messages, generated from the structs below.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -203,16 +203,20 @@ class AckedFrame(Struct, tag_field="op", tag="acked", forbid_unknown_fields=True
     pos: str
 
 
+ErrorCode = Literal[
+    "bad_request",
+    "forbidden",
+    "bad_position",
+    "unknown_directive",
+    "rate_limited",
+    "unavailable",
+]
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
+
+
 class ErrorFrame(Struct, tag_field="op", tag="error", forbid_unknown_fields=True):
     id: str
-    code: Literal[
-        "bad_request",
-        "forbidden",
-        "bad_position",
-        "unknown_directive",
-        "rate_limited",
-        "unavailable",
-    ]
+    code: ErrorCode
     message: str
     retry_after_ms: int | None = None
 

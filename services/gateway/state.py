@@ -61,12 +61,30 @@ class DirectiveDirectory:
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         self.directives: OrderedDict[str, DirectiveEvent] = OrderedDict()
+        #: when each was approved (its record's time) and first delivered here (epoch s)
+        self._approved: dict[str, float] = {}
+        self._delivered: dict[str, float] = {}
 
-    def add(self, directive: DirectiveEvent) -> None:
+    def add(self, directive: DirectiveEvent, approved_at: float) -> None:
         self.directives[directive.id] = directive
         self.directives.move_to_end(directive.id)
+        self._approved.setdefault(directive.id, approved_at)
         while len(self.directives) > self.capacity:
-            self.directives.popitem(last=False)
+            gone, _ = self.directives.popitem(last=False)
+            self._approved.pop(gone, None)
+            self._delivered.pop(gone, None)
 
     def get(self, directive_id: str) -> DirectiveEvent | None:
         return self.directives.get(directive_id)
+
+    def first_delivery(self, directive_id: str, now: float) -> float | None:
+        """Note a delivery to a console of the target; on the first one here, return when
+        the directive was approved (for the decided → delivered hop), else None."""
+        if directive_id in self._delivered or directive_id not in self.directives:
+            return None
+        self._delivered[directive_id] = now
+        return self._approved.get(directive_id)
+
+    def delivered_at(self, directive_id: str) -> float | None:
+        """When this gateway first delivered the directive to its target, if it did."""
+        return self._delivered.get(directive_id)

@@ -32,6 +32,7 @@ from ..domain.events import (
     SaEvent,
     TrackEvent,
     UnitStatusEvent,
+    event_type,
 )
 from ..domain.fields import EventId, Identifier, ReleasableTo, Text
 from ..domain.identity import Identity
@@ -40,6 +41,7 @@ from ..errors import AuthError, InvalidEvent
 from ..runtime.auth import TokenVerifier, bearer_token, verifier_for
 from ..runtime.kafka import new_producer, start_client
 from ..runtime.lifecycle import bounded
+from ..runtime.metrics import EventFlow
 from ..runtime.ops import HttpServer, ops_router
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
@@ -113,6 +115,7 @@ class Ingest:
         self.rejected = Counter(
             "c2bus_ingest_rejected", "Requests refused", ["route", "status"], registry=self.registry
         )
+        self.flow = EventFlow(self.registry)
         self.producer: AIOKafkaProducer | None = None
         self.app = self._build_app()
         self.http = HttpServer(self.app, settings.host, settings.port)
@@ -217,7 +220,12 @@ class Ingest:
         self.accepted.labels(route.name).inc(len(results))
         log.info(
             "events.accepted",
-            extra={"route": route.name, "count": len(results), "subject": identity.subject},
+            extra={
+                "route": route.name,
+                "count": len(results),
+                "subject": identity.subject,
+                "event_ids": [r["id"] for r in results],
+            },
         )
         return JSONResponse(results if batch else results[0], status_code=202)
 
@@ -330,6 +338,10 @@ class Ingest:
         except AioKafkaError as exc:
             log.error("produce.failed", extra={"route": route.name, "error": repr(exc)})
             raise Rejected(503, f"Kafka did not accept the events: {type(exc).__name__}") from exc
+        for e in events:
+            kind = event_type(e)
+            self.flow.received("http", kind)
+            self.flow.sent(route.topic, kind)
         return [
             {"id": e.id, "topic": m.topic, "partition": m.partition, "offset": m.offset}
             for e, m in zip(events, metadata, strict=True)

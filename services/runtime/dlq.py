@@ -61,8 +61,8 @@ class DeadLetters:
         self.service = service
         self.counter = Counter(
             "c2bus_dead_letters",
-            "Records sent to the dead-letter topic",
-            ["stage", "error"],
+            "Records sent to the dead-letter topic, by stage and reason (the error class)",
+            ["stage", "reason"],
             registry=registry,
         )
 
