@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.c2bus-installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install jars run console stop test test-unit faults bench lint format schemas clean
+.PHONY: help install jars prometheus run console stop test test-unit faults bench lint format schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,18 @@ install: $(STAMP)  ## create .venv and install c2bus with its dev tools
 jars: $(STAMP)  ## check Java and fetch the Kafka jars from Maven Central (cached)
 	$(BIN)/c2bus kafka fetch
 
+prometheus:  ## install Prometheus (Debian package) if missing, for the observability tests
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
+		echo "c2bus: $$(prometheus --version 2>&1 | head -1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "c2bus: installing Prometheus (Debian package prometheus)…"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+		echo "c2bus: Prometheus is missing and this user cannot install it (apt-get as root):"; \
+		echo "       the Prometheus tests will be skipped (under CI=true they fail)"; \
+	fi
+
 run: jars  ## the whole system: Kafka, topics, ingest, enforcer, gateway, simulator (Ctrl-C stops)
 	$(BIN)/c2bus up
 
@@ -36,7 +48,7 @@ console: $(STAMP)  ## a terminal console on the running gateway
 stop: $(STAMP)  ## stop a local Kafka left running (c2bus kafka start)
 	$(BIN)/c2bus kafka stop
 
-test: jars  ## the whole test suite, with a real Kafka started by the session
+test: jars prometheus  ## the whole test suite, with a real Kafka and a real Prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## the unit tests only (no Kafka)

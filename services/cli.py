@@ -203,6 +203,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         rate_hz=args.rate,
         directive_every_s=args.directive_every,
         simulator=not args.no_sim,
+        prometheus=not args.no_prometheus,
     )
     return run_up(options, _progress)
 
@@ -231,6 +232,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         directive_every_s=args.directive_every,
         duration_s=args.duration,
         seed=args.seed,
+        gateway_url=args.posts,
     )
 
     async def run() -> tuple[int, int]:
@@ -318,6 +320,53 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--directive-every", type=float, default=5.0, metavar="S", help="seconds (5)")
 
 
+# --- trace ---------------------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    from .trace import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import json
+
+    from .trace import as_json, render_text, trace_directive
+
+    settings = KafkaSettings.from_env()
+    try:
+        timeline, searched = asyncio.run(
+            trace_directive(
+                settings.bootstrap,
+                settings.topic_prefix,
+                args.directive_id,
+                since_s=args.since,
+                timeout_s=args.timeout,
+            )
+        )
+    except KafkaUnavailable as exc:
+        raise KafkaUnavailable(f"{exc}: {_external_hint(settings)}") from exc
+    if args.json:
+        print(json.dumps(as_json(timeline, searched), indent=2))
+    else:
+        print(render_text(timeline, searched))
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -367,10 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_topics_list)
 
     p = commands.add_parser(
-        "up", help="run everything: Kafka, topics, ingest, enforcer, gateway, simulator"
+        "up",
+        help="run everything: Kafka, topics, ingest, enforcer, gateway, simulator, Prometheus",
     )
     _add_sim_options(p)
     p.add_argument("--no-sim", action="store_true", help="do not start the simulator")
+    p.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="do not start Prometheus (started by default when installed, on "
+        "C2BUS_PROMETHEUS_PORT, default 9090)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = commands.add_parser("serve", help="run one service in the foreground")
@@ -381,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_options(p)
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S")
     p.add_argument("--seed", type=int, default=None, help="random seed (repeatable runs)")
+    p.add_argument(
+        "--posts",
+        default=None,
+        metavar="URL",
+        help="also run a command post per unit on the gateway at URL (e.g. ws://127.0.0.1:8765) "
+        "that acknowledges the directives addressed to its unit (WILCO, then HAVE_DO)",
+    )
     p.set_defaults(func=cmd_sim)
 
     p = commands.add_parser("token", help="mint a token with the local key (development)")
@@ -401,6 +464,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=None, help="exit after N events")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="exit after S")
     p.set_defaults(func=cmd_console)
+
+    p = commands.add_parser(
+        "trace",
+        help="one directive's timeline from Kafka: submitted, decided, delivered, acknowledged",
+        description="Print one directive's timeline, read back from the directive topics "
+        "(<prefix>.directives.submitted, .decisions, .directives.status, "
+        ".directives.approved, .directives.held; read_committed): submitted, approvals, "
+        "decided (verdict, policy version, every reason), delivered (once per console "
+        "session), WILCO / CANTCO (with its reason) / HAVE_DO, each with its time and the "
+        "time since the step before, and the total. Records that do not decode are skipped "
+        "and counted.",
+        epilog="Exit status: 0 when the directive was found, 1 when it was not found in the "
+        "window or Kafka could not be read, 2 for usage errors.",
+    )
+    p.add_argument("directive_id", metavar="DIRECTIVE_ID", help="the directive's id")
+    p.add_argument(
+        "--since",
+        type=_duration,
+        default="24h",
+        metavar="DURATION",
+        help="how far back to search, by Kafka record time: e.g. 30m, 6h, 1h30m, 7d (24h)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="S",
+        help="give up if the search takes longer than S seconds (60)",
+    )
+    p.add_argument("--json", action="store_true", help="print the trace as JSON, for scripts")
+    p.set_defaults(func=cmd_trace)
 
     cli_policy.register(commands)
 

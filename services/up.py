@@ -28,6 +28,7 @@ from .runtime.auth import load_or_create_key
 from .runtime.kafka import probe
 from .runtime.localkafka import LocalCluster
 from .runtime.policy_store import latest_versions, publish
+from .runtime.prometheus import LocalPrometheus, local_config
 from .runtime.settings import AuthSettings, KafkaSettings, LocalKafkaSettings, ServiceSettings
 from .runtime.topics import TopicNames, create_topics
 
@@ -42,6 +43,8 @@ class UpOptions:
     rate_hz: float = 1.0
     directive_every_s: float = 5.0
     simulator: bool = True
+    #: start Prometheus (when installed) on the services, with deploy/prometheus's rules
+    prometheus: bool = True
 
 
 @dataclass
@@ -98,6 +101,7 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         started_cluster = LocalCluster(LocalKafkaSettings.from_env(), nodes=1)
         await asyncio.to_thread(started_cluster.start, progress)
     children: list[Child] = []
+    prometheus: LocalPrometheus | None = None
     try:
         await create_topics(kafka.bootstrap, kafka.topic_prefix, progress=progress)
         await _ensure_policy(kafka, progress)
@@ -112,12 +116,15 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
             children.append(Child(name, process, f"http://{host}:{ports[name]}/readyz", log))
             progress(f"started {name} (pid {process.pid}), logs in {log}")
         await _wait_ready(children, progress)
+        if options.prometheus:
+            prometheus = await _start_prometheus(host, ports, progress)
         if options.simulator:
             args = [
                 "services.simulator",
                 "--tracks", str(options.tracks),
                 "--rate", str(options.rate_hz),
                 "--directive-every", str(options.directive_every_s),
+                "--posts", f"ws://{host}:{ports['gateway']}",
             ]  # fmt: skip
             process, log = _spawn("simulator", args, log_dir)
             children.append(Child("simulator", process, None, log))
@@ -129,10 +136,14 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
             ports=ports,
             options=options,
             log_dir=log_dir,
+            prometheus=prometheus,
         )
         return await _supervise(children, stop, progress)
     finally:
         try:
+            if prometheus is not None:
+                await asyncio.to_thread(prometheus.stop)
+                progress("stopped prometheus")
             await asyncio.to_thread(_stop_children, children, progress)
         finally:
             if started_cluster is not None:
@@ -157,6 +168,21 @@ async def _ensure_policy(kafka: KafkaSettings, progress: Progress) -> None:
     progress(
         f"published policy {doc.policy_set_id} version {doc.version} from {settings.policy_file}"
     )
+
+
+async def _start_prometheus(
+    host: str, ports: dict[str, int], progress: Progress
+) -> LocalPrometheus | None:
+    if LocalPrometheus.binary() is None:
+        progress("Prometheus is not installed (make prometheus installs it): not started")
+        return None
+    env = os.environ
+    port = int(env.get("C2BUS_PROMETHEUS_PORT") or 9090)
+    scrape = env.get("C2BUS_PROMETHEUS_SCRAPE_S")
+    config = local_config(host, ports, port, scrape_interval_s=float(scrape) if scrape else None)
+    prometheus = LocalPrometheus(_home(), host, port, config)
+    await asyncio.to_thread(prometheus.start, progress)
+    return prometheus
 
 
 async def _wait_ready(children: list[Child], progress: Progress) -> None:
@@ -187,6 +213,7 @@ def _summary(
     ports: dict[str, int],
     options: UpOptions,
     log_dir: Path,
+    prometheus: LocalPrometheus | None,
 ) -> None:
     origin = "started by c2bus up" if cluster else "already running"
     c2bus = Path(sys.executable).with_name("c2bus")
@@ -203,8 +230,11 @@ def _summary(
     if options.simulator:
         lines.append(
             f"  simulator  {options.tracks} tracks at {options.rate_hz:g} Hz, "
-            f"a directive every {options.directive_every_s:g}s"
+            f"a directive every {options.directive_every_s:g}s, a command post per unit "
+            "acknowledging its directives"
         )
+    if prometheus is not None:
+        lines.append(f"  prometheus {prometheus.url}  (alerts: {prometheus.url}/alerts)")
     lines += [
         f"  logs       {log_dir}/",
         "",

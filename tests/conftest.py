@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +35,18 @@ def valid_example() -> Any:
         return load(SCHEMAS / "examples" / "valid" / f"{name}.json")
 
     return _get
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool a test needs (``prometheus``, ``promtool``).
+
+    ``make test`` installs Debian's ``prometheus`` package where it can (root with
+    apt-get). Without the tool a local run skips the test and says why; under CI
+    (``CI=true``) it fails instead, so a missing install step never passes as green."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package prometheus: make prometheus)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

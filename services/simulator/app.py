@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..domain.codec import encode_event
-from ..domain.policy.compiler import load_policy
+from ..domain.identity import Identity
+from ..domain.policy.compiler import CompiledPolicy, load_policy
 from ..domain.policy.evaluator import PolicyEvaluator
+from ..runtime.auth import load_or_create_key, mint
 from ..runtime.kafka import new_producer, start_client
 from ..runtime.lifecycle import bounded
 from ..runtime.settings import ServiceSettings
 from ..runtime.topics import TopicNames
 from .model import initial_tracks, next_directive, step, track_event
+from .posts import run_posts
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ class SimOptions:
     seed: int | None = None
     deny_ratio: float = 0.3
     favoured_issuer: str = "JFC-BRUNSSUM"
+    #: the gateway's URL: run a command post per unit there, acknowledging its directives
+    gateway_url: str | None = None
 
 
 async def simulate(
@@ -40,7 +45,8 @@ async def simulate(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Run until ``stop`` or the duration ends; returns (SA events, directives) published."""
-    evaluator = PolicyEvaluator(load_policy(settings.policy_file.read_bytes()))
+    policy = load_policy(settings.policy_file.read_bytes())
+    evaluator = PolicyEvaluator(policy)
     topics = TopicNames(settings.kafka.topic_prefix)
     rng = random.Random(options.seed)
     tracks = initial_tracks(options.tracks, rng)
@@ -52,6 +58,8 @@ async def simulate(
     next_directive_at = began + min(1.0, options.directive_every_s)
     next_report = began + 5.0
     seq = sa_count = directive_count = 0
+    posts_stop = asyncio.Event()
+    posts = _start_posts(settings, options, policy, posts_stop, progress)
     try:
         while not stop.is_set():
             now_mono = time.monotonic()
@@ -90,6 +98,37 @@ async def simulate(
             except TimeoutError:
                 pass
     finally:
+        posts_stop.set()
+        if posts is not None:
+            await bounded("posts.stop", posts, settings.shutdown_timeout_s)
         await bounded("producer.stop", producer.stop(), settings.shutdown_timeout_s)
     log.info("sim.finished", extra={"sa_events": sa_count, "directives": directive_count})
     return sa_count, directive_count
+
+
+def _start_posts(
+    settings: ServiceSettings,
+    options: SimOptions,
+    policy: CompiledPolicy,
+    stop: asyncio.Event,
+    progress: Callable[[str], None] | None,
+) -> asyncio.Task[int] | None:
+    if not options.gateway_url:
+        return None
+    units = {unit.id: unit.nation for unit in policy.units.values()}
+    rng = random.Random(options.seed)
+    task = asyncio.create_task(run_posts(options.gateway_url, units, _minter(settings), stop, rng))
+    if progress:
+        progress(f"{len(units)} command posts acknowledge directives on {options.gateway_url}")
+    return task
+
+
+def _minter(settings: ServiceSettings) -> Callable[[Identity], str]:
+    """Tokens for the command posts, signed with the local development key."""
+    key = load_or_create_key(settings.auth.key_file)
+    auth = settings.auth
+
+    def mint_for(identity: Identity) -> str:
+        return mint(key, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=8 * 3600)
+
+    return mint_for

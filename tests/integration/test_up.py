@@ -3,6 +3,7 @@ a console shows live tracks, and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime.localkafka import LocalCluster
@@ -28,36 +31,75 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("INGEST", "ENFORCER", "GATEWAY")}
+@dataclass
+class Up:
+    """A running ``c2bus up``: its ports, its environment and what it has printed."""
+
+    process: subprocess.Popen[str]
+    ports: dict[str, int]
+    env: dict[str, str]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def running_up(
+    home: Path,
+    kafka_port: str,
+    args: list[str],
+    services: tuple[str, ...],
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Up]:
+    """Start ``c2bus up`` (what ``make run`` runs) on a broker of its own, with each of
+    ``services`` (``INGEST``, ``GATEWAY``, ``PROMETHEUS``…) on a free port; wait until it
+    is up; on exit stop it with Ctrl-C and wait for it (``Up.process.returncode``)."""
+    ports = {name: free_port() for name in services}
     env = {k: v for k, v in os.environ.items() if not k.startswith("C2BUS_")}
     env.update(
         {
-            "C2BUS_HOME": str(tmp_path),
-            "C2BUS_KAFKA_PORT": KAFKA_PORT,
+            "C2BUS_HOME": str(home),
+            "C2BUS_KAFKA_PORT": kafka_port,
             **{f"C2BUS_{name}_PORT": str(port) for name, port in ports.items()},
         }
     )
     env.update({k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"})
-    up = subprocess.Popen(
-        [sys.executable, "-m", "services", "up", "--tracks", "5", "--rate", "2"],
+    env.update(extra_env or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services", "up", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
+    up = Up(process, ports, env)
+    reader = threading.Thread(target=lambda: up.lines.extend(iter(process.stdout.readline, "")))  # type: ignore[union-attr]
     reader.start()
-    cluster = LocalCluster(local_settings(C2BUS_HOME=str(tmp_path), C2BUS_KAFKA_PORT=KAFKA_PORT))
     try:
         deadline = time.monotonic() + 120
-        while not any("c2bus is up:" in line for line in lines):
-            assert up.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
+        while not any("c2bus is up:" in line for line in up.lines):
+            assert process.poll() is None, up.output
+            assert time.monotonic() < deadline, up.output
             time.sleep(0.2)
-        output = "".join(lines)
+        yield up
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            reader.join(10)
+
+
+def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
+    cluster = LocalCluster(local_settings(C2BUS_HOME=str(tmp_path), C2BUS_KAFKA_PORT=KAFKA_PORT))
+    services = ("INGEST", "ENFORCER", "GATEWAY", "PROMETHEUS")
+    with running_up(tmp_path, KAFKA_PORT, ["--tracks", "5", "--rate", "2"], services) as up:
+        ports, output = up.ports, up.output
         assert f"ws://127.0.0.1:{ports['GATEWAY']}" in output
         assert f"http://127.0.0.1:{ports['INGEST']}/docs" in output
         assert "started by c2bus up" in output
@@ -65,7 +107,7 @@ def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
         console = subprocess.run(
             [sys.executable, "-m", "services", "console", "--plain", "--count", "8",
              "--duration", "60", "--url", f"ws://127.0.0.1:{ports['GATEWAY']}"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False,
+            cwd=ROOT, env=up.env, capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
         assert console.returncode == 0, console.stderr
         tracks = [ln for ln in console.stdout.splitlines() if ln.startswith("TRACK TRK-")]
@@ -80,18 +122,10 @@ def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
             url = f"http://127.0.0.1:{ports[name]}{path}"
             with urllib.request.urlopen(url, timeout=5) as response:
                 assert needle in response.read().decode()
-    finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            code = up.wait(90)
-        finally:
-            if up.poll() is None:
-                up.kill()
-            reader.join(10)
-    output = "".join(lines)
-    assert code == 0, output
+    output = up.output
+    assert up.process.returncode == 0, output
     pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
-    assert len(pids) >= 5  # broker, enforcer, ingest, gateway, simulator
+    assert len(pids) >= 5  # broker, enforcer, ingest, gateway, simulator (and Prometheus)
     assert all(process_gone(pid) for pid in pids), output
     assert cluster.pids(1) == []
     assert "local 1-node Kafka stopped" in output
