@@ -665,6 +665,14 @@ class Gateway:
             return
         self.lifecycle.labels(DirectiveState.DELIVERED.value).inc()
         self.flow.sent(self.topics.status, event_type(status))
+        log.info(
+            "directive.delivered",
+            extra={
+                "directive_id": directive.id,
+                "session": session.id,
+                "unit": directive.data.target,
+            },
+        )
         approved_at = self.directory.first_delivery(directive.id, time.time())
         if approved_at is not None:
             self.hops.labels("delivered").observe(max(0.0, time.time() - approved_at))

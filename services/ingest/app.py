@@ -116,6 +116,8 @@ class Ingest:
             "c2bus_ingest_rejected", "Requests refused", ["route", "status"], registry=self.registry
         )
         self.flow = EventFlow(self.registry)
+        for route in (*self.routes, "approvals"):
+            self.accepted.labels(route)
         self.producer: AIOKafkaProducer | None = None
         self.app = self._build_app()
         self.http = HttpServer(self.app, settings.host, settings.port)
