@@ -255,6 +255,20 @@ class Console:
             self.replies.append(message)
         return message
 
+    async def submit(self, directive: dict[str, Any], correlation: str = "sub-1") -> str:
+        """Submit a NATO SECRET directive releasable to NATO; return its id once accepted."""
+        message = {
+            "op": "submit",
+            "id": correlation,
+            "directive": directive,
+            "classification": "NATO SECRET",
+            "releasableto": "NATO",
+        }
+        await self.ws.send(json.dumps(message))
+        reply = await self.reply_to(correlation, ("submitted", "error"))
+        assert reply["op"] == "submitted", reply
+        return str(reply["directive_id"])
+
     async def reply_to(
         self, correlation: str, ops: tuple[str, ...], timeout_s: float = 30.0
     ) -> dict[str, Any]:

@@ -198,17 +198,14 @@ async def test_a_directive_goes_submit_decided_delivered_wilco_and_the_issuer_se
         Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL")) as target,
         Console.connect(gw.port, env.token(unit="LTU-IRON-WOLF", nation="LTU")) as bystander,
     ):
+        directive_id = await issuer.submit(body)
+        # the same submission, for the refusals below
         submit = {
             "op": "submit",
-            "id": "sub-1",
             "directive": body,
             "classification": "NATO SECRET",
             "releasableto": "NATO",
         }
-        await issuer.ws.send(json.dumps(submit))
-        submitted = await issuer.reply_to("sub-1", ("submitted", "error"))
-        assert submitted["op"] == "submitted", submitted
-        directive_id = submitted["directive_id"]
 
         def step(state: str) -> Any:
             return lambda f: (

@@ -79,17 +79,7 @@ async def test_trace_follows_a_directive_from_submission_to_have_do(
         Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL")) as target,
         Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL")) as second,
     ):
-        submit = {
-            "op": "submit",
-            "id": "sub-1",
-            "directive": body,
-            "classification": "NATO SECRET",
-            "releasableto": "NATO",
-        }
-        await issuer.ws.send(json.dumps(submit))
-        submitted = await issuer.reply_to("sub-1", ("submitted", "error"))
-        assert submitted["op"] == "submitted", submitted
-        directive_id = submitted["directive_id"]
+        directive_id = await issuer.submit(body)
         for console in (target, second):
             await console.events_until(
                 lambda f: f["stream"] == "directives" and event_id(f) == directive_id
