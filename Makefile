@@ -7,6 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.c2bus-installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install jars prometheus run console stop test test-unit faults bench lint format schemas clean
@@ -59,10 +60,14 @@ faults: jars  ## the full fault suite: 30,000 directives per scenario on a three
 	C2BUS_FAULTS_DURATION_S=$${C2BUS_FAULTS_DURATION_S:-150} \
 	$(BIN)/pytest tests/faults -v -s $(PYTEST_ARGS)
 
-bench: jars  ## benchmarks that print figures against a baseline from the same run
-	$(BIN)/python -m loadtests.policy_eval
-	$(BIN)/python -m loadtests.gateway_fanout
-	$(BIN)/python -m loadtests.enforcer_txn
+BENCH_STAMP := $(VENV)/.c2bus-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: jars $(BENCH_STAMP)  ## every benchmark against its baseline from the same run: one table, JSON, plots
+	$(BIN)/c2bus bench $(BENCH_ARGS)
 
 lint: $(STAMP)  ## ruff, mypy --strict, and the schemas checked against the code
 	$(BIN)/ruff check services tests loadtests

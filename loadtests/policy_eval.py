@@ -27,6 +27,8 @@ from services.domain.policy.geo import Polygon
 from services.runtime.settings import project_root
 from services.simulator.model import next_directive
 
+from .core import Bench, Result
+
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T_END = datetime(2031, 1, 1, tzinfo=UTC)
@@ -134,18 +136,12 @@ def rate(
     return statistics.median(samples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--directives", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-
+def measure(count: int, rounds: int) -> tuple[float, float, str]:
+    """(hand-written, compiled) evaluations/s, medians of ``rounds``, and the verdict mix."""
     policy = load_policy((project_root() / "deploy" / "policies" / "alliance.yaml").read_bytes())
     compiled = PolicyEvaluator(policy)
     rng = random.Random(42)
-    directives = [
-        next_directive(compiled, rng, NOW, "urn:bench", i) for i in range(args.directives)
-    ]
+    directives = [next_directive(compiled, rng, NOW, "urn:bench", i) for i in range(count)]
     ctx = DirectiveContext(NOW)
     mismatches = [
         d for d in directives if compiled.evaluate(d, ctx).verdict is not decide_by_hand(d, NOW)
@@ -153,10 +149,40 @@ def main() -> None:
     if mismatches:
         raise SystemExit(f"the two disagree on {len(mismatches)} directives, e.g. {mismatches[0]}")
     verdicts = {v: sum(decide_by_hand(d, NOW) is v for d in directives) for v in Verdict}
-    by_hand = rate(lambda d: decide_by_hand(d, NOW), directives, args.rounds)
-    engine = rate(lambda d: compiled.evaluate(d, ctx), directives, args.rounds)
+    by_hand = rate(lambda d: decide_by_hand(d, NOW), directives, rounds)
+    engine = rate(lambda d: compiled.evaluate(d, ctx), directives, rounds)
     mix = ", ".join(f"{v.value} {n}" for v, n in verdicts.items())
-    print(f"directives: {len(directives)} ({mix}); same verdicts; median of {args.rounds} rounds")
+    return by_hand, engine, mix
+
+
+def scenario(bench: Bench) -> list[Result]:
+    count, rounds = (1000, 3) if bench.quick else (5000, 7)
+    by_hand, engine, mix = measure(count, rounds)
+    bench.say(f"hand-written {by_hand:,.0f}/s, compiled {engine:,.0f}/s ({mix})")
+    ratio = by_hand / engine
+    return [
+        Result(
+            scenario="policy evaluation",
+            ours=f"{engine:,.0f} decisions/s",
+            baseline=f"hand-written function {by_hand:,.0f}/s",
+            ratio=ratio,
+            ratio_label="x slower",
+            goal="within 3 x",
+            met=ratio <= 3,
+            figures={"compiled_per_s": engine, "hand_written_per_s": by_hand},
+            detail=f"{count:,} simulator directives ({mix}), same verdicts from both; "
+            f"median of {rounds} rounds",
+        )
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--directives", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    by_hand, engine, mix = measure(args.directives, args.rounds)
+    print(f"directives: {args.directives} ({mix}); same verdicts; median of {args.rounds} rounds")
     print(f"hand-written   {by_hand:12,.0f} evaluations/s")
     print(f"compiled       {engine:12,.0f} evaluations/s")
     ratio = by_hand / engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 import sys
@@ -367,6 +368,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    root = str(project_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)  # loadtests/ lives beside the package, in the checkout
+    try:
+        harness = importlib.import_module("loadtests.harness")
+    except ModuleNotFoundError as exc:
+        raise C2BusError(
+            f"the benchmarks are not in this installation ({exc}): run c2bus bench from a "
+            "checkout of c2bus (make bench)"
+        ) from exc
+    return int(harness.main(args.bench_args))
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -496,6 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the trace as JSON, for scripts")
     p.set_defaults(func=cmd_trace)
 
+    p = commands.add_parser(
+        "bench",
+        help="run the benchmarks against their baselines: one table, JSON, plots (make bench)",
+        add_help=False,
+    )
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_bench)
+
     cli_policy.register(commands)
 
     schemas = commands.add_parser("schemas", help="the published JSON Schemas")
@@ -509,7 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["bench"]:
+        # Everything after `bench` is the harness's own (its --help too).
+        args = argparse.Namespace(func=cmd_bench, bench_args=given[1:])
+    else:
+        args = parser.parse_args(given)
     # aiokafka logs every refused connection; the commands report failures themselves.
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -235,7 +235,7 @@ class Envelope(Struct, frozen=True, kw_only=True, tag_field="type", omit_default
     @property
     def label(self) -> SecurityLabel:
         """The parsed security label (the attributes were validated on decode)."""
-        return SecurityLabel(self.classification, parse_releasability(self.releasableto))
+        return security_label(self.classification, self.releasableto)
 
     def key(self) -> str:
         """The Kafka record key: per-key order is what each topic promises."""
@@ -332,6 +332,13 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     DirectiveStatusEvent,
     PolicySetEvent,
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def security_label(classification: Classification, releasableto: str) -> SecurityLabel:
+    """The label of a classification and ``releasableto`` attribute: parsed once per
+    distinct pair (events carry few distinct labels), not once per event."""
+    return SecurityLabel(classification, parse_releasability(releasableto))
 
 
 @functools.cache

@@ -1,0 +1,77 @@
+"""What the benchmark scenarios share: the result row and the run's context."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from services.runtime.localkafka import LocalCluster
+from services.runtime.settings import LocalKafkaSettings, project_root
+
+ROOT = project_root()
+BENCH_PORT = "29092"
+
+
+@dataclass
+class Result:
+    """One row of the table: our figure, the baseline's from the same run, their ratio and
+    whether the goal is met.
+
+    ``ratio`` is stated the way the goal is (``ratio_label`` says which way round);
+    ``met`` is None where the issue sets no goal (a figure to report). ``samples`` holds
+    latency samples in milliseconds by series (ours and the baseline's), for the plots.
+    """
+
+    scenario: str
+    ours: str
+    baseline: str
+    ratio: float | None
+    ratio_label: str
+    goal: str
+    met: bool | None
+    figures: dict[str, float] = field(default_factory=dict)
+    detail: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.pop("samples")
+        return doc
+
+
+class Bench:
+    """What a scenario gets: progress output, the quick switch, and a shared broker."""
+
+    def __init__(self, quick: bool, bootstrap: str | None, stack: contextlib.ExitStack) -> None:
+        self.quick = quick
+        self._bootstrap = bootstrap
+        self._stack = stack
+        self.scenario = ""
+
+    def say(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[bench {stamp}] {self.scenario}: {message}", file=sys.stderr, flush=True)
+
+    def bootstrap(self) -> str:
+        """The Kafka cluster to use: the given one, or a local broker started once."""
+        if self._bootstrap is None:
+            settings = LocalKafkaSettings.from_env(
+                {
+                    "C2BUS_HOME": str(ROOT / ".c2bus" / "bench"),
+                    "C2BUS_KAFKA_PORT": BENCH_PORT,
+                    **{k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"},
+                }
+            )
+            cluster = LocalCluster(settings, nodes=1)
+            started = not cluster.status().running
+            if started:
+                cluster.reset()  # every run starts from empty topics
+            info = cluster.start(progress=self.say)
+            if started:
+                self._stack.callback(cluster.stop, progress=self.say)
+            self._bootstrap = info.bootstrap
+        return self._bootstrap
