@@ -39,17 +39,17 @@ class Classification(enum.Enum):
     NATO_SECRET = "NATO SECRET"
     COSMIC_TOP_SECRET = "COSMIC TOP SECRET"
 
-    @property
-    def rank(self) -> int:
-        """0 for NATO UNCLASSIFIED up to 4 for COSMIC TOP SECRET."""
-        return _RANK[self]
+    #: 0 for NATO UNCLASSIFIED up to 4 for COSMIC TOP SECRET (set below, once): a plain
+    #: attribute, since the gateway compares levels once per console and event.
+    rank: int
 
     def dominated_by(self, clearance: Classification) -> bool:
         """True when a holder of ``clearance`` may see material at this level."""
         return self.rank <= clearance.rank
 
 
-_RANK = {level: i for i, level in enumerate(Classification)}
+for _rank, _level in enumerate(Classification):
+    _level.rank = _rank
 
 
 def parse_releasability(value: str) -> frozenset[str]:

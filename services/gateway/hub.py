@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..domain.events import DirectiveEvent
+from ..domain.events import DirectiveEvent, PositionEvent, TrackEvent
 from ..domain.identity import Identity
-from .protocol import is_event_frame, state_frame
+from .protocol import Stream, is_event_frame, state_frame
 from .scope import Routed, Scope, UnitTree, entitled
 
 TopicPartition = tuple[str, int]
@@ -167,6 +167,16 @@ class Session:
         return self.outbox.put(routed.message, routed.key, note)
 
 
+def sa_position(routed: Routed) -> tuple[float, float] | None:
+    """(lat, lon) of an SA event that has a position, else None."""
+    if routed.stream is not Stream.SA:
+        return None
+    event = routed.event
+    if isinstance(event, (TrackEvent, PositionEvent)):
+        return event.data.position.lat, event.data.position.lon
+    return None
+
+
 class Hub:
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
@@ -182,6 +192,7 @@ class Hub:
         """Offer a live event to every session entitled to it; returns how many took it."""
         delivered = 0
         tree = self.tree
+        point = sa_position(routed)
         for session in self.sessions:
             if session.catching_up and tp in session.catching_up:
                 continue  # its replay will read this event from Kafka
@@ -190,6 +201,13 @@ class Hub:
                 if offset <= marks[tp]:
                     continue  # the replay handled it already
                 del marks[tp]
+            if point is not None:
+                # A quick no for SA outside the console's area; a yes is still decided in
+                # full by ``entitled`` (label, stream, type) below.
+                scope = session.scope
+                area = scope.area if scope is not None else None
+                if area is not None and not area.contains(*point):
+                    continue
             if session.offer(tree, routed):
                 delivered += 1
         return delivered

@@ -47,6 +47,10 @@ class Stream(enum.Enum):
     DECISIONS = "decisions"  # verdicts on directives the console's units issued
     STATUS = "status"  # lifecycle steps of directives to or from the console's units
 
+    # Members are singletons: hashing by identity keeps the check of a console's streams
+    # (once per console and event) in C, where Enum's own hash calls Python.
+    __hash__ = object.__hash__
+
 
 CorrelationId = Annotated[str, Meta(max_length=128)]
 #: ``<topic>/<partition>`` → the offset of the last event received from that partition.

@@ -78,13 +78,17 @@ class Routed(NamedTuple):
 
 def entitled(identity: Identity, scope: Scope, tree: UnitTree, routed: Routed) -> bool:
     """Whether this console may be sent this event (see the module docstring)."""
-    stream, event, label = routed.stream, routed.event, routed.label
+    stream, event = routed.stream, routed.event
     if stream not in scope.streams:
-        return False
-    if not identity.may_see(label):
         return False
     if scope.types is not None and TYPE_TAGS.get(type(event)) not in scope.types:
         return False
+    # The cheap scope checks first (an area of interest turns most SA away), then the label.
+    return in_scope(scope, tree, stream, event) and identity.may_see(routed.label)
+
+
+def in_scope(scope: Scope, tree: UnitTree, stream: Stream, event: Envelope) -> bool:
+    """The subscription's area and unit subtree (streams and types checked already)."""
     root = scope.root
     if stream is Stream.SA:
         if isinstance(event, TrackEvent):

@@ -111,7 +111,7 @@ def track_event(track: SimTrack, now: datetime, source: str, seq: int) -> TrackE
             position=GeoPoint(lat=round(track.lat, 6), lon=round(track.lon, 6)),
             domain=track.domain,
             identity=track.identity,
-            course_deg=round(track.course_deg, 1),
+            course_deg=round(track.course_deg, 1) % 360,  # 359.96 rounds to 360: north is 0
             speed_mps=round(track.speed_mps, 1),
             sensor="SIM-RADAR",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime
 
@@ -52,3 +53,10 @@ def test_directives_mix_allow_deny_and_hold_as_the_policy_decides() -> None:
         for i in range(100)
     ]
     assert sum(e.data.issuer == "JFC-BRUNSSUM" for e in asked) / len(asked) > 0.4
+
+
+def test_a_course_just_short_of_north_is_reported_as_north() -> None:
+    [track] = initial_tracks(1, random.Random(3))
+    almost_north = dataclasses.replace(track, course_deg=359.96)
+    event = decode_event(encode_event(track_event(almost_north, NOW, "urn:test", 1)))
+    assert event.data.course_deg == 0.0  # type: ignore[union-attr]
