@@ -37,6 +37,8 @@ import orjson
 
 from services.gateway.protocol import SUBPROTOCOL
 
+from .wsframes import CLOSE, PING, PONG, masked, split_frames
+
 EVENT_HEAD = b'{"op":"event"'
 EVENT_KEY = b',"event":'
 ID_KEY = b'"id":"'
@@ -53,19 +55,6 @@ def event_id(frame: bytes) -> str:
         if end > at and b"\\" not in frame[at:end]:
             return frame[at:end].decode()
     return str(orjson.loads(frame)["event"]["id"])  # escapes or another layout
-
-
-def masked(payload: bytes, opcode: int = 0x1) -> bytes:
-    """A client frame (clients must mask what they send)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        header = bytes([0x80 | opcode, 0x80 | n])
-    elif n < 65536:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class ConsoleClient:
@@ -128,44 +117,27 @@ class ConsoleClient:
                     self.closed = 1006  # gone without a close frame
                 return
             now = clock()
-            buf += chunk
-            pos, end = 0, len(buf)
-            while end - pos >= 2:
-                n, head = buf[pos + 1] & 0x7F, 2
-                if n == 126:
-                    if end - pos < 4:
-                        break
-                    n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-                elif n == 127:
-                    if end - pos < 10:
-                        break
-                    n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-                if end - pos < head + n:
-                    break
-                first = buf[pos]
+            frames, buf = split_frames(buf + chunk)
+            for first, part in frames:
                 opcode = first & 0x0F
-                payload = buf[pos + head : pos + head + n]
-                pos += head + n
                 if opcode in (0x0, 0x1, 0x2):
                     if not first & 0x80:  # a fragment: wait for the rest
-                        fragments.append(payload)
+                        fragments.append(part)
                         continue
-                    if fragments:
-                        payload = b"".join([*fragments, payload])
-                        fragments.clear()
+                    payload = b"".join([*fragments, part]) if fragments else part
+                    fragments.clear()
                     if payload.startswith(EVENT_HEAD):
                         receipts.append((event_id(payload), now))
                         self.frames += 1
                     else:
                         self._control(payload)
-                elif opcode == 0x9:  # ping
-                    writer.write(masked(payload, 0xA))
-                elif opcode == 0x8:  # the gateway closes: answer, as a client must
-                    self.closed = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                    writer.write(masked(payload[:2], 0x8))
+                elif opcode == PING:
+                    writer.write(masked(part, PONG))
+                elif opcode == CLOSE:  # the gateway closes: answer, as a client must
+                    self.closed = int.from_bytes(part[:2], "big") if len(part) >= 2 else 1005
+                    writer.write(masked(part[:2], CLOSE))
                     writer.close()
                     return
-            buf = buf[pos:]
 
 
 async def _stdin_lines() -> asyncio.StreamReader:

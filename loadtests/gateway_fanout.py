@@ -52,6 +52,7 @@ from services.runtime.auth import TokenVerifier, mint
 from services.runtime.settings import ServiceSettings
 
 from .core import Bench, Result
+from .wsframes import CLOSE, PING, PONG, masked, split_frames
 
 AUDIENCE, ISSUER = "c2bus", "c2bus-bench"
 KEY = b"bench-key-" + b"k" * 40
@@ -191,17 +192,6 @@ def sa_messages(count: int, size: int) -> list[bytes]:
 # --- clients (a process of their own) ------------------------------------------------------
 
 
-def _masked(payload: bytes, opcode: int = 0x1) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        header = bytes([0x80 | opcode, 0x80 | n])
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return header + mask + masked
-
-
 async def _client(port: int, token: str, subscribe: bool) -> tuple[Any, Any]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -221,7 +211,7 @@ async def _client(port: int, token: str, subscribe: bool) -> tuple[Any, Any]:
         raise RuntimeError(f"handshake refused: {response[:200]!r}")
     if subscribe:
         request = {"op": "subscribe", "streams": ["sa", "directives", "decisions", "status"]}
-        writer.write(_masked(json.dumps({**request, "snapshot": False}).encode()))
+        writer.write(masked(json.dumps({**request, "snapshot": False}).encode()))
     return reader, writer
 
 
@@ -232,31 +222,17 @@ async def _count(reader: Any, writer: Any, counts: list[int], index: int) -> Non
         chunk = await reader.read(262144)
         if not chunk:
             return
-        buf += chunk
-        pos, end = 0, len(buf)
-        while end - pos >= 2:
-            n, head = buf[pos + 1] & 0x7F, 2
-            if n == 126:
-                if end - pos < 4:
-                    break
-                n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif n == 127:
-                if end - pos < 10:
-                    break
-                n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if end - pos < head + n:
-                break
-            opcode = buf[pos] & 0x0F
+        frames, buf = split_frames(buf + chunk)
+        for first, payload in frames:
+            opcode = first & 0x0F
             if opcode in (0x1, 0x2):
                 counts[index] += 1
-            elif opcode == 0x9:
-                writer.write(_masked(buf[pos + head : pos + head + n], 0xA))
-            elif opcode == 0x8:  # the server closes: answer, as a client must
-                writer.write(_masked(buf[pos + head : pos + head + n], 0x8))
+            elif opcode == PING:
+                writer.write(masked(payload, PONG))
+            elif opcode == CLOSE:  # the server closes: answer, as a client must
+                writer.write(masked(payload, CLOSE))
                 writer.close()
                 return
-            pos += head + n
-        buf = buf[pos:]
 
 
 async def clients_main(port: int, n: int, token: str, control: int, messages: int) -> None:

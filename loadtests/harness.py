@@ -112,6 +112,7 @@ def plot(results: list[Result], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: PLC0415
 
     written = []
     for result in results:
@@ -123,8 +124,13 @@ def plot(results: list[Result], out: Path) -> list[Path]:
                 continue
             ordered = sorted(samples)
             ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-            ax.plot(ordered, ys, label=f"{label} (n={len(ordered):,})")
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            (line,) = ax.plot(ordered, ys, label=f"{label} (n={len(ordered):,})")
+            ax.axvline(p99, color=line.get_color(), linestyle="--", linewidth=0.8)
+            ax.annotate(f"p99 {p99:.0f} ms", (p99, 0.5), rotation=90, fontsize=8, ha="right")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("latency (ms, log scale)")
         ax.set_ylabel("fraction of messages")
         ax.set_title(result.scenario)
