@@ -40,7 +40,7 @@ prometheus:  ## install Prometheus (Debian package) if missing, for the observab
 		echo "       the Prometheus tests will be skipped (under CI=true they fail)"; \
 	fi
 
-run: jars  ## the whole system: Kafka, topics, ingest, enforcer, gateway, simulator (Ctrl-C stops)
+run: jars  ## the whole system: Kafka, topics, services, simulator, Prometheus if installed (Ctrl-C stops)
 	$(BIN)/c2bus up
 
 console: $(STAMP)  ## a terminal console on the running gateway
