@@ -33,8 +33,9 @@ prometheus:  ## install Prometheus (Debian package) if missing, for the observab
 		echo "c2bus: $$(prometheus --version 2>&1 | head -1)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "c2bus: installing Prometheus (Debian package prometheus)…"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+		echo "c2bus: could not install prometheus: its tests will be skipped (under CI=true they fail)"; \
 	else \
 		echo "c2bus: Prometheus is missing and this user cannot install it (apt-get as root):"; \
 		echo "       the Prometheus tests will be skipped (under CI=true they fail)"; \
