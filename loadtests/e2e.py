@@ -80,6 +80,7 @@ from services.runtime.kafka import (
     start_clients,
 )
 from services.runtime.localkafka.toolchain import Toolchain
+from services.runtime.ops import answers
 from services.runtime.policy_store import publish
 from services.runtime.settings import EnforcerSettings, LocalKafkaSettings, project_root
 from services.runtime.topics import TopicNames, create_topics
@@ -144,14 +145,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 async def _stop(process: asyncio.subprocess.Process, grace_s: float = 30.0) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -193,7 +186,7 @@ async def gateway(world: Deployment) -> AsyncIterator[int]:
         )
         try:
             async with asyncio.timeout(60):
-                while not await asyncio.to_thread(_ready, port):
+                while not await asyncio.to_thread(answers, f"http://127.0.0.1:{port}/readyz"):
                     if process.returncode is not None:
                         tail = log_path.read_text(errors="replace")[-2000:]
                         raise RuntimeError(f"the gateway exited ({process.returncode}): {tail}")

@@ -28,7 +28,6 @@ from typing import Any
 
 import msgspec
 from aiokafka.errors import KafkaError as AioKafkaError
-from aiokafka.structs import TopicPartition
 
 from .domain.codec import EventDecoder
 from .domain.events import (
@@ -42,7 +41,7 @@ from .domain.events import (
 )
 from .enforcer.held import HeldRecord
 from .errors import C2BusError, InvalidEvent, KafkaError
-from .runtime.kafka import new_consumer, probe, start_client
+from .runtime.kafka import new_consumer, start_client, topic_partitions
 from .runtime.topics import TopicNames
 
 TracedEvent = DirectiveEvent | ApprovalEvent | DecisionEvent | DirectiveStatusEvent
@@ -663,14 +662,7 @@ async def search(
     collector = _Collector(Matcher(directive_id, topics))
     try:
         async with asyncio.timeout(timeout_s):
-            info = await probe(bootstrap, max(1.0, min(timeout_s, 15.0)))
-            missing = [t for t in names if not info.partitions.get(t)]
-            if missing:
-                raise KafkaError(
-                    f"topics missing: {', '.join(missing)}: check C2BUS_TOPIC_PREFIX "
-                    f"({topics.prefix}), or create them with `c2bus topics create`"
-                )
-            tps = [TopicPartition(t, p) for t in names for p in sorted(info.partitions[t])]
+            tps = await topic_partitions(bootstrap, names, max(1.0, min(timeout_s, 15.0)))
             consumer = new_consumer(bootstrap, "c2bus-trace", group_id=None)
             await start_client(consumer, bootstrap)
             try:

@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +25,16 @@ from .errors import C2BusError, KafkaUnavailable
 from .runtime.auth import load_or_create_key
 from .runtime.kafka import probe
 from .runtime.localkafka import LocalCluster
+from .runtime.ops import answers
 from .runtime.policy_store import latest_versions, publish
 from .runtime.prometheus import LocalPrometheus, local_config
-from .runtime.settings import AuthSettings, KafkaSettings, LocalKafkaSettings, ServiceSettings
+from .runtime.settings import (
+    AuthSettings,
+    KafkaSettings,
+    LocalKafkaSettings,
+    PrometheusSettings,
+    ServiceSettings,
+)
 from .runtime.topics import TopicNames, create_topics
 
 Progress = Callable[[str], None]
@@ -71,14 +76,6 @@ def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[
             env={**os.environ, "C2BUS_INSTANCE": f"{name}-1"},
         )
     return process, log
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own URL)
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _last_line(log: Path) -> str:
@@ -176,11 +173,9 @@ async def _start_prometheus(
     if LocalPrometheus.binary() is None:
         progress("Prometheus is not installed (make prometheus installs it): not started")
         return None
-    env = os.environ
-    port = int(env.get("C2BUS_PROMETHEUS_PORT") or 9090)
-    scrape = env.get("C2BUS_PROMETHEUS_SCRAPE_S")
-    config = local_config(host, ports, port, scrape_interval_s=float(scrape) if scrape else None)
-    prometheus = LocalPrometheus(_home(), host, port, config)
+    settings = PrometheusSettings.from_env()
+    config = local_config(host, ports, settings.port, scrape_interval_s=settings.scrape_interval_s)
+    prometheus = LocalPrometheus(_home(), host, settings.port, config)
     await asyncio.to_thread(prometheus.start, progress)
     return prometheus
 
@@ -196,7 +191,7 @@ async def _wait_ready(children: list[Child], progress: Progress) -> None:
                     f"{_last_line(child.log)}"
                 )
             assert child.ready_url is not None
-            if await asyncio.to_thread(_ready, child.ready_url):
+            if await asyncio.to_thread(answers, child.ready_url):
                 progress(f"{child.name} is ready")
                 pending.remove(child)
         if pending and time.monotonic() > deadline:

@@ -341,12 +341,15 @@ def security_label(classification: Classification, releasableto: str) -> Securit
     return SecurityLabel(classification, parse_releasability(releasableto))
 
 
-@functools.cache
 def type_tag(cls: type[Envelope]) -> str:
     """The CloudEvents ``type`` an event class is tagged with (e.g. ``c2bus.sa.track.v1``)."""
     return str(msgspec.inspect.type_info(cls).tag)  # type: ignore[attr-defined]
 
 
+#: Every event class's CloudEvents ``type``, looked up once per event on the hot paths.
+TYPE_TAGS: dict[type[Envelope], str] = {cls: type_tag(cls) for cls in EVENT_TYPES}
+
+
 def event_type(event: Envelope) -> str:
     """An event's CloudEvents ``type``."""
-    return type_tag(type(event))
+    return TYPE_TAGS[type(event)]

@@ -430,19 +430,17 @@ class Enforcer:
 
     def _committed(self, lane: Lane) -> None:
         lane.settle()
-        for verdict, count in lane.verdicts.items():
+        tally = lane.tally
+        for verdict, count in tally.verdicts.items():
             self.decisions.labels(verdict).inc(count)
-        for (verdict, rule), count in lane.rules.items():
+        for (verdict, rule), count in tally.rules.items():
             self.decision_rules.labels(verdict, rule).inc(count)
-        for (destination, kind), count in lane.produced.items():
+        for (destination, kind), count in tally.produced.items():
             self.flow.sent(destination, kind, count)
         now = self.clock()
-        for submitted in lane.submitted:
+        for submitted in tally.submitted:
             self.hops.labels("decided").observe(seconds_since(submitted, now))
-        lane.verdicts.clear()
-        lane.rules.clear()
-        lane.produced.clear()
-        lane.submitted.clear()
+        tally.clear()
         lane.dirty = False
         lane.failures = 0
         self.transactions.labels("committed").inc()
@@ -610,13 +608,14 @@ class Enforcer:
         )
         lane.track(await producer.send(self.topics.status, encode_event(status), key=key))
         verdict = decision.verdict.value
-        lane.verdicts[verdict] += 1
+        tally = lane.tally
+        tally.verdicts[verdict] += 1
         for rule in {reason.rule for reason in decision.reasons}:
-            lane.rules[(verdict, rule)] += 1
-        lane.produced[(self.topics.decisions, event_type(event))] += 1
-        lane.produced[(self.topics.status, event_type(status))] += 1
+            tally.rules[(verdict, rule)] += 1
+        tally.produced[(self.topics.decisions, event_type(event))] += 1
+        tally.produced[(self.topics.status, event_type(status))] += 1
         if replay_of is None and decision.verdict is not Verdict.HOLD:
-            lane.submitted.append(directive.time)
+            tally.submitted.append(directive.time)
 
     async def _record(
         self,
@@ -665,7 +664,7 @@ class Enforcer:
                     key=directive.data.target.encode(),
                 )
             )
-            lane.produced[(self.topics.approved, event_type(approved))] += 1
+            lane.tally.produced[(self.topics.approved, event_type(approved))] += 1
         log.info(
             "directive.decided",
             extra={

@@ -30,6 +30,26 @@ def _retrieve(delivery: asyncio.Future[Any]) -> None:
         delivery.exception()
 
 
+@dataclass
+class Tally:
+    """What the open transaction decided and wrote: reported in the metrics once it
+    commits, forgotten if it aborts."""
+
+    verdicts: Counter[str] = field(default_factory=Counter)
+    #: by (verdict, rule cited)
+    rules: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: events written, by (topic, CloudEvents type)
+    produced: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: submission times of the directives decided
+    submitted: list[datetime] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.verdicts.clear()
+        self.rules.clear()
+        self.produced.clear()
+        self.submitted.clear()
+
+
 @dataclass(eq=False)
 class Lane:
     partition: int
@@ -41,13 +61,8 @@ class Lane:
     in_transaction: bool = False
     #: something was written or consumed since the last commit
     dirty: bool = False
-    #: verdicts decided in the open transaction, counted once it commits
-    verdicts: Counter[str] = field(default_factory=Counter)
-    #: the same by (verdict, rule cited), and events written by (topic, type)
-    rules: Counter[tuple[str, str]] = field(default_factory=Counter)
-    produced: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: submission times of the directives decided in the open transaction
-    submitted: list[datetime] = field(default_factory=list)
+    #: what the open transaction decided and wrote, counted once it commits
+    tally: Tally = field(default_factory=Tally)
     #: deliveries of the open transaction (or, at least once, since the last flush)
     sent: list[asyncio.Future[Any]] = field(default_factory=list)
     failures: int = 0
@@ -75,10 +90,7 @@ class Lane:
         self.ready = False
         self.in_transaction = False
         self.dirty = False
-        self.verdicts.clear()
-        self.rules.clear()
-        self.produced.clear()
-        self.submitted.clear()
+        self.tally.clear()
         self.settle()
         self.retry_at = retry_at
 

@@ -673,9 +673,10 @@ class Gateway:
                 "unit": directive.data.target,
             },
         )
-        approved_at = self.directory.first_delivery(directive.id, time.time())
+        now = time.time()
+        approved_at = self.directory.first_delivery(directive.id, now)
         if approved_at is not None:
-            self.hops.labels("delivered").observe(max(0.0, time.time() - approved_at))
+            self.hops.labels("delivered").observe(max(0.0, now - approved_at))
 
     def _status(
         self,

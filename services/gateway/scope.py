@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..domain.events import (
-    EVENT_TYPES,
+    TYPE_TAGS,
     DecisionEvent,
     DirectiveEvent,
     DirectiveState,
@@ -28,13 +28,11 @@ from ..domain.events import (
     PositionEvent,
     TrackEvent,
     UnitStatusEvent,
-    type_tag,
 )
 from ..domain.identity import Identity
 from ..domain.labels import SecurityLabel
 from .protocol import Area, Stream
 
-TYPE_TAGS: dict[type[Envelope], str] = {cls: type_tag(cls) for cls in EVENT_TYPES}
 STREAM_TYPES: dict[Stream, frozenset[str]] = {
     Stream.SA: frozenset(TYPE_TAGS[c] for c in (TrackEvent, PositionEvent, UnitStatusEvent)),
     Stream.DIRECTIVES: frozenset({TYPE_TAGS[DirectiveEvent]}),

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..domain.events import DirectiveEvent, Envelope
+from ..domain.events import DirectiveEvent, Envelope, event_type
 from ..domain.labels import SecurityLabel
-from .scope import TYPE_TAGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,7 @@ class Latest:
 
 def sa_key(event: Envelope) -> str:
     """The entity an SA event is the state of: its type and key (a track, a unit's position)."""
-    return f"{TYPE_TAGS[type(event)]}|{event.key()}"
+    return f"{event_type(event)}|{event.key()}"
 
 
 class LatestSa:
@@ -60,30 +59,31 @@ class DirectiveDirectory:
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self.directives: OrderedDict[str, DirectiveEvent] = OrderedDict()
-        #: when each was approved (its record's time) and first delivered here (epoch s)
-        self._approved: dict[str, float] = {}
+        #: id → (the directive, when it was approved: its record's time, epoch s)
+        self.directives: OrderedDict[str, tuple[DirectiveEvent, float]] = OrderedDict()
+        #: id → when this gateway first delivered it to a console of its target (epoch s)
         self._delivered: dict[str, float] = {}
 
     def add(self, directive: DirectiveEvent, approved_at: float) -> None:
-        self.directives[directive.id] = directive
+        known = self.directives.get(directive.id)
+        self.directives[directive.id] = (directive, known[1] if known else approved_at)
         self.directives.move_to_end(directive.id)
-        self._approved.setdefault(directive.id, approved_at)
         while len(self.directives) > self.capacity:
             gone, _ = self.directives.popitem(last=False)
-            self._approved.pop(gone, None)
             self._delivered.pop(gone, None)
 
     def get(self, directive_id: str) -> DirectiveEvent | None:
-        return self.directives.get(directive_id)
+        known = self.directives.get(directive_id)
+        return known[0] if known else None
 
     def first_delivery(self, directive_id: str, now: float) -> float | None:
         """Note a delivery to a console of the target; on the first one here, return when
         the directive was approved (for the decided → delivered hop), else None."""
-        if directive_id in self._delivered or directive_id not in self.directives:
+        known = self.directives.get(directive_id)
+        if known is None or directive_id in self._delivered:
             return None
         self._delivered[directive_id] = now
-        return self._approved.get(directive_id)
+        return known[1]
 
     def delivered_at(self, directive_id: str) -> float | None:
         """When this gateway first delivered the directive to its target, if it did."""

@@ -151,6 +151,20 @@ async def start_clients(bootstrap: str, *clients: AIOKafkaProducer | AIOKafkaCon
         raise
 
 
+async def topic_partitions(
+    bootstrap: str, topics: list[str] | tuple[str, ...], timeout_s: float = 30.0
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, in order; :class:`KafkaError` naming any missing."""
+    info = await probe(bootstrap, timeout_s)
+    missing = [t for t in topics if not info.partitions.get(t)]
+    if missing:
+        raise KafkaError(
+            f"topics missing: {', '.join(missing)}: check C2BUS_TOPIC_PREFIX, or run "
+            "`c2bus topics create`"
+        )
+    return [TopicPartition(t, p) for t in topics for p in sorted(info.partitions[t])]
+
+
 async def assign_all(
     consumer: AIOKafkaConsumer,
     bootstrap: str,
@@ -164,11 +178,7 @@ async def assign_all(
 
     Positions are resolved before returning, so anything produced afterwards is seen.
     """
-    info = await probe(bootstrap, timeout_s)
-    missing = [t for t in topics if not info.partitions.get(t)]
-    if missing:
-        raise KafkaError(f"topics missing: {', '.join(missing)}: run `c2bus topics create`")
-    tps = [TopicPartition(t, p) for t in topics for p in sorted(info.partitions[t])]
+    tps = await topic_partitions(bootstrap, topics, timeout_s)
     consumer.assign(tps)
     async with asyncio.timeout(timeout_s):
         if from_start:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -17,6 +18,16 @@ from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadyCheck = Callable[[], bool]
+
+
+def answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether a local service's ``url`` (``/readyz``, Prometheus's ``/-/ready``) answers
+    200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (ours)
+            return bool(response.status == 200)
+    except OSError:  # refused, timed out, or an HTTP error status
+        return False
 
 
 def ops_router(registry: CollectorRegistry, ready: ReadyCheck) -> APIRouter:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ..errors import C2BusError
+from .ops import answers
 from .settings import project_root
 
 DEPLOY = project_root() / "deploy" / "prometheus"
@@ -104,7 +103,7 @@ class LocalPrometheus:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self._ready():
+        while not answers(f"{self.url}/-/ready"):
             if self.process.poll() is not None:
                 raise C2BusError(
                     f"prometheus exited with status {self.process.returncode}; see {self.log}"
@@ -114,13 +113,6 @@ class LocalPrometheus:
                 raise C2BusError(f"prometheus not ready after {READY_TIMEOUT_S:g}s; see {self.log}")
             time.sleep(0.3)
         progress(f"Prometheus is ready at {self.url} (pid {self.process.pid})")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:  # noqa: S310
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
     def stop(self, grace_s: float = 10.0) -> None:
         process = self.process

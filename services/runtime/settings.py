@@ -133,6 +133,32 @@ class AuthSettings:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    """Where ``c2bus up`` starts Prometheus, and how often it scrapes and evaluates rules
+    (None: as ``deploy/prometheus/prometheus.yml`` says)."""
+
+    port: int
+    scrape_interval_s: float | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PrometheusSettings:
+        env = os.environ if env is None else env
+        port = _int(env, "C2BUS_PROMETHEUS_PORT", 9090, 1, 65535)
+        raw = env.get("C2BUS_PROMETHEUS_SCRAPE_S") or ""
+        if not raw:
+            return cls(port, None)
+        try:
+            interval = float(raw)
+        except ValueError:
+            raise ConfigError(f"C2BUS_PROMETHEUS_SCRAPE_S={raw!r} is not a number") from None
+        if not 0.1 <= interval <= 300:
+            raise ConfigError(
+                f"C2BUS_PROMETHEUS_SCRAPE_S={interval:g} is out of range: expected 0.1..300"
+            )
+        return cls(port, interval)
+
+
 def _path(raw: str | None) -> Path | None:
     return Path(raw).expanduser().resolve() if raw else None
 

@@ -10,7 +10,6 @@ import secrets
 import socket
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from services.gateway.app import Gateway
 from services.gateway.protocol import SUBPROTOCOL
 from services.ingest.app import Ingest
 from services.runtime.auth import TokenVerifier, mint
+from services.runtime.ops import answers
 from services.runtime.policy_store import latest_versions, publish
 from services.runtime.settings import ServiceSettings
 from services.runtime.topics import TopicNames
@@ -146,7 +146,7 @@ async def gateway_process(env: Env, instance: str) -> AsyncIterator[int]:
     )
     try:
         async with asyncio.timeout(60):
-            while not await asyncio.to_thread(_ready, port):
+            while not await asyncio.to_thread(answers, f"http://127.0.0.1:{port}/readyz"):
                 if process.returncode is not None:
                     assert process.stderr is not None
                     error = (await process.stderr.read()).decode()[-2000:]
@@ -160,14 +160,6 @@ async def gateway_process(env: Env, instance: str) -> AsyncIterator[int]:
                 await asyncio.wait_for(process.wait(), 20)
             except TimeoutError:
                 process.kill()
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @contextlib.asynccontextmanager

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -26,6 +24,7 @@ from websockets.exceptions import InvalidStatus
 from services.runtime.kafka import new_producer, start_client
 from tests.conftest import ROOT, require_tool
 from tests.integration.test_up import running_up
+from tests.unit.test_cli import run
 
 KAFKA_PORT = "31092"  # below the ephemeral port range, apart from the other suites
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
@@ -61,18 +60,6 @@ def has_data(data: dict[str, Any]) -> bool:
     return False
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def bad_records(bootstrap: str) -> None:
     """Records no service can read: each consumer dead-letters them and goes on."""
     producer = new_producer(bootstrap, "observability-test")
@@ -93,7 +80,7 @@ async def refused_handshake(url: str) -> None:
 
 def post_sa(env: dict[str, str], port: int, example: dict[str, Any]) -> None:
     """One SA event through ingest's HTTP API, with a publisher's token."""
-    token = cli(env, "token", "--unit", "JFC-BRUNSSUM", "--roles", "sa-publisher")
+    token = run("token", "--unit", "JFC-BRUNSSUM", "--roles", "sa-publisher", env=env)
     assert token.returncode == 0, token.stderr
     event = example | {"id": f"obs-{uuid.uuid4()}", "time": datetime.now(UTC).isoformat()}
     request = urllib.request.Request(
@@ -161,7 +148,7 @@ def test_every_dashboard_panel_shows_data_from_a_running_system(tmp_path: Path) 
         steps: list[str] = []
         for n in range(1, 30):
             directive_id = f"urn:c2bus:sim:simulator-1:directive:{n}"
-            traced = cli(up.env, "trace", directive_id, "--json", "--since", "1h")
+            traced = run("trace", directive_id, "--json", "--since", "1h", env=up.env)
             assert traced.returncode == 0, traced.stdout + traced.stderr
             timeline = json.loads(traced.stdout)
             steps = [step["step"] for step in timeline["steps"]]
@@ -171,7 +158,7 @@ def test_every_dashboard_panel_shows_data_from_a_running_system(tmp_path: Path) 
         assert {"delivered", "wilco"} <= set(steps), steps
         assert all(s["since_previous_ms"] >= 0 for s in timeline["steps"][1:])
         assert timeline["total_ms"] > 0
-        text = cli(up.env, "trace", directive_id, "--since", "1h")
+        text = run("trace", directive_id, "--since", "1h", env=up.env)
         assert text.returncode == 0, text.stderr
         for word in ("submitted", "decided", "ALLOW", "delivered", "wilco", "have_do", "Total:"):
             assert word in text.stdout, text.stdout

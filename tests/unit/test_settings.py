@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from services.errors import ConfigError
-from services.runtime.settings import EnforcerSettings, KafkaSettings, LocalKafkaSettings
+from services.runtime.settings import (
+    EnforcerSettings,
+    KafkaSettings,
+    LocalKafkaSettings,
+    PrometheusSettings,
+)
 from services.runtime.topics import TOPICS, TopicNames
 
 
@@ -92,3 +97,16 @@ def test_enforcer_is_exactly_once_with_a_100ms_commit_interval_by_default() -> N
 def test_bad_enforcer_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         EnforcerSettings.from_env(env)
+
+
+def test_prometheus_settings_default_to_the_deploy_config_and_refuse_bad_values() -> None:
+    assert PrometheusSettings.from_env({}) == PrometheusSettings(9090, None)
+    given = {"C2BUS_PROMETHEUS_PORT": "19090", "C2BUS_PROMETHEUS_SCRAPE_S": "1"}
+    assert PrometheusSettings.from_env(given) == PrometheusSettings(19090, 1.0)
+    for env, message in (
+        ({"C2BUS_PROMETHEUS_PORT": "x"}, "C2BUS_PROMETHEUS_PORT='x' is not an integer"),
+        ({"C2BUS_PROMETHEUS_SCRAPE_S": "fast"}, "C2BUS_PROMETHEUS_SCRAPE_S='fast' is not a"),
+        ({"C2BUS_PROMETHEUS_SCRAPE_S": "0"}, "C2BUS_PROMETHEUS_SCRAPE_S=0 is out of range"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            PrometheusSettings.from_env(env)
