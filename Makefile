@@ -70,15 +70,16 @@ $(BENCH_STAMP): $(STAMP)
 bench: jars $(BENCH_STAMP)  ## every benchmark against its baseline from the same run: one table, JSON, plots
 	$(BIN)/c2bus bench $(BENCH_ARGS)
 
-lint: $(STAMP)  ## ruff, mypy --strict, and the schemas checked against the code
-	$(BIN)/ruff check services tests loadtests
-	$(BIN)/ruff format --check services tests loadtests
-	$(BIN)/mypy --strict services
+lint: $(STAMP)  ## ruff, mypy --strict, the import layers, and the schemas checked against the code
+	$(BIN)/ruff check c2bus tests loadtests
+	$(BIN)/ruff format --check c2bus tests loadtests
+	$(BIN)/mypy --strict c2bus
+	$(BIN)/lint-imports
 	$(BIN)/c2bus schemas export --check
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix services tests loadtests
-	$(BIN)/ruff format services tests loadtests
+	$(BIN)/ruff check --fix c2bus tests loadtests
+	$(BIN)/ruff format c2bus tests loadtests
 
 schemas: $(STAMP)  ## regenerate schemas/ from the event types
 	$(BIN)/c2bus schemas export

@@ -9,8 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.runtime.localkafka import LocalCluster
-from services.runtime.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.tools.localkafka import LocalCluster
 
 ROOT = project_root()
 BENCH_PORT = "29092"

@@ -22,12 +22,12 @@ from typing import Any
 
 import orjson
 
-from services.domain.codec import EventDecoder, encode_event
-from services.domain.events import SaEvent, SubmittedEvent
-from services.domain.policy.compiler import load_policy
-from services.domain.policy.evaluator import PolicyEvaluator
-from services.runtime.settings import project_root
-from services.simulator.model import initial_tracks, next_directive, step, track_event
+from c2bus.adapters.settings import project_root
+from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.events import SaEvent, SubmittedEvent
+from c2bus.core.policy.compiler import load_policy
+from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.tools.simulator.model import initial_tracks, next_directive, step, track_event
 
 from .core import Bench, Result
 

@@ -2,7 +2,7 @@
 
 Three scenarios of the harness (``python -m loadtests --only sa-e2e,directive-e2e,pipeline``),
 each on topics under a fresh prefix of the bench broker with the reference policy published,
-a gateway process (``python -m services.gateway``) and the consoles in a process of their
+a gateway process (``python -m c2bus.services.gateway``) and the consoles in a process of their
 own (``loadtests.e2e_clients``) so that the measuring clients do not take the gateway's
 event loop. The load comes from a task of this process, with the project's producer
 (idempotent, ``acks=all``, linger 5 ms, as ingest uses it). All times are wall-clock times
@@ -64,27 +64,33 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.domain.codec import encode_event
-from services.domain.events import Verdict
-from services.domain.identity import Identity
-from services.domain.labels import Classification
-from services.domain.policy.compiler import compile_policy, load_policy_document
-from services.domain.policy.evaluator import PolicyEvaluator
-from services.gateway.protocol import Area
-from services.runtime.auth import mint
-from services.runtime.kafka import (
+from c2bus.adapters.auth import mint
+from c2bus.adapters.kafka import (
     assign_all,
     new_consumer,
     new_producer,
     start_client,
     start_clients,
 )
-from services.runtime.localkafka.toolchain import Toolchain
-from services.runtime.ops import answers
-from services.runtime.policy_store import publish
-from services.runtime.settings import EnforcerSettings, LocalKafkaSettings, project_root
-from services.runtime.topics import TopicNames, create_topics
-from services.simulator.model import DEFAULT_BOX, initial_tracks, next_directive, step, track_event
+from c2bus.adapters.ops import answers
+from c2bus.adapters.policy_store import publish
+from c2bus.adapters.settings import EnforcerSettings, LocalKafkaSettings, project_root
+from c2bus.adapters.topics import TopicNames, create_topics
+from c2bus.core.codec import encode_event
+from c2bus.core.events import Verdict
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+from c2bus.core.policy.compiler import compile_policy, load_policy_document
+from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.core.protocol import Area
+from c2bus.tools.localkafka.toolchain import Toolchain
+from c2bus.tools.simulator.model import (
+    DEFAULT_BOX,
+    initial_tracks,
+    next_directive,
+    step,
+    track_event,
+)
 
 from .core import Bench, Result
 from .enforcer_txn import Enforcer
@@ -159,7 +165,7 @@ async def _stop(process: asyncio.subprocess.Process, grace_s: float = 30.0) -> N
 
 @contextlib.asynccontextmanager
 async def gateway(world: Deployment) -> AsyncIterator[int]:
-    """``python -m services.gateway`` on a free port; yields the port once ``/readyz`` says
+    """``python -m c2bus.services.gateway`` on a free port; yields the port once ``/readyz`` says
     ready, SIGTERM at the end (SIGKILL if it has not stopped within 30 s)."""
     port = _free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -177,7 +183,7 @@ async def gateway(world: Deployment) -> AsyncIterator[int]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "services.gateway",
+            "c2bus.services.gateway",
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

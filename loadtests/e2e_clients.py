@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from services.gateway.protocol import SUBPROTOCOL
+from c2bus.core.protocol import SUBPROTOCOL
 
 from .wsframes import CLOSE, PING, PONG, masked, split_frames
 

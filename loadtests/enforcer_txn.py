@@ -4,7 +4,7 @@ enforcer without them, and the decision latency each commit interval costs.
     .venv/bin/python -m loadtests.enforcer_txn [--directives N] [--rounds R] [--bootstrap B]
 
 Throughput: N directives (the same bytes for every run) are written to the input topic
-first; then an enforcer process (``python -m services.enforcer``) decides them, and the rate
+first; then an enforcer process (``python -m c2bus.services.enforcer``) decides them, and the rate
 is taken from its group's committed offsets between 5 % and 100 % of the input. Runs
 alternate exactly-once (a transaction per partition and 100 ms window) and at-least-once
 (``C2BUS_ENFORCER_EXACTLY_ONCE=false``: one idempotent producer, flush, then an offset
@@ -40,16 +40,16 @@ import orjson
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
-from services.domain.codec import EventDecoder, encode_event
-from services.domain.events import DecisionEvent
-from services.domain.policy.compiler import compile_policy, load_policy_document
-from services.domain.policy.evaluator import PolicyEvaluator
-from services.runtime.kafka import admin_client, new_consumer, new_producer, probe, start_client
-from services.runtime.localkafka import LocalCluster
-from services.runtime.policy_store import publish
-from services.runtime.settings import LocalKafkaSettings, project_root
-from services.runtime.topics import TopicNames, create_topics
-from services.simulator.model import next_directive
+from c2bus.adapters.kafka import admin_client, new_consumer, new_producer, probe, start_client
+from c2bus.adapters.policy_store import publish
+from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.topics import TopicNames, create_topics
+from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.events import DecisionEvent
+from c2bus.core.policy.compiler import compile_policy, load_policy_document
+from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.tools.localkafka import LocalCluster
+from c2bus.tools.simulator.model import next_directive
 
 from .core import Bench, Result
 
@@ -98,9 +98,9 @@ def directive_id(value: bytes) -> str:
 
 
 class Enforcer:
-    """``python -m services.enforcer`` on the given topics, for the length of a ``with``."""
+    """``python -m c2bus.services.enforcer`` on the given topics, for the length of a ``with``."""
 
-    command = ("-m", "services.enforcer")
+    command = ("-m", "c2bus.services.enforcer")
 
     def __init__(self, bootstrap: str, prefix: str, exactly_once: bool, interval_ms: int):
         self.env = {

@@ -44,12 +44,12 @@ from typing import Any
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from services.domain.identity import Identity
-from services.domain.labels import Classification
-from services.gateway.app import HEARTBEAT_S, Gateway
-from services.gateway.protocol import SUBPROTOCOL
-from services.runtime.auth import TokenVerifier, mint
-from services.runtime.settings import ServiceSettings
+from c2bus.adapters.auth import TokenVerifier, mint
+from c2bus.adapters.settings import ServiceSettings
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+from c2bus.core.protocol import SUBPROTOCOL
+from c2bus.services.gateway.app import HEARTBEAT_S, Gateway
 
 from .core import Bench, Result
 from .wsframes import CLOSE, PING, PONG, masked, split_frames

@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from services.domain.events import DirectiveEvent, Verdict
-from services.domain.fields import GeoPoint
-from services.domain.labels import NATO_MEMBERS, parse_releasability
-from services.domain.policy.compiler import load_policy
-from services.domain.policy.evaluator import DirectiveContext, PolicyEvaluator
-from services.domain.policy.geo import Polygon
-from services.runtime.settings import project_root
-from services.simulator.model import next_directive
+from c2bus.adapters.settings import project_root
+from c2bus.core.events import DirectiveEvent, Verdict
+from c2bus.core.fields import GeoPoint
+from c2bus.core.labels import NATO_MEMBERS, parse_releasability
+from c2bus.core.policy.compiler import load_policy
+from c2bus.core.policy.evaluator import DirectiveContext, PolicyEvaluator
+from c2bus.core.policy.geo import Polygon
+from c2bus.tools.simulator.model import next_directive
 
 from .core import Bench, Result
 

@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import signal
 
-from services.runtime.kafka import new_consumer, new_producer, start_client
-from services.runtime.topics import TopicNames
+from c2bus.adapters.kafka import new_consumer, new_producer, start_client
+from c2bus.adapters.topics import TopicNames
 
 
 async def relay(bootstrap: str, prefix: str, interval_ms: int, copies: int = 1) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.localkafka import LocalCluster
-from services.runtime.settings import project_root
+from c2bus.adapters.settings import project_root
+from c2bus.tools.localkafka import LocalCluster
 from tests.faults.harness import Report, Scale
 from tests.integration.conftest import local_settings
 

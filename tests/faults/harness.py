@@ -25,11 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from services.domain.codec import EventDecoder, encode_event
-from services.domain.events import DecisionEvent, DirectiveEvent, SubmittedEvent, Verdict
-from services.domain.policy.compiler import compile_policy, load_policy_document
-from services.domain.policy.evaluator import PolicyEvaluator
-from services.runtime.kafka import (
+from c2bus.adapters.kafka import (
     admin_client,
     new_consumer,
     new_producer,
@@ -37,9 +33,13 @@ from services.runtime.kafka import (
     read_to_end,
     start_client,
 )
-from services.runtime.policy_store import publish
-from services.runtime.topics import TopicNames, create_topics
-from services.simulator.model import next_directive
+from c2bus.adapters.policy_store import publish
+from c2bus.adapters.topics import TopicNames, create_topics
+from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.events import DecisionEvent, DirectiveEvent, SubmittedEvent, Verdict
+from c2bus.core.policy.compiler import compile_policy, load_policy_document
+from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.tools.simulator.model import next_directive
 from tests.conftest import ROOT
 
 REFERENCE_POLICY = ROOT / "deploy" / "policies" / "alliance.yaml"
@@ -66,7 +66,7 @@ def reference_evaluator() -> PolicyEvaluator:
 
 
 class EnforcerProcess:
-    """``python -m services.enforcer`` as a child process, with its log in a file."""
+    """``python -m c2bus.services.enforcer`` as a child process, with its log in a file."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
@@ -78,7 +78,7 @@ class EnforcerProcess:
         env = {**os.environ, **self.env, "C2BUS_INSTANCE": self.name, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.enforcer"],
+                [sys.executable, "-m", "c2bus.services.enforcer"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

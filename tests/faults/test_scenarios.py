@@ -22,7 +22,7 @@ import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition
 
-from services.runtime.localkafka import LocalCluster
+from c2bus.tools.localkafka import LocalCluster
 from tests.faults.conftest import REPORTS
 from tests.faults.harness import SESSION_TIMEOUT_MS, Scale, Scenario
 

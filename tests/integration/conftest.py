@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from services.runtime.kafka import probe
-from services.runtime.localkafka import LocalCluster
-from services.runtime.settings import LocalKafkaSettings, project_root
-from services.runtime.topics import TopicNames, create_topics
+from c2bus.adapters.kafka import probe
+from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.topics import TopicNames, create_topics
+from c2bus.tools.localkafka import LocalCluster
 
 TEST_PORT = os.environ.get("C2BUS_TEST_KAFKA_PORT", "19092")
 

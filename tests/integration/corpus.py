@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from services.domain.labels import NATO_MEMBERS
+from c2bus.core.labels import NATO_MEMBERS
 from tests.integration.services import REFERENCE_POLICY
 
 LEVELS = [

@@ -20,18 +20,18 @@ import orjson
 from jsonschema import Draft202012Validator
 from websockets.asyncio.client import ClientConnection, connect
 
-from services.domain.identity import Identity
-from services.domain.labels import Classification
-from services.domain.policy.compiler import load_policy_document
-from services.enforcer.app import Enforcer
-from services.gateway.app import Gateway
-from services.gateway.protocol import SUBPROTOCOL
-from services.ingest.app import Ingest
-from services.runtime.auth import TokenVerifier, mint
-from services.runtime.ops import answers
-from services.runtime.policy_store import latest_versions, publish
-from services.runtime.settings import ServiceSettings
-from services.runtime.topics import TopicNames
+from c2bus.adapters.auth import TokenVerifier, mint
+from c2bus.adapters.ops import answers
+from c2bus.adapters.policy_store import latest_versions, publish
+from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+from c2bus.core.policy.compiler import load_policy_document
+from c2bus.core.protocol import SUBPROTOCOL
+from c2bus.services.enforcer.app import Enforcer
+from c2bus.services.gateway.app import Gateway
+from c2bus.services.ingest.app import Ingest
 from tests.conftest import ROOT
 
 AUDIENCE = "c2bus"
@@ -130,7 +130,7 @@ async def gateway(env: Env, **extra: str) -> AsyncIterator[Gateway]:
 
 @contextlib.asynccontextmanager
 async def gateway_process(env: Env, instance: str) -> AsyncIterator[int]:
-    """A gateway in a process of its own (``python -m services.gateway``); yields its port
+    """A gateway in a process of its own (``python -m c2bus.services.gateway``); yields its port
     once ``/readyz`` answers, stops it with SIGTERM at the end."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -139,7 +139,7 @@ async def gateway_process(env: Env, instance: str) -> AsyncIterator[int]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.gateway",
+        "c2bus.services.gateway",
         env={**os.environ, **variables},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

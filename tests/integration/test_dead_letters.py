@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from services.domain.codec import decode_event
-from services.domain.events import DecisionEvent
-from services.runtime.dlq import PREFIX
-from services.runtime.topics import TopicNames
+from c2bus.adapters.dlq import PREFIX
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event
+from c2bus.core.events import DecisionEvent
 from tests.integration.services import Console, Env, enforcer, event_id, gateway
 from tests.integration.test_pipeline import directive, produce, track
 from tests.integration.test_roundtrip import consume

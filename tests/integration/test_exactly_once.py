@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from services.domain.codec import EventDecoder, encode_event
-from services.domain.events import DecisionEvent, DirectiveStatusEvent
-from services.enforcer.app import Enforcer
-from services.runtime.kafka import new_producer, start_client
-from services.runtime.topics import TopicNames
-from services.simulator.model import next_directive
+from c2bus.adapters.kafka import new_producer, start_client
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.events import DecisionEvent, DirectiveStatusEvent
+from c2bus.services.enforcer.app import Enforcer
+from c2bus.tools.simulator.model import next_directive
 from tests.faults.harness import reference_evaluator
 from tests.integration.services import Env, eventually, publish_reference_policy, running
 from tests.integration.test_roundtrip import read_all

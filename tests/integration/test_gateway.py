@@ -23,12 +23,12 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from services.domain.identity import Identity
-from services.domain.labels import Classification
-from services.gateway.app import Gateway
-from services.gateway.protocol import SUBPROTOCOL, CloseCode
-from services.runtime.auth import mint, verifier_for
-from services.runtime.topics import TopicNames
+from c2bus.adapters.auth import mint, verifier_for
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+from c2bus.core.protocol import SUBPROTOCOL, CloseCode
+from c2bus.services.gateway.app import Gateway
 from tests.integration.services import AUDIENCE, ISSUER, Console, Env, gateway, running
 
 

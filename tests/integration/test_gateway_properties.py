@@ -21,8 +21,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.domain.labels import Classification
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.labels import Classification
 from tests.integration.corpus import TOPIC_ROLE, Corpus, Viewer, random_viewer
 from tests.integration.services import Console, Env, event_id, gateway, publish_reference_policy
 from tests.integration.test_roundtrip import read_all

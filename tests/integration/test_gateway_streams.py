@@ -14,8 +14,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from services.domain.labels import Classification
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.labels import Classification
 from tests.integration.services import (
     Console,
     Env,

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from services.domain.codec import decode_event, encode_event
-from services.domain.events import ApprovalData, ApprovalEvent, DecisionEvent, DirectiveEvent
-from services.domain.labels import Classification
-from services.runtime.dlq import PREFIX
-from services.runtime.topics import TopicNames
+from c2bus.adapters.dlq import PREFIX
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event, encode_event
+from c2bus.core.events import ApprovalData, ApprovalEvent, DecisionEvent, DirectiveEvent
+from c2bus.core.labels import Classification
 from tests.integration.services import Env, enforcer, ingest
 from tests.integration.test_pipeline import produce
 from tests.integration.test_roundtrip import read_all

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.domain.codec import decode_event
-from services.domain.labels import Classification
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event
+from c2bus.core.labels import Classification
 from tests.integration.services import Env, ingest
 from tests.integration.test_roundtrip import read_all
 

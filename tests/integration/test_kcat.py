@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from services.domain.codec import decode_event
-from services.domain.events import TrackEvent
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event
+from c2bus.core.events import TrackEvent
 from tests.integration.test_roundtrip import consume
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.localkafka import LocalCluster
+from c2bus.tools.localkafka import LocalCluster
 from tests.integration.conftest import local_settings
 from tests.unit.test_cli import run
 

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from services.runtime.kafka import new_producer, start_client
+from c2bus.adapters.kafka import new_producer, start_client
 from tests.conftest import ROOT, require_tool
 from tests.integration.test_up import running_up
 from tests.unit.test_cli import run

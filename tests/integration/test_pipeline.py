@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.domain.codec import decode_event
-from services.domain.events import DecisionEvent, DirectiveEvent
-from services.domain.labels import Classification
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event
+from c2bus.core.events import DecisionEvent, DirectiveEvent
+from c2bus.core.labels import Classification
 from tests.integration.services import Console, Env, enforcer, event_id, gateway
 from tests.integration.test_roundtrip import consume, read_all
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from services.policy_api.app import PolicyApi
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.services.policy_api.app import PolicyApi
 from tests.integration.services import REFERENCE_POLICY, Env, publish_reference_policy, running
 from tests.integration.test_pipeline import directive, produce
 

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from services.domain.codec import decode_event, encode_event
-from services.domain.events import DecisionEvent
-from services.domain.policy.compiler import PolicyInvalid, load_policy_document
-from services.domain.policy.model import PolicyDocument
-from services.enforcer.app import Enforcer
-from services.runtime.policy_store import PolicyConflict, latest_versions, policy_event, publish
-from services.runtime.topics import TopicNames
+from c2bus.adapters.policy_store import PolicyConflict, latest_versions, policy_event, publish
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event, encode_event
+from c2bus.core.events import DecisionEvent
+from c2bus.core.policy.compiler import PolicyInvalid, load_policy_document
+from c2bus.core.policy.model import PolicyDocument
+from c2bus.services.enforcer.app import Enforcer
 from tests.integration.services import REFERENCE_POLICY, Env, eventually
 from tests.integration.test_pipeline import directive, produce
 from tests.integration.test_roundtrip import read_all

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from services.domain.codec import decode_event
-from services.domain.events import DecisionEvent
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event
+from c2bus.core.events import DecisionEvent
 from tests.integration.services import Env, enforcer
 from tests.integration.test_pipeline import directive, produce
 from tests.integration.test_roundtrip import read_all

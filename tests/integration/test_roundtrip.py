@@ -8,10 +8,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.domain.codec import decode_event, encode_event
-from services.domain.events import DirectiveEvent, TrackEvent
-from services.runtime.kafka import read_to_end
-from services.runtime.topics import TopicNames
+from c2bus.adapters.kafka import read_to_end
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import decode_event, encode_event
+from c2bus.core.events import DirectiveEvent, TrackEvent
 
 
 async def consume(

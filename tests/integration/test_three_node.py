@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.runtime.kafka import probe
-from services.runtime.localkafka import LocalCluster
-from services.runtime.topics import TopicNames, create_topics
+from c2bus.adapters.kafka import probe
+from c2bus.adapters.topics import TopicNames, create_topics
+from c2bus.tools.localkafka import LocalCluster
 from tests.integration.conftest import local_settings
 from tests.integration.test_roundtrip import consume
 from tests.integration.test_topics import topic_configs

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from services.runtime.kafka import probe
-from services.runtime.topics import TOPICS, TopicNames, create_topics
+from c2bus.adapters.kafka import probe
+from c2bus.adapters.topics import TOPICS, TopicNames, create_topics
 
 
 async def topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from services.cli import main
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
+from c2bus.tools.cli import main
 from tests.integration.services import (
     Console,
     Env,

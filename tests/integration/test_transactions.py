@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from services.runtime.topics import TopicNames
+from c2bus.adapters.topics import TopicNames
 from tests.integration.test_roundtrip import consume
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.runtime.localkafka import LocalCluster
+from c2bus.tools.localkafka import LocalCluster
 from tests.conftest import ROOT
 from tests.integration.conftest import local_settings
 from tests.integration.test_lifecycle import process_gone
@@ -68,7 +68,7 @@ def running_up(
     env.update({k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"})
     env.update(extra_env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "services", "up", *args],
+        [sys.executable, "-m", "c2bus", "up", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -105,7 +105,7 @@ def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
         assert "started by c2bus up" in output
 
         console = subprocess.run(
-            [sys.executable, "-m", "services", "console", "--plain", "--count", "8",
+            [sys.executable, "-m", "c2bus", "console", "--plain", "--count", "8",
              "--duration", "60", "--url", f"ws://127.0.0.1:{ports['GATEWAY']}"],
             cwd=ROOT, env=up.env, capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip

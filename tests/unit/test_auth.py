@@ -16,10 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
-from services.domain.identity import Identity
-from services.domain.labels import Classification
-from services.errors import AuthError, ConfigError
-from services.runtime.auth import (
+from c2bus.adapters.auth import (
     RevocationList,
     TokenVerifier,
     bearer_token,
@@ -28,7 +25,10 @@ from services.runtime.auth import (
     load_or_create_key,
     mint,
 )
-from services.runtime.settings import AuthSettings
+from c2bus.adapters.settings import AuthSettings
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+from c2bus.errors import AuthError, ConfigError
 
 KEY = b"k" * 64
 IDENTITY = Identity("alice", "POL", Classification.NATO_SECRET, "POL-12BDE", frozenset({"console"}))

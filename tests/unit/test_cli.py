@@ -17,7 +17,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("C2BUS_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "services", *args],
+        [sys.executable, "-m", "c2bus", *args],
         capture_output=True,
         text=True,
         env=full_env,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.console.picture import Picture
+from c2bus.tools.console.picture import Picture
 
 
 def frame(stream: str, event: dict[str, Any]) -> dict[str, Any]:

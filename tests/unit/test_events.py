@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.codec import EventDecoder, decode_event, encode_event
-from services.domain.events import (
+from c2bus.core.codec import EventDecoder, decode_event, encode_event
+from c2bus.core.events import (
     ApprovalEvent,
     DecisionEvent,
     DirectiveEvent,
@@ -27,8 +27,8 @@ from services.domain.events import (
     UnitStatusEvent,
     type_tag,
 )
-from services.domain.labels import Classification
-from services.errors import InvalidEvent
+from c2bus.core.labels import Classification
+from c2bus.errors import InvalidEvent
 from tests.conftest import VALID_EXAMPLES
 
 KEYS = {

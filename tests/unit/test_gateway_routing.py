@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.codec import decode_event
-from services.domain.events import Envelope
-from services.domain.identity import Identity
-from services.domain.labels import NATO_MEMBERS, Classification
-from services.gateway.hub import Hub, Outbox, Session
-from services.gateway.protocol import (
+from c2bus.core.codec import decode_event
+from c2bus.core.events import Envelope
+from c2bus.core.identity import Identity
+from c2bus.core.labels import NATO_MEMBERS, Classification
+from c2bus.core.protocol import (
     Area,
     BadMessage,
     Ping,
@@ -24,7 +23,8 @@ from services.gateway.protocol import (
     parse_client_message,
     state_frame,
 )
-from services.gateway.scope import Routed, Scope, UnitTree, entitled
+from c2bus.services.gateway.hub import Hub, Outbox, Session
+from c2bus.services.gateway.scope import Routed, Scope, UnitTree, entitled
 
 TREE = UnitTree(
     {

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.domain.codec import decode_event
-from services.domain.decision import Approval
-from services.domain.events import DirectiveEvent
-from services.enforcer.held import Held, HeldDirectives, encode_seen, seen_key
+from c2bus.core.codec import decode_event
+from c2bus.core.decision import Approval
+from c2bus.core.events import DirectiveEvent
+from c2bus.core.held import Held, HeldDirectives, encode_seen, seen_key
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.labels import (
+from c2bus.core.labels import (
     NATO_MEMBERS,
     Classification,
     SecurityLabel,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from services.errors import LocalKafkaError
-from services.runtime.localkafka import LocalCluster, kafka_version
-from services.runtime.localkafka.cluster import new_cluster_id
-from services.runtime.localkafka.toolchain import fetch_jars, find_java
-from services.runtime.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.errors import LocalKafkaError
+from c2bus.tools.localkafka import LocalCluster, kafka_version
+from c2bus.tools.localkafka.cluster import new_cluster_id
+from c2bus.tools.localkafka.toolchain import fetch_jars, find_java
 
 
 def settings(tmp_path: Path, port: int = 27092) -> LocalKafkaSettings:

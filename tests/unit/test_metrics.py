@@ -12,11 +12,11 @@ import msgspec
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from services.domain.codec import decode_event
-from services.domain.events import DirectiveEvent, event_type
-from services.gateway.state import DirectiveDirectory
-from services.runtime.metrics import ConsumerLag, EventFlow, directive_hops
-from services.runtime.prometheus import local_config
+from c2bus.adapters.metrics import ConsumerLag, EventFlow, directive_hops
+from c2bus.core.codec import decode_event
+from c2bus.core.events import DirectiveEvent, event_type
+from c2bus.services.gateway.state import DirectiveDirectory
+from c2bus.tools.prometheus import local_config
 from tests.conftest import require_tool
 
 

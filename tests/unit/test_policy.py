@@ -15,18 +15,18 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.domain.codec import decode_event
-from services.domain.decision import Approval
-from services.domain.events import DirectiveEvent, Verdict
-from services.domain.policy.compiler import (
+from c2bus.core.codec import decode_event
+from c2bus.core.decision import Approval
+from c2bus.core.events import DirectiveEvent, Verdict
+from c2bus.core.policy.compiler import (
     CompiledPolicy,
     PolicyInvalid,
     compile_policy,
     content_hash,
     load_policy,
 )
-from services.domain.policy.evaluator import DirectiveContext, PolicyEvaluator
-from services.domain.policy.model import Caveat, PolicyDocument
+from c2bus.core.policy.evaluator import DirectiveContext, PolicyEvaluator
+from c2bus.core.policy.model import Caveat, PolicyDocument
 from tests.conftest import ROOT, SCHEMAS
 
 POLICY_FILE = ROOT / "deploy" / "policies" / "alliance.yaml"

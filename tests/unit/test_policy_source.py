@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from services.domain.codec import encode_event
-from services.enforcer.policy_source import PolicySource
-from services.runtime.policy_store import policy_event
+from c2bus.adapters.policy_source import PolicySource
+from c2bus.adapters.policy_store import policy_event
+from c2bus.core.codec import encode_event
 from tests.unit.test_policy import POLICY
 
 

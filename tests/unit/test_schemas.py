@@ -10,9 +10,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
-from services.domain.codec import decode_event
-from services.domain.schemas import UNION_FILE, generate, render
-from services.errors import InvalidEvent
+from c2bus.core.codec import decode_event
+from c2bus.core.schemas import UNION_FILE, generate, render
+from c2bus.errors import InvalidEvent
 from tests.conftest import INVALID_EXAMPLES, ROOT, SCHEMAS, VALID_EXAMPLES, load
 
 EXPECTED_ERRORS: dict[str, str] = load(SCHEMAS / "examples" / "invalid" / "expected-errors.json")

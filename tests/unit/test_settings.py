@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from services.errors import ConfigError
-from services.runtime.settings import (
+from c2bus.adapters.settings import (
     EnforcerSettings,
     KafkaSettings,
     LocalKafkaSettings,
     PrometheusSettings,
 )
-from services.runtime.topics import TOPICS, TopicNames
+from c2bus.adapters.topics import TOPICS, TopicNames
+from c2bus.errors import ConfigError
 
 
 def test_defaults_point_at_the_local_broker_with_prefix_c2() -> None:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from services.domain.policy.compiler import compile_policy
-from services.domain.policy.evaluator import PolicyEvaluator
-from services.policy_api.shadow import shadow
+from c2bus.core.policy.compiler import compile_policy
+from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.services.policy_api.shadow import shadow
 from tests.unit.test_policy import EVALUATOR, POLICY, directive
 
 

@@ -6,11 +6,17 @@ import dataclasses
 import random
 from datetime import UTC, datetime
 
-from services.domain.codec import decode_event, encode_event
-from services.domain.events import Verdict
-from services.domain.policy.compiler import load_policy
-from services.domain.policy.evaluator import PolicyEvaluator
-from services.simulator.model import DEFAULT_BOX, initial_tracks, next_directive, step, track_event
+from c2bus.core.codec import decode_event, encode_event
+from c2bus.core.events import Verdict
+from c2bus.core.policy.compiler import load_policy
+from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.tools.simulator.model import (
+    DEFAULT_BOX,
+    initial_tracks,
+    next_directive,
+    step,
+    track_event,
+)
 from tests.unit.test_policy import POLICY_FILE
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

@@ -9,15 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.domain.codec import encode_event
-from services.domain.decision import Decision
-from services.domain.directives import (
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import encode_event
+from c2bus.core.decision import Decision
+from c2bus.core.directives import (
     approved_directive,
     decided_status,
     decision_event,
     lifecycle_step,
 )
-from services.domain.events import (
+from c2bus.core.events import (
     ApprovalData,
     ApprovalEvent,
     DirectiveData,
@@ -26,11 +27,10 @@ from services.domain.events import (
     Reason,
     Verdict,
 )
-from services.domain.labels import Classification
-from services.enforcer.held import Held, HeldApproval, HeldRecord
-from services.errors import InvalidEvent
-from services.runtime.topics import TopicNames
-from services.trace import (
+from c2bus.core.held import Held, HeldApproval, HeldRecord
+from c2bus.core.labels import Classification
+from c2bus.errors import InvalidEvent
+from c2bus.tools.trace import (
     APPROVED,
     DECISIONS,
     HELD,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from services.runtime.watchdog import Heartbeat, supervise
+from c2bus.adapters.watchdog import Heartbeat, supervise
 
 
 def restarts_counter() -> tuple[CollectorRegistry, Counter]:

@@ -1,0 +1,229 @@
+"""Thin asyncio adapters over aiokafka: reaching a cluster, and an admin client.
+
+aiokafka's exceptions are translated here into :mod:`c2bus.errors` so callers handle
+one tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError as AioKafkaError
+from aiokafka.structs import TopicPartition
+
+from c2bus.errors import KafkaError, KafkaUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """What a metadata request told us about a cluster."""
+
+    bootstrap: str
+    broker_ids: tuple[int, ...]
+    controller_id: int | None
+    topics: frozenset[str]
+    partitions: dict[str, frozenset[int]]
+
+
+async def probe(bootstrap: str, timeout_s: float = 10.0) -> ClusterInfo:
+    """Ask the cluster for its metadata; raise :class:`KafkaUnavailable` if nobody answers."""
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        retry_backoff_ms=200,
+        metadata_max_age_ms=60_000,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()
+            metadata = await client.fetch_all_metadata()
+    except (TimeoutError, AioKafkaError, OSError) as exc:
+        raise KafkaUnavailable(
+            f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s"
+        ) from exc
+    finally:
+        await client.close()
+    return ClusterInfo(
+        bootstrap=bootstrap,
+        broker_ids=tuple(sorted(b.nodeId for b in metadata.brokers())),
+        controller_id=metadata.controller.nodeId if metadata.controller else None,
+        topics=frozenset(metadata.topics()),
+        partitions={
+            t: frozenset(metadata.partitions_for_topic(t) or ()) for t in metadata.topics()
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def admin_client(
+    bootstrap: str, timeout_ms: int = 30_000
+) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit; unreachable clusters raise KafkaUnavailable."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await admin.start()
+    except (AioKafkaError, OSError) as exc:
+        await admin.close()
+        raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap}") from exc
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+def new_producer(
+    bootstrap: str,
+    client_id: str,
+    *,
+    transactional_id: str | None = None,
+    request_timeout_ms: int = 30_000,
+    linger_ms: int = 5,
+    transaction_timeout_ms: int = 60_000,
+    retry_backoff_ms: int = 100,
+) -> AIOKafkaProducer:
+    """An idempotent ``acks=all`` producer (transactional when given a transactional id)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=transaction_timeout_ms,
+        retry_backoff_ms=retry_backoff_ms,
+        request_timeout_ms=request_timeout_ms,
+        linger_ms=linger_ms,
+    )
+
+
+def new_consumer(
+    bootstrap: str,
+    client_id: str,
+    *topics: str,
+    group_id: str | None,
+    auto_offset_reset: str = "earliest",
+    isolation_level: str = "read_committed",
+    session_timeout_ms: int = 10_000,
+    fetch_max_wait_ms: int = 500,
+) -> AIOKafkaConsumer:
+    """A ``read_committed`` consumer with manual commits (offsets are ours to place)."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+        isolation_level=isolation_level,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=session_timeout_ms // 3,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+    )
+
+
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str) -> None:
+    """Start a client, translating connection failures into :class:`KafkaUnavailable`."""
+    try:
+        await client.start()
+    except (AioKafkaError, OSError) as exc:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap}") from exc
+
+
+async def start_clients(bootstrap: str, *clients: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Start clients in order; if one fails, stop those already started and raise."""
+    started: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+    try:
+        for client in clients:
+            await start_client(client, bootstrap)
+            started.append(client)
+    except BaseException:
+        for client in reversed(started):
+            with contextlib.suppress(Exception):
+                await client.stop()
+        raise
+
+
+async def topic_partitions(
+    bootstrap: str, topics: list[str] | tuple[str, ...], timeout_s: float = 30.0
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, in order; :class:`KafkaError` naming any missing."""
+    info = await probe(bootstrap, timeout_s)
+    missing = [t for t in topics if not info.partitions.get(t)]
+    if missing:
+        raise KafkaError(
+            f"topics missing: {', '.join(missing)}: check C2BUS_TOPIC_PREFIX, or run "
+            "`c2bus topics create`"
+        )
+    return [TopicPartition(t, p) for t in topics for p in sorted(info.partitions[t])]
+
+
+async def assign_all(
+    consumer: AIOKafkaConsumer,
+    bootstrap: str,
+    topics: list[str],
+    timeout_s: float = 30.0,
+    *,
+    from_start: bool = False,
+) -> None:
+    """Assign every partition of ``topics`` to a group-less consumer, positioned at the end
+    (or the beginning, with ``from_start``).
+
+    Positions are resolved before returning, so anything produced afterwards is seen.
+    """
+    tps = await topic_partitions(bootstrap, topics, timeout_s)
+    consumer.assign(tps)
+    async with asyncio.timeout(timeout_s):
+        if from_start:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+
+
+async def read_to_end(
+    bootstrap: str,
+    topic: str,
+    partitions: list[int] | None = None,
+    timeout_s: float = 30.0,
+    last: int | None = None,
+) -> list[Any]:
+    """Every committed record of ``topic`` (or of some of its partitions) up to its end
+    when called, read by a group-less ``read_committed`` consumer; with ``last``, only the
+    last ``last`` offsets of each partition."""
+    info = await probe(bootstrap, timeout_s)
+    existing = sorted(info.partitions.get(topic, ()))
+    if not existing:
+        raise KafkaError(f"topic {topic} does not exist: run `c2bus topics create`")
+    wanted = existing if partitions is None else [p for p in existing if p in partitions]
+    tps = [TopicPartition(topic, p) for p in wanted]
+    records: list[Any] = []
+    if not tps:
+        return records
+    consumer = new_consumer(bootstrap, "c2bus-reader", group_id=None)
+    await start_client(consumer, bootstrap)
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        if last is not None:
+            start = await consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(start[tp], end[tp] - last))
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                raise KafkaError(f"reading {topic} stalled before its end")
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,56 @@
+"""Running a service: signals set a stop event; the service's ``run`` does the ordered stop.
+
+A service's ``run(stop)`` owns one ``asyncio.TaskGroup`` with its long-lived tasks; when
+``stop`` is set it stops intake, drains, flushes, commits and closes, each step bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from c2bus.adapters import logging as c2log
+from c2bus.adapters.settings import ServiceSettings
+from c2bus.errors import C2BusError
+
+log = logging.getLogger(__name__)
+
+Main = Callable[[ServiceSettings, asyncio.Event], Awaitable[None]]
+
+
+def run_service(service: str, main: Main) -> int:
+    """Entry point of ``python -m c2bus.services.<name>``: JSON logs, signals, exit status."""
+    try:
+        settings = ServiceSettings.from_env(service)
+    except C2BusError as exc:
+        sys.stderr.write(f"c2bus {service}: error: {exc}\n")
+        return 1
+    c2log.configure(service, settings.log_level)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(settings, stop)
+
+    try:
+        asyncio.run(runner())
+    except C2BusError as exc:
+        log.error("service.failed", extra={"error": str(exc)})
+        sys.stderr.write(f"c2bus {service}: error: {exc}\n")
+        return 1
+    log.info("service.stopped")
+    return 0
+
+
+async def bounded(step: str, awaitable: Awaitable[object], timeout_s: float) -> None:
+    """One shutdown step, given at most ``timeout_s``; a step that overruns is logged."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await awaitable
+    except TimeoutError:
+        log.warning("shutdown.step_timed_out", extra={"step": step, "timeout_s": timeout_s})

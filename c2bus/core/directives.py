@@ -1,0 +1,134 @@
+"""What the enforcer writes for a decided directive: the decision event, the DECIDED step
+of its lifecycle and, if allowed, the approved directive. Pure: ids are derived from the
+directive id, so reprocessing the same directive yields the same events (downstream can drop
+duplicates by id)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from c2bus.core.decision import Decision
+from c2bus.core.events import (
+    DecisionData,
+    DecisionEvent,
+    DirectiveEvent,
+    DirectiveState,
+    DirectiveStatusData,
+    DirectiveStatusEvent,
+    Verdict,
+)
+
+
+def decision_id(
+    directive: DirectiveEvent,
+    verdict: Verdict = Verdict.ALLOW,
+    approvals: int = 0,
+    replay_of: str | None = None,
+    *,
+    kind: str = "decision",
+) -> str:
+    """``decision:<id>`` for the final verdict; ``decision:<id>:hold:<n>`` for the HOLD
+    recorded with n approvals; ``decision:<id>:replay:<position>`` for a replay denied at
+    that input position. Every decision event has its own id; ``kind`` names events that
+    accompany one (``decided:…`` for its status step)."""
+    if replay_of is not None:
+        return f"{kind}:{directive.id}:replay:{replay_of}"
+    if verdict is Verdict.HOLD:
+        return f"{kind}:{directive.id}:hold:{approvals}"
+    return f"{kind}:{directive.id}"
+
+
+def decision_event(
+    directive: DirectiveEvent,
+    decision: Decision,
+    now: datetime,
+    source: str,
+    approvals: int = 0,
+    *,
+    replay_of: str | None = None,
+) -> DecisionEvent:
+    """The audit record of a verdict; it carries the directive's own security label."""
+    data = directive.data
+    return DecisionEvent(
+        specversion="1.0",
+        id=decision_id(directive, decision.verdict, approvals, replay_of),
+        source=source,
+        time=now,
+        classification=directive.classification,
+        releasableto=directive.releasableto,
+        subject=directive.id,
+        data=DecisionData(
+            directive_id=directive.id,
+            verdict=decision.verdict,
+            issuer=data.issuer,
+            target=data.target,
+            kind=data.kind,
+            policy_set_id=decision.policy_set_id,
+            policy_version=decision.policy_version,
+            policy_hash=decision.policy_hash,
+            reasons=list(decision.reasons),
+        ),
+    )
+
+
+def approved_directive(directive: DirectiveEvent) -> DirectiveEvent:
+    """The directive as released downstream, naming the decision that allowed it."""
+    return msgspec.structs.replace(directive, decisionid=decision_id(directive))
+
+
+def lifecycle_step(
+    directive: DirectiveEvent,
+    state: DirectiveState,
+    *,
+    event_id: str,
+    actor: str,
+    source: str,
+    now: datetime,
+    reason: str | None = None,
+) -> DirectiveStatusEvent:
+    """One step of a directive's lifecycle, labelled like the directive and naming its
+    issuer and target (so gateways can route it without remembering the directive)."""
+    return DirectiveStatusEvent(
+        specversion="1.0",
+        id=event_id,
+        source=source,
+        time=now,
+        classification=directive.classification,
+        releasableto=directive.releasableto,
+        subject=directive.id,
+        data=DirectiveStatusData(
+            directive_id=directive.id,
+            state=state,
+            actor=actor,
+            issuer=directive.data.issuer,
+            target=directive.data.target,
+            reason=reason,
+        ),
+    )
+
+
+def decided_status(
+    directive: DirectiveEvent,
+    decision: Decision,
+    now: datetime,
+    actor: str,
+    approvals: int = 0,
+    *,
+    replay_of: str | None = None,
+) -> DirectiveStatusEvent:
+    """The DECIDED step of the directive's lifecycle, with an id like its decision's
+    (``decided:<id>``, ``decided:<id>:hold:<n>``…); ``reason`` carries the verdict and the
+    rules behind it, so the issuer sees why without reading the audit trail."""
+    rules = ", ".join(r.rule for r in decision.reasons)
+    reason = decision.verdict.value + (f": {rules}" if rules else "")
+    return lifecycle_step(
+        directive,
+        DirectiveState.DECIDED,
+        event_id=decision_id(directive, decision.verdict, approvals, replay_of, kind="decided"),
+        actor=actor,
+        source=f"urn:c2bus:{actor}",
+        now=now,
+        reason=reason[:4096],
+    )

@@ -1,0 +1,6 @@
+import sys
+
+from c2bus.adapters.lifecycle import run_service
+from c2bus.services.enforcer.app import main
+
+sys.exit(run_service("enforcer", main))

@@ -1,0 +1,90 @@
+"""What the gateway remembers from the topics: the latest SA per entity, recent directives.
+
+The latest-SA table feeds the snapshot a console gets on subscribing; the directive
+directory lets a target console acknowledge a directive it was delivered (the gateway must
+know the directive's target and label to accept and label the acknowledgement).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from c2bus.core.events import DirectiveEvent, Envelope, event_type
+from c2bus.core.labels import SecurityLabel
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """The newest SA event of one entity, as routed live."""
+
+    event: Envelope
+    label: SecurityLabel
+    frame: bytes  # the live event frame (its ``pos`` is the event's position)
+
+
+def sa_key(event: Envelope) -> str:
+    """The entity an SA event is the state of: its type and key (a track, a unit's position)."""
+    return f"{event_type(event)}|{event.key()}"
+
+
+class LatestSa:
+    def __init__(self, horizon: timedelta) -> None:
+        self.horizon = horizon
+        self.entries: dict[str, Latest] = {}
+
+    def update(self, key: str, latest: Latest) -> None:
+        current = self.entries.get(key)
+        # Per-key order is Kafka's, so a later record is the newer state; an event stamped
+        # earlier than the one held (a late sensor) does not roll the picture back.
+        if current is None or latest.event.time >= current.event.time:
+            self.entries[key] = latest
+
+    def current(self, now: datetime) -> Iterator[Latest]:
+        """Entities whose latest state is within the horizon; older ones are dropped."""
+        oldest = now - self.horizon
+        stale = [k for k, v in self.entries.items() if v.event.time < oldest]
+        for key in stale:
+            del self.entries[key]
+        return iter(list(self.entries.values()))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class DirectiveDirectory:
+    """The most recent approved directives by id (bounded: the oldest are forgotten)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        #: id → (the directive, when it was approved: its record's time, epoch s)
+        self.directives: OrderedDict[str, tuple[DirectiveEvent, float]] = OrderedDict()
+        #: id → when this gateway first delivered it to a console of its target (epoch s)
+        self._delivered: dict[str, float] = {}
+
+    def add(self, directive: DirectiveEvent, approved_at: float) -> None:
+        known = self.directives.get(directive.id)
+        self.directives[directive.id] = (directive, known[1] if known else approved_at)
+        self.directives.move_to_end(directive.id)
+        while len(self.directives) > self.capacity:
+            gone, _ = self.directives.popitem(last=False)
+            self._delivered.pop(gone, None)
+
+    def get(self, directive_id: str) -> DirectiveEvent | None:
+        known = self.directives.get(directive_id)
+        return known[0] if known else None
+
+    def first_delivery(self, directive_id: str, now: float) -> float | None:
+        """Note a delivery to a console of the target; on the first one here, return when
+        the directive was approved (for the decided → delivered hop), else None."""
+        known = self.directives.get(directive_id)
+        if known is None or directive_id in self._delivered:
+            return None
+        self._delivered[directive_id] = now
+        return known[1]
+
+    def delivered_at(self, directive_id: str) -> float | None:
+        """When this gateway first delivered the directive to its target, if it did."""
+        return self._delivered.get(directive_id)

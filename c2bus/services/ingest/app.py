@@ -1,0 +1,393 @@
+"""HTTP ingest: validate CloudEvents against the contracts, produce them to Kafka.
+
+``POST /v1/sa`` and ``/v1/sa/batch`` take SA events (to ``<prefix>.sa``, keyed by entity);
+``POST /v1/directives`` and ``/v1/directives/batch`` take directives (to
+``<prefix>.directives.submitted``, keyed by target unit). Callers present a bearer token
+with the role ``sa-publisher`` or ``directive-publisher``. A batch is all or nothing: if
+any event is invalid, none is produced and every problem is listed with its index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AioKafkaError
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
+
+from c2bus.adapters.auth import TokenVerifier, bearer_token, verifier_for
+from c2bus.adapters.kafka import new_producer, start_client
+from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.metrics import EventFlow
+from c2bus.adapters.ops import HttpServer, ops_router
+from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.events import (
+    ApprovalData,
+    ApprovalEvent,
+    DirectiveEvent,
+    Envelope,
+    PositionEvent,
+    SaEvent,
+    TrackEvent,
+    UnitStatusEvent,
+    event_type,
+)
+from c2bus.core.fields import EventId, Identifier, ReleasableTo, Text
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+from c2bus.errors import AuthError, InvalidEvent
+from c2bus.services.ingest.problems import Problem, ProblemFinder
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_BATCH = 1000
+APPROVER_ROLES = ("approver", "red-card-holder")
+
+
+class ApprovalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    directive_id: EventId
+    target: Identifier
+    comment: Text = ""
+    classification: Classification = Classification.NATO_SECRET
+    releasableto: ReleasableTo = "NATO"
+
+
+SA_TYPES: tuple[type[Envelope], ...] = (TrackEvent, PositionEvent, UnitStatusEvent)
+DIRECTIVE_TYPES: tuple[type[Envelope], ...] = (DirectiveEvent,)
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, detail: str, problems: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.problems = problems or []
+
+
+class Route:
+    """One kind of input: its decoders, problem finder, topic and required role."""
+
+    def __init__(
+        self,
+        name: str,
+        accepted: Any,
+        types: tuple[type[Envelope], ...],
+        topic: str,
+        role: str,
+    ) -> None:
+        self.name = name
+        self.decoder: EventDecoder[Any] = EventDecoder(accepted)
+        self.list_decoder: EventDecoder[Any] = EventDecoder(list[accepted])
+        self.finder = ProblemFinder(types)
+        self.topic = topic
+        self.role = role
+
+
+class Ingest:
+    def __init__(self, settings: ServiceSettings, verifier: TokenVerifier) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        topics = TopicNames(settings.kafka.topic_prefix)
+        self.routes = {
+            "sa": Route("sa", SaEvent, SA_TYPES, topics.sa, "sa-publisher"),
+            "directives": Route(
+                "directives",
+                DirectiveEvent,
+                DIRECTIVE_TYPES,
+                topics.submitted,
+                "directive-publisher",
+            ),
+        }
+        self.registry = CollectorRegistry()
+        self.accepted = Counter(
+            "c2bus_ingest_accepted", "Events produced", ["route"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "c2bus_ingest_rejected", "Requests refused", ["route", "status"], registry=self.registry
+        )
+        self.flow = EventFlow(self.registry)
+        for route in (*self.routes, "approvals"):
+            self.accepted.labels(route)
+        self.producer: AIOKafkaProducer | None = None
+        self.app = self._build_app()
+        self.http = HttpServer(self.app, settings.host, settings.port)
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(
+            title="c2bus ingest",
+            version="1",
+            description=__doc__,
+        )
+        app.include_router(ops_router(self.registry, lambda: self.producer is not None))
+
+        for name in self.routes:
+            self._add_routes(app, name)
+        app.add_api_route(
+            "/v1/approvals",
+            self._approve,
+            methods=["POST"],
+            status_code=202,
+            summary="Approve a held directive (two-person rule, national red card)",
+            description="Body: {directive_id, target, comment?, classification?, "
+            "releasableto?}. The approver's subject, nation and roles come from the token; "
+            "the policy decides whether the approval counts.",
+            tags=["directives"],
+        )
+
+        components = _components()
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                schema = get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    routes=app.routes,
+                    description=app.description,
+                )
+                schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                    components["schemas"]
+                )
+                for path, ref in components["bodies"].items():
+                    schema["paths"][path]["post"]["requestBody"] = {
+                        "required": True,
+                        "content": {
+                            "application/cloudevents+json": {"schema": ref},
+                            "application/json": {"schema": ref},
+                        },
+                    }
+                app.openapi_schema = schema
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
+        return app
+
+    def _add_routes(self, app: FastAPI, name: str) -> None:
+        route = self.routes[name]
+
+        async def single(request: Request) -> JSONResponse:
+            return await self._handle(request, route, batch=False)
+
+        async def batch(request: Request) -> JSONResponse:
+            return await self._handle(request, route, batch=True)
+
+        responses: dict[int | str, dict[str, Any]] = {
+            202: {"description": "Produced to Kafka"},
+            401: {"description": "Missing or invalid bearer token"},
+            403: {"description": "Token lacks the role " + route.role},
+            413: {"description": "Body or batch too large"},
+            422: {"description": "Invalid event(s): every problem, with JSON path"},
+            503: {"description": "Kafka unavailable"},
+        }
+        app.add_api_route(
+            f"/v1/{name}",
+            single,
+            methods=["POST"],
+            status_code=202,
+            responses=responses,
+            summary=f"Publish one {name} event",
+            tags=[name],
+        )
+        app.add_api_route(
+            f"/v1/{name}/batch",
+            batch,
+            methods=["POST"],
+            status_code=202,
+            responses=responses,
+            summary=f"Publish a batch of {name} events (all or nothing)",
+            tags=[name],
+        )
+
+    async def _handle(self, request: Request, route: Route, batch: bool) -> JSONResponse:
+        try:
+            identity = self._authorise(request, route)
+            body = await request.body()
+            if len(body) > MAX_BODY_BYTES:
+                raise Rejected(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            events = self._decode(body, route, batch)
+            results = await self._produce(events, route)
+        except Rejected as exc:
+            return self._refusal(exc, route.name)
+        self.accepted.labels(route.name).inc(len(results))
+        log.info(
+            "events.accepted",
+            extra={
+                "route": route.name,
+                "count": len(results),
+                "subject": identity.subject,
+                "event_ids": [r["id"] for r in results],
+            },
+        )
+        return JSONResponse(results if batch else results[0], status_code=202)
+
+    def _refusal(self, exc: Rejected, route_name: str) -> JSONResponse:
+        self.rejected.labels(route_name, str(exc.status)).inc()
+        content: dict[str, Any] = {"detail": exc.detail}
+        if exc.problems:
+            content["problems"] = exc.problems
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(content, status_code=exc.status, headers=headers)
+
+    def _authorise(self, request: Request, route: Route) -> Identity:
+        identity = self._identity(request)
+        if not identity.has_role(route.role):
+            raise Rejected(403, f"the token lacks the role {route.role}")
+        return identity
+
+    def _identity(self, request: Request) -> Identity:
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token is None:
+            raise Rejected(401, "a bearer token is required")
+        try:
+            return self.verifier.verify(token)
+        except AuthError as exc:
+            raise Rejected(401, str(exc)) from exc
+
+    async def _approve(self, request: Request) -> JSONResponse:
+        """An approval of a held directive, stamped with the caller's verified identity."""
+        route = self.routes["directives"]
+        try:
+            identity = self._identity(request)
+            if not any(identity.has_role(role) for role in APPROVER_ROLES):
+                roles = " or ".join(APPROVER_ROLES)
+                raise Rejected(403, f"the token lacks the role {roles}")
+            try:
+                body = msgspec.json.decode(await request.body(), type=ApprovalRequest)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                reason, _, path = str(exc).partition(" - at `")
+                problem = Problem(path.rstrip("`") or "$", reason)
+                raise Rejected(422, "invalid approval", [problem.as_dict()]) from exc
+            event = ApprovalEvent(
+                specversion="1.0",
+                id=f"approval:{body.directive_id}:{identity.subject}",
+                source=f"urn:c2bus:ingest:{self.settings.instance}",
+                time=datetime.now(UTC),
+                classification=body.classification,
+                releasableto=body.releasableto,
+                subject=body.directive_id,
+                data=ApprovalData(
+                    directive_id=body.directive_id,
+                    target=body.target,
+                    approver=identity.subject,
+                    nation=identity.nation,
+                    roles=sorted(identity.roles),
+                    comment=body.comment,
+                ),
+            )
+            [result] = await self._produce([event], route)
+        except Rejected as exc:
+            return self._refusal(exc, "approvals")
+        self.accepted.labels("approvals").inc()
+        log.info(
+            "approval.accepted",
+            extra={"directive_id": body.directive_id, "approver": identity.subject},
+        )
+        return JSONResponse(result, status_code=202)
+
+    def _decode(self, body: bytes, route: Route, batch: bool) -> list[Envelope]:
+        try:
+            if batch:
+                events: list[Envelope] = route.list_decoder.decode_event(body)
+                if not events:
+                    raise Rejected(422, "the batch is empty")
+                if len(events) > MAX_BATCH:
+                    raise Rejected(413, f"a batch holds at most {MAX_BATCH} events")
+                return events
+            return [route.decoder.decode_event(body)]
+        except InvalidEvent as exc:
+            raise Rejected(422, "invalid event", self._problems(body, route, batch, exc)) from exc
+
+    def _problems(
+        self, body: bytes, route: Route, batch: bool, exc: InvalidEvent
+    ) -> list[dict[str, Any]]:
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return [Problem("$", str(exc)).as_dict()]
+        if not batch:
+            return [p.as_dict() for p in route.finder.find(doc, str(exc))]
+        if not isinstance(doc, list):
+            return [Problem("$", "expected a JSON array of CloudEvents").as_dict()]
+        problems: list[dict[str, Any]] = []
+        for index, item in enumerate(doc):
+            try:
+                route.decoder.decode_event(msgspec.json.encode(item))
+            except InvalidEvent as item_exc:
+                problems += [p.as_dict(index) for p in route.finder.find(item, str(item_exc))]
+        return problems or [Problem("$", str(exc)).as_dict()]
+
+    async def _produce(self, events: list[Envelope], route: Route) -> list[dict[str, Any]]:
+        producer = self.producer
+        if producer is None:
+            raise Rejected(503, "not ready: Kafka producer not started")
+        try:
+            futures = [
+                await producer.send(route.topic, encode_event(e), key=e.key().encode())
+                for e in events
+            ]
+            metadata = await asyncio.gather(*futures)
+        except AioKafkaError as exc:
+            log.error("produce.failed", extra={"route": route.name, "error": repr(exc)})
+            raise Rejected(503, f"Kafka did not accept the events: {type(exc).__name__}") from exc
+        for e in events:
+            kind = event_type(e)
+            self.flow.received("http", kind)
+            self.flow.sent(route.topic, kind)
+        return [
+            {"id": e.id, "topic": m.topic, "partition": m.partition, "offset": m.offset}
+            for e, m in zip(events, metadata, strict=True)
+        ]
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        bootstrap = self.settings.kafka.bootstrap
+        producer = new_producer(bootstrap, self.settings.instance)
+        self.http.bind()
+        await start_client(producer, bootstrap)
+        self.producer = producer
+        log.info("ingest.started", extra={"port": self.http.port})
+        timeout = self.settings.shutdown_timeout_s
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.http.serve())
+            try:
+                await stop.wait()
+            finally:
+                self.http.stop()  # stop intake: no new requests
+                await bounded("http.drain", self.http.stopped(), timeout)
+                self.producer = None
+                await bounded("producer.stop", producer.stop(), timeout)  # flushes
+
+
+def _components() -> dict[str, Any]:
+    """OpenAPI request-body schemas generated from the event types."""
+    schemas, components = msgspec.json.schema_components(
+        [SaEvent, list[SaEvent], DirectiveEvent, list[DirectiveEvent]],
+        ref_template="#/components/schemas/{name}",
+    )
+    sa, sa_batch, directive, directive_batch = schemas
+    return {
+        "schemas": components,
+        "bodies": {
+            "/v1/sa": sa,
+            "/v1/sa/batch": sa_batch,
+            "/v1/directives": directive,
+            "/v1/directives/batch": directive_batch,
+        },
+    }
+
+
+async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    verifier = verifier_for(settings.auth)
+    await Ingest(settings, verifier).run(stop)

@@ -1,0 +1,324 @@
+"""The policy API (FastAPI; OpenAPI at ``/docs``).
+
+- ``POST /v1/policies/validate``: validate a document (YAML or JSON), every problem listed
+- ``GET /v1/policies``: the version in force of every policy set
+- ``GET /v1/policies/{set}``: that version's metadata and document
+- ``GET /v1/policies/{set}/history``: every version ever published
+- ``POST /v1/policies/{set}/versions?replaces=N``: publish the next version (policy-admin)
+- ``POST /v1/policies/{set}/dry-run``: decide one directive, publish nothing
+- ``POST /v1/policies/{set}/shadow?last=N``: re-decide recorded directives under the body
+
+Every call needs a valid bearer token; only ``policy-admin`` may publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
+
+from c2bus.adapters.auth import TokenVerifier, bearer_token, verifier_for
+from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.ops import HttpServer, ops_router
+from c2bus.adapters.policy_store import (
+    PolicyConflict,
+    history,
+    latest_versions,
+    publish,
+    recorded_directives,
+)
+from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.topics import TopicNames
+from c2bus.core.codec import EventDecoder
+from c2bus.core.decision import Approval, Decision
+from c2bus.core.events import DirectiveEvent
+from c2bus.core.identity import Identity
+from c2bus.core.policy.compiler import (
+    PolicyInvalid,
+    compile_policy,
+    content_hash,
+    load_policy_document,
+)
+from c2bus.core.policy.evaluator import DirectiveContext, PolicyEvaluator
+from c2bus.core.policy.model import PolicyDocument
+from c2bus.errors import AuthError, InvalidEvent
+from c2bus.services.policy_api.shadow import shadow
+
+log = logging.getLogger(__name__)
+ADMIN_ROLE = "policy-admin"
+DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
+MAX_SHADOW = 10_000
+
+
+class Refused(Exception):
+    def __init__(self, status: int, detail: str, problems: list[dict[str, str]] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.problems = status, detail, problems or []
+
+
+class ApprovalSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    approver: str
+    nation: str
+    roles: list[str] = []
+
+
+class DryRun(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    directive: msgspec.Raw
+    policy: PolicyDocument | None = None
+    at: datetime | None = None
+    approvals: list[ApprovalSpec] = []
+
+
+def _decision(decision: Decision) -> dict[str, Any]:
+    return {
+        "verdict": decision.verdict.value,
+        "reasons": [{"rule": r.rule, "message": r.message} for r in decision.reasons],
+        "policy_set_id": decision.policy_set_id,
+        "policy_version": decision.policy_version,
+        "policy_hash": decision.policy_hash,
+    }
+
+
+class PolicyApi:
+    def __init__(self, settings: ServiceSettings, verifier: TokenVerifier) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.topics = TopicNames(settings.kafka.topic_prefix)
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "c2bus_policy_api_requests", "Requests", ["endpoint", "status"], registry=self.registry
+        )
+        self.ready = False
+        self.app = self._build()
+        self.http = HttpServer(self.app, settings.host, settings.port)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _identity(self, request: Request) -> Identity:
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token is None:
+            raise Refused(401, "a bearer token is required")
+        try:
+            return self.verifier.verify(token)
+        except AuthError as exc:
+            raise Refused(401, str(exc)) from exc
+
+    @staticmethod
+    def _document(raw: bytes) -> PolicyDocument:
+        try:
+            doc = load_policy_document(raw)
+            compile_policy(doc)
+        except PolicyInvalid as exc:
+            problems = [{"pointer": i.pointer, "message": i.message} for i in exc.issues]
+            raise Refused(422, "invalid policy", problems) from exc
+        return doc
+
+    async def _current(self, set_id: str) -> PolicyEvaluator:
+        latest = await latest_versions(self.settings.kafka.bootstrap, self.topics.policy)
+        if set_id not in latest:
+            raise Refused(404, f"no version of {set_id} is published")
+        return PolicyEvaluator(compile_policy(latest[set_id].data.document))
+
+    async def _call(self, endpoint: str, request: Request, handler: Any) -> JSONResponse:
+        try:
+            identity = self._identity(request)
+            status, body = await handler(identity)
+        except Refused as exc:
+            self.requests.labels(endpoint, str(exc.status)).inc()
+            content: dict[str, Any] = {"detail": exc.detail}
+            if exc.problems:
+                content["problems"] = exc.problems
+            return JSONResponse(content, status_code=exc.status)
+        self.requests.labels(endpoint, str(status)).inc()
+        return JSONResponse(body, status_code=status)
+
+    # --- routes ---------------------------------------------------------------------------
+
+    def _build(self) -> FastAPI:
+        app = FastAPI(title="c2bus policy API", version="1", description=__doc__)
+        app.include_router(ops_router(self.registry, lambda: self.ready))
+        self._reading_routes(app)
+        self._writing_routes(app)
+        return app
+
+    def _reading_routes(self, app: FastAPI) -> None:
+        @app.post("/v1/policies/validate", tags=["policies"], summary="Validate a document")
+        async def validate(request: Request) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                doc = self._document(await request.body())
+                return 200, {
+                    "valid": True,
+                    "policy_set_id": doc.policy_set_id,
+                    "version": doc.version,
+                    "policy_hash": content_hash(doc),
+                }
+
+            return await self._call("validate", request, handle)
+
+        @app.get("/v1/policies", tags=["policies"], summary="Versions in force")
+        async def current(request: Request) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                latest = await latest_versions(self.settings.kafka.bootstrap, self.topics.policy)
+                return 200, [
+                    {
+                        "policy_set_id": set_id,
+                        "version": event.data.version,
+                        "replaces": event.data.replaces,
+                        "published": event.time.isoformat(),
+                        "policy_hash": content_hash(event.data.document),
+                    }
+                    for set_id, event in sorted(latest.items())
+                ]
+
+            return await self._call("list", request, handle)
+
+        @app.get("/v1/policies/{set_id}", tags=["policies"], summary="The version in force")
+        async def show(set_id: str, request: Request) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                latest = await latest_versions(self.settings.kafka.bootstrap, self.topics.policy)
+                if set_id not in latest:
+                    raise Refused(404, f"no version of {set_id} is published")
+                event = latest[set_id]
+                return 200, {
+                    "policy_set_id": set_id,
+                    "version": event.data.version,
+                    "replaces": event.data.replaces,
+                    "published": event.time.isoformat(),
+                    "document": msgspec.to_builtins(event.data.document),
+                }
+
+            return await self._call("show", request, handle)
+
+        @app.get(
+            "/v1/policies/{set_id}/history",
+            tags=["policies"],
+            summary="Every version ever published, oldest first",
+        )
+        async def versions(set_id: str, request: Request) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                found = await history(self.settings.kafka.bootstrap, self.topics.policy, set_id)
+                if not found:
+                    raise Refused(404, f"no version of {set_id} was ever published")
+                return 200, [
+                    {
+                        "version": event.data.version,
+                        "replaces": event.data.replaces,
+                        "published": event.time.isoformat(),
+                        "source": event.source,
+                        "policy_hash": content_hash(event.data.document),
+                    }
+                    for event in found
+                ]
+
+            return await self._call("history", request, handle)
+
+    def _writing_routes(self, app: FastAPI) -> None:
+        @app.post(
+            "/v1/policies/{set_id}/versions",
+            tags=["policies"],
+            summary="Publish the next version (policy-admin; name the version it replaces)",
+        )
+        async def push(set_id: str, request: Request, replaces: int | None = None) -> JSONResponse:
+            async def handle(identity: Identity) -> tuple[int, Any]:
+                if not identity.has_role(ADMIN_ROLE):
+                    raise Refused(403, f"publishing needs the role {ADMIN_ROLE}")
+                doc = self._document(await request.body())
+                if doc.policy_set_id != set_id:
+                    raise Refused(
+                        422, f"the document is policy set {doc.policy_set_id}, not {set_id}"
+                    )
+                try:
+                    event = await publish(
+                        self.settings.kafka.bootstrap,
+                        self.topics.policy,
+                        doc,
+                        replaces,
+                        f"urn:c2bus:policy-api:{identity.subject}",
+                    )
+                except PolicyConflict as exc:
+                    raise Refused(409, str(exc)) from exc
+                log.info(
+                    "policy.pushed",
+                    extra={"set": set_id, "version": doc.version, "by": identity.subject},
+                )
+                return 201, {"policy_set_id": set_id, "version": event.data.version}
+
+            return await self._call("push", request, handle)
+
+        @app.post(
+            "/v1/policies/{set_id}/dry-run", tags=["policies"], summary="Decide one directive"
+        )
+        async def dry_run(set_id: str, request: Request) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                try:
+                    body = msgspec.json.decode(await request.body(), type=DryRun)
+                    directive = DIRECTIVES.decode_event(bytes(body.directive))
+                except (msgspec.ValidationError, msgspec.DecodeError, InvalidEvent) as exc:
+                    raise Refused(422, f"invalid dry-run request: {exc}") from exc
+                if body.policy is not None:
+                    try:
+                        evaluator = PolicyEvaluator(compile_policy(body.policy))
+                    except PolicyInvalid as exc:
+                        problems = [
+                            {"pointer": i.pointer, "message": i.message} for i in exc.issues
+                        ]
+                        raise Refused(422, "invalid policy", problems) from exc
+                else:
+                    evaluator = await self._current(set_id)
+                at = body.at or directive.time
+                approvals = frozenset(
+                    Approval(a.approver, a.nation, frozenset(a.roles)) for a in body.approvals
+                )
+                decision = evaluator.evaluate(directive, DirectiveContext(at, approvals))
+                return 200, {"directive": directive.id, "at": at.isoformat(), **_decision(decision)}
+
+            return await self._call("dry-run", request, handle)
+
+        @app.post(
+            "/v1/policies/{set_id}/shadow",
+            tags=["policies"],
+            summary="Re-decide recorded directives under a candidate (the body)",
+        )
+        async def shadow_run(set_id: str, request: Request, last: int = 1000) -> JSONResponse:
+            async def handle(_: Identity) -> tuple[int, Any]:
+                if not 1 <= last <= MAX_SHADOW:
+                    raise Refused(422, f"last must be between 1 and {MAX_SHADOW}")
+                candidate = PolicyEvaluator(compile_policy(self._document(await request.body())))
+                current = await self._current(set_id)
+                directives = await recorded_directives(
+                    self.settings.kafka.bootstrap, self.topics.submitted, last
+                )
+                report = shadow(directives, current, candidate)
+                return 200, {
+                    "directives": report.directives,
+                    "current_version": report.current_version,
+                    "candidate_version": report.candidate_version,
+                    "changed": [asdict(c) for c in report.changed],
+                }
+
+            return await self._call("shadow", request, handle)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.http.bind()
+        self.ready = True
+        log.info("policy_api.started", extra={"port": self.http.port})
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.http.serve())
+            try:
+                await stop.wait()
+            finally:
+                self.ready = False
+                self.http.stop()
+                await bounded("http.drain", self.http.stopped(), self.settings.shutdown_timeout_s)
+
+
+async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
+    verifier = verifier_for(settings.auth)
+    await PolicyApi(settings, verifier).run(stop)

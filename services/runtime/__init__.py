@@ -1,1 +1,0 @@
-"""Adapters shared by the services: settings, Kafka clients and topics, the local broker."""
