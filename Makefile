@@ -50,11 +50,12 @@ console: $(STAMP)  ## a terminal console on the running gateway
 stop: $(STAMP)  ## stop a local Kafka left running (c2bus kafka start)
 	$(BIN)/c2bus kafka stop
 
-test: jars prometheus  ## the whole test suite, with a real Kafka and a real Prometheus
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: jars prometheus test-unit  ## the whole test suite, with a real Kafka and a real Prometheus
+	$(BIN)/pytest tests/deploy tests/integration tests/faults $(PYTEST_ARGS)
 
-test-unit: $(STAMP)  ## the unit tests only (no Kafka)
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+test-unit: $(STAMP)  ## the unit tests (no Kafka), with full branch coverage of the decision cores
+	$(BIN)/coverage run -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/coverage report
 
 faults: jars  ## the full fault suite: 30,000 directives per scenario on a three-node cluster
 	C2BUS_FAULTS_DIRECTIVES=$${C2BUS_FAULTS_DIRECTIVES:-30000} \
@@ -86,4 +87,4 @@ schemas: $(STAMP)  ## regenerate schemas/ from the event types
 
 clean:  ## stop local Kafka and remove .venv and .c2bus (jars, data)
 	-[ -x $(BIN)/c2bus ] && $(BIN)/c2bus kafka stop
-	rm -rf $(VENV) .c2bus .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .c2bus .pytest_cache .mypy_cache .ruff_cache .coverage

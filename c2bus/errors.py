@@ -7,15 +7,16 @@ The tree::
     ├── InvalidEvent           bytes that are not a valid c2bus event (dead-letter material)
     ├── PolicyError            an alignment-policy document is invalid
     ├── AuthError              a token is missing, malformed, expired or not ours
-    └── KafkaError
+    └── KafkaError             a Kafka step failed; ``retriable`` and ``fenced`` say what next
         ├── KafkaUnavailable   no broker answered at the configured bootstrap address
+        ├── ProducerFencedOut  a newer producer took our transactional id (``fenced``)
         ├── TopicError         topics could not be created or inspected
         └── LocalKafkaError    the local broker tooling failed: Java or Maven missing,
                                port taken, data directory of another cluster, start failed
 
-Library exceptions are translated at the boundary (``raise X(...) from exc``) so callers
-handle one tree. Every message is one line that names the cause and, where there is one,
-the fix.
+Library exceptions are translated at the boundary (``raise X(...) from exc``; for Kafka,
+``c2bus.adapters.kafka.kafka_step``) so callers handle one tree. Every message is one line
+that names the cause and, where there is one, the fix.
 """
 
 from __future__ import annotations
@@ -51,11 +52,31 @@ class AuthError(C2BusError):
 
 
 class KafkaError(C2BusError):
-    """Talking to Kafka failed."""
+    """Talking to Kafka failed.
+
+    ``retriable``: the same step may succeed if tried again (a timeout, a leader that moved);
+    ``fenced``: another owner has taken over (retrying cannot help, wait for the rebalance);
+    ``cause``: the name of the library error behind it, for metrics (``TimeoutError``,
+    ``KafkaConnectionError``…).
+    """
+
+    retriable: bool = False
+    fenced: bool = False
+
+    def __init__(self, message: str, *, retriable: bool = False, cause: str = "") -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.cause = cause or type(self).__name__
 
 
 class KafkaUnavailable(KafkaError):
     """No broker answered at the configured bootstrap address."""
+
+
+class ProducerFencedOut(KafkaError):
+    """A producer with our transactional id started elsewhere: this one is a zombie."""
+
+    fenced = True
 
 
 class TopicError(KafkaError):

@@ -1,24 +1,65 @@
-"""Thin asyncio adapters over aiokafka: reaching a cluster, and an admin client.
+"""Thin asyncio adapters over aiokafka: reaching a cluster, clients, an admin client.
 
-aiokafka's exceptions are translated here into :mod:`c2bus.errors` so callers handle
-one tree.
+aiokafka's exceptions are translated here into :mod:`c2bus.errors` so callers handle one
+tree: :func:`kafka_step` wraps a send, commit, fetch or transaction step and raises
+:class:`~c2bus.errors.KafkaError` (``retriable``, ``fenced``) from whatever failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
-from c2bus.errors import KafkaError, KafkaUnavailable
+from c2bus.errors import KafkaError, KafkaUnavailable, ProducerFencedOut
+
+#: what aiokafka raises once a newer producer has taken the transactional id
+_FENCING = (ProducerFenced, InvalidProducerEpoch)
+
+
+def is_fencing(error: BaseException | None) -> bool:
+    """Did this error (a delivery's, say) come from being fenced by a newer producer?"""
+    return isinstance(error, _FENCING) or bool(getattr(error, "fenced", False))
+
+
+def translate(step: str, exc: BaseException) -> KafkaError:
+    """The c2bus error for a library error raised by ``step``."""
+    if isinstance(exc, KafkaError):
+        return exc
+    cause = type(exc).__name__
+    message = f"{step} failed: {exc!r}"[:1000]
+    if isinstance(exc, _FENCING):
+        return ProducerFencedOut(message, cause="ProducerFenced")
+    if isinstance(exc, AioKafkaError):
+        return KafkaError(message, retriable=bool(exc.retriable), cause=cause)
+    # IllegalOperation: the producer is in a state the step cannot run in (after a fence
+    # aiokafka reports every later step so); the lane must be set up again.
+    return KafkaError(message, retriable=not isinstance(exc, IllegalOperation), cause=cause)
+
+
+#: library errors a Kafka step can raise (timeouts and socket errors included)
+LIBRARY_ERRORS = (AioKafkaError, IllegalOperation, TimeoutError, OSError)
+
+
+@contextlib.contextmanager
+def kafka_step(step: str) -> Iterator[None]:
+    """Run one Kafka step; what it raises comes out as a :class:`KafkaError`.
+
+    Wrap the step's ``asyncio.timeout`` too, so that running out of time is translated.
+    """
+    try:
+        yield
+    except LIBRARY_ERRORS as exc:
+        raise translate(step, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)

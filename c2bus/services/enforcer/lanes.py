@@ -7,21 +7,29 @@ aborts) any transaction it left open, before this owner reads the committed offs
 held state. That is what keeps a paused or partitioned enforcer (a zombie) from committing
 anything once another has taken its partition, even though aiokafka's transactional offset
 commits carry only the group id (no generation to fence on). See ``docs/exactly-once.md``.
+
+A lane writes what the decision core returns (:class:`~c2bus.core.enforcement.Step`) in its
+open transaction; every Kafka step here raises :class:`~c2bus.errors.KafkaError` only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.structs import TopicPartition
 
-FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch)
+from c2bus.adapters.dlq import DeadLetters
+from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
+from c2bus.adapters.lifecycle import bounded
+from c2bus.core.enforcement import Step, Stream
+from c2bus.services.enforcer.metrics import Tally
+
+log = logging.getLogger(__name__)
 
 
 def _retrieve(delivery: asyncio.Future[Any]) -> None:
@@ -30,24 +38,15 @@ def _retrieve(delivery: asyncio.Future[Any]) -> None:
         delivery.exception()
 
 
-@dataclass
-class Tally:
-    """What the open transaction decided and wrote: reported in the metrics once it
-    commits, forgotten if it aborts."""
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """The topics a lane writes to, by the core's streams, and the dead letters."""
 
-    verdicts: Counter[str] = field(default_factory=Counter)
-    #: by (verdict, rule cited)
-    rules: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: events written, by (topic, CloudEvents type)
-    produced: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: submission times of the directives decided
-    submitted: list[datetime] = field(default_factory=list)
+    topics: dict[Stream, str]
+    dlq: DeadLetters
 
-    def clear(self) -> None:
-        self.verdicts.clear()
-        self.rules.clear()
-        self.produced.clear()
-        self.submitted.clear()
+    def topic(self, stream: Stream) -> str:
+        return self.topics[stream]
 
 
 @dataclass(eq=False)
@@ -68,16 +67,13 @@ class Lane:
     failures: int = 0
     retry_at: float = 0.0
 
-    def track(self, delivery: asyncio.Future[Any]) -> None:
-        self.sent.append(delivery)
-
     def settle(self) -> bool:
         """Forget the deliveries (their errors are retrieved); True if any was fenced."""
         fenced = False
         for delivery in self.sent:
             if delivery.done():
                 with contextlib.suppress(asyncio.CancelledError):
-                    fenced |= isinstance(delivery.exception(), FENCING_ERRORS)
+                    fenced |= is_fencing(delivery.exception())
             else:
                 delivery.add_done_callback(_retrieve)
         self.sent.clear()
@@ -93,6 +89,79 @@ class Lane:
         self.tally.clear()
         self.settle()
         self.retry_at = retry_at
+
+    # -- Kafka steps ---------------------------------------------------------------------------
+
+    async def start(
+        self, bootstrap: str, client_id: str, transactional_id: str, timeout_s: float
+    ) -> None:
+        """Start the lane's transactional producer and open its first transaction. Its id
+        names the partition, so this fences any earlier owner and ends its open transaction
+        before we read offsets."""
+        self.producer = new_producer(
+            bootstrap,
+            client_id,
+            transactional_id=transactional_id,
+            request_timeout_ms=10_000,
+            # The commit waits for batches still lingering, so lingering only adds latency;
+            # under load batches fill while earlier requests are in flight.
+            linger_ms=0,
+            # A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until
+            # the markers are written (KAFKA-5477); the default 100 ms backoff would add
+            # that much to every commit.
+            retry_backoff_ms=10,
+            transaction_timeout_ms=max(30_000, int(2_000 * timeout_s)),
+        )  # from here on, failing the lane closes it
+        with kafka_step("init"):
+            async with asyncio.timeout(timeout_s):
+                await self.producer.start()
+                await self.producer.begin_transaction()  # returns once the id is ours
+        self.in_transaction = True
+
+    async def write(
+        self, step: Step, record: Any, producer: AIOKafkaProducer, outputs: Outputs
+    ) -> None:
+        """Write a step's records (and its dead letter) in the open transaction."""
+        if self.producer is not None and not self.in_transaction:
+            with kafka_step("begin"):
+                await self.producer.begin_transaction()
+            self.in_transaction = True
+        with kafka_step("send"):
+            for write in step.writes:
+                delivery = await producer.send(
+                    outputs.topic(write.stream),
+                    write.value,
+                    key=write.key,
+                    partition=write.partition,
+                )
+                self.sent.append(delivery)
+            if step.dead_letter is not None:
+                stage, error = step.dead_letter.stage, step.dead_letter.error
+                self.sent.append(await outputs.dlq.send(record, stage, error, producer))
+        self.tally.add(step, outputs.topic)
+        self.dirty = True
+
+    async def commit(self, tp: TopicPartition, group_id: str, timeout_s: float) -> None:
+        """Commit the open transaction with the lane's input offset."""
+        producer = self.producer
+        assert producer is not None
+        with kafka_step("commit"):
+            async with asyncio.timeout(timeout_s):
+                await producer.send_offsets_to_transaction({tp: self.position}, group_id)
+                await producer.commit_transaction()
+        self.in_transaction = False
+
+    async def close(self, timeout_s: float) -> None:
+        """Abort what is open and stop the producer; errors are the lane's past, not ours."""
+        producer, self.producer = self.producer, None
+        if producer is None:
+            return
+        if self.in_transaction and self.dirty:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await producer.abort_transaction()
+        with contextlib.suppress(Exception):
+            await bounded(f"lane {self.partition} producer.stop", producer.stop(), timeout_s)
 
 
 class Lanes(dict[int, Lane]):

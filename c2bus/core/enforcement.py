@@ -1,0 +1,238 @@
+"""The enforcer's decisions as a pure state machine: no asyncio, no Kafka.
+
+One input at a time goes in: a record of the submitted topic (a directive or an approval), an
+expiry tick of a partition, or a policy switch. What comes out is a :class:`Step`: the
+records to write (decisions, DECIDED status steps, approved directives, changes to the held
+state), at most one dead letter, and what was decided, for the metrics and logs. The lane
+adapter (``c2bus.services.enforcer``) only feeds inputs in and writes a step's records in the
+lane's transaction, in order; if that transaction fails it drops the partition's state
+(:meth:`Enforcement.drop`) and restores it from the held topic (:meth:`Enforcement.restore`),
+so the state here never holds a change that Kafka does not.
+
+The rules, per partition and in input order:
+
+- a record that does not decode is dead-lettered (``enforcer.decode``);
+- an approval for a directive that is not held is dead-lettered (``enforcer.approval``);
+- an approval for a held directive re-evaluates it with every approval so far;
+- a directive whose id is held or was decided (until it expires) is a replay: denied, with
+  its input position, and nothing else changes;
+- any other directive is evaluated: HOLD keeps it in the held state, any other verdict ends
+  it (a held directive is removed) and marks its id as seen until it expires; ALLOW also
+  releases it to the approved topic, naming its decision;
+- a tick denies the partition's held directives that expired and forgets the seen marks of
+  directives that expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.decision import Approval, Decision, DirectivePolicy
+from c2bus.core.directives import approved_directive, decided_status, decision_event
+from c2bus.core.events import (
+    ApprovalEvent,
+    DirectiveEvent,
+    Envelope,
+    SubmittedEvent,
+    Verdict,
+    event_type,
+)
+from c2bus.core.held import Held, HeldDirectives, encode_seen, seen_key
+from c2bus.errors import InvalidEvent, PolicyError
+
+SUBMITTED: EventDecoder[SubmittedEvent] = EventDecoder(SubmittedEvent)
+
+
+class Stream(Enum):
+    """Where a record goes; the adapter maps each to its topic."""
+
+    DECISIONS = "decisions"
+    STATUS = "status"
+    APPROVED = "approved"
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One record to write in the lane's transaction. ``partition`` is set where the record
+    must land in a given partition (held state follows its input partition); ``kind`` is the
+    CloudEvents type of an event, None for held-state records."""
+
+    stream: Stream
+    key: bytes
+    value: bytes | None
+    partition: int | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The input record goes to the dead-letter topic as it came, with this stage and error."""
+
+    stage: str
+    error: InvalidEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A verdict recorded by a step, with what the metrics and logs say of it."""
+
+    directive: DirectiveEvent
+    decision: Decision
+    approvals: int
+    #: the input position (``<partition>-<offset>``) of a copy denied as a replay
+    replay_of: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """A directive's own verdict (not a HOLD, not the denial of a copy): the end of its
+        submitted-to-decided hop."""
+        return self.replay_of is None and self.decision.verdict is not Verdict.HOLD
+
+
+@dataclass(slots=True)
+class Step:
+    """What one input produced: write ``writes`` in order, then the dead letter if any."""
+
+    writes: list[Write] = field(default_factory=list)
+    decided: list[Decided] = field(default_factory=list)
+    dead_letter: DeadLetter | None = None
+    #: the CloudEvents type of the input, once decoded
+    received: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.dead_letter)
+
+
+class Enforcement:
+    """The decision state machine of one enforcer: the policy in force and, per input
+    partition, the held directives and the ids seen.
+
+    ``source`` and ``actor`` name the enforcer in the events it writes.
+    """
+
+    def __init__(self, policy: DirectivePolicy | None, *, source: str, actor: str) -> None:
+        self._policy = policy
+        self.source = source
+        self.actor = actor
+        self.held = HeldDirectives()
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def switch(self, policy: DirectivePolicy) -> None:
+        """A new policy version is in force: it decides every input from now on."""
+        self._policy = policy
+
+    @property
+    def policy(self) -> DirectivePolicy:
+        """The version in force; with none, nothing is decided (fail closed)."""
+        if self._policy is None:
+            raise PolicyError("no alignment policy is in force: nothing can be decided")
+        return self._policy
+
+    def submitted(self, value: bytes | None, partition: int, offset: int, now: datetime) -> Step:
+        """Decide one record of the submitted topic, read at ``partition``/``offset``."""
+        policy = self.policy
+        step = Step()
+        try:
+            if value is None:
+                raise InvalidEvent("record has no value")
+            event = SUBMITTED.decode_event(value)
+        except InvalidEvent as exc:
+            step.dead_letter = DeadLetter("enforcer.decode", exc)
+            return step
+        step.received = event_type(event)
+        if isinstance(event, ApprovalEvent):
+            self._approve(event, now, step)
+        elif self.held.known(event.id):
+            decision = policy.decide(event, now, replay=True)
+            self._decision(step, event, decision, now, 0, replay_of=f"{partition}-{offset}")
+        else:
+            decision = policy.decide(event, now)
+            self._record(step, Held(event, frozenset(), partition), decision, now)
+        return step
+
+    def tick(self, partition: int, now: datetime) -> Step:
+        """Deny ``partition``'s held directives that expired; forget expired seen marks."""
+        policy = self.policy
+        step = Step()
+        for held in self.held.expired(now, partition):
+            self._record(step, held, policy.decide(held.directive, now, held.approvals), now)
+        for directive_id in self.held.expired_seen(now, partition):
+            key = seen_key(directive_id).encode()
+            step.writes.append(Write(Stream.HELD, key, None, partition))
+            self.held.forget_seen(directive_id)
+        return step
+
+    # -- the partition's state, as Kafka holds it ----------------------------------------------
+
+    def restore(self, records: Iterable[Any]) -> int:
+        """Fold held-topic records (oldest first) into the state; returns how many are held."""
+        return self.held.restore(records)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the state of ``partitions`` (revoked, or their transaction failed)."""
+        self.held.drop_partitions(partitions)
+
+    # -- the rules ----------------------------------------------------------------------------
+
+    def _approve(self, event: ApprovalEvent, now: datetime, step: Step) -> None:
+        held = self.held.get(event.data.directive_id)
+        if held is None:
+            reason = f"directive {event.data.directive_id} is not held for approval"
+            step.dead_letter = DeadLetter("enforcer.approval", InvalidEvent(reason))
+            return
+        approval = Approval(event.data.approver, event.data.nation, frozenset(event.data.roles))
+        held = Held(held.directive, held.approvals | {approval}, held.partition)
+        self._record(step, held, self.policy.decide(held.directive, now, held.approvals), now)
+
+    def _record(self, step: Step, held: Held, decision: Decision, now: datetime) -> None:
+        """A decision and its consequences: hold, or end a hold and release."""
+        directive = held.directive
+        self._decision(step, directive, decision, now, len(held.approvals))
+        key = directive.id.encode()
+        if decision.verdict is Verdict.HOLD:
+            self.held.put(held)
+            step.writes.append(Write(Stream.HELD, key, held.encode(), held.partition))
+            return
+        if self.held.pop(directive.id) is not None:
+            step.writes.append(Write(Stream.HELD, key, None, held.partition))
+        # Remember the id until the directive expires: a copy of it is a replay.
+        expires = directive.data.expires
+        self.held.mark_seen(directive.id, expires, held.partition)
+        seen = seen_key(directive.id).encode()
+        step.writes.append(Write(Stream.HELD, seen, encode_seen(expires), held.partition))
+        if decision.verdict is Verdict.ALLOW:
+            approved = approved_directive(directive)
+            step.writes.append(_event(Stream.APPROVED, directive.data.target.encode(), approved))
+
+    def _decision(
+        self,
+        step: Step,
+        directive: DirectiveEvent,
+        decision: Decision,
+        now: datetime,
+        approvals: int,
+        *,
+        replay_of: str | None = None,
+    ) -> None:
+        """The decision (audit trail) and the DECIDED step of the directive's lifecycle."""
+        key = directive.id.encode()
+        audit = decision_event(
+            directive, decision, now, self.source, approvals, replay_of=replay_of
+        )
+        status = decided_status(
+            directive, decision, now, self.actor, approvals, replay_of=replay_of
+        )
+        step.writes.append(_event(Stream.DECISIONS, key, audit))
+        step.writes.append(_event(Stream.STATUS, key, status))
+        step.decided.append(Decided(directive, decision, approvals, replay_of))
+
+
+def _event(stream: Stream, key: bytes, event: Envelope) -> Write:
+    return Write(stream, key, encode_event(event), kind=event_type(event))
