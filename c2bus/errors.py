@@ -7,6 +7,7 @@ The tree::
     ├── InvalidEvent           bytes that are not a valid c2bus event (dead-letter material)
     ├── PolicyError            an alignment-policy document is invalid
     ├── AuthError              a token is missing, malformed, expired or not ours
+    ├── Refused                a request refused, with its code (HTTP status, console error)
     └── KafkaError             a Kafka step failed; ``retriable`` and ``fenced`` say what next
         ├── KafkaUnavailable   no broker answered at the configured bootstrap address
         ├── ProducerFencedOut  a newer producer took our transactional id (``fenced``)
@@ -20,6 +21,8 @@ that names the cause and, where there is one, the fix.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 
 class C2BusError(Exception):
@@ -49,6 +52,47 @@ class PolicyError(C2BusError):
 
 class AuthError(C2BusError):
     """A token was refused; the message says why (never the token itself)."""
+
+
+class Refused(C2BusError):
+    """A request refused. ``code`` is one of the documented error codes: a console gets it
+    in an ``error`` frame with the request's correlation id, an HTTP client as the
+    response's status (:attr:`http_status`). ``fields`` go with it (``retry_after_ms``).
+    The message says why without revealing what the caller may not see."""
+
+    HTTP_STATUS: ClassVar[dict[str, int]] = {
+        "bad_request": 400,
+        "bad_position": 400,
+        "unauthorized": 401,
+        "forbidden": 403,
+        "not_found": 404,
+        "unknown_directive": 404,
+        "conflict": 409,
+        "too_large": 413,
+        "invalid": 422,
+        "rate_limited": 429,
+        "unavailable": 503,
+    }
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        problems: list[dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> None:
+        if code not in self.HTTP_STATUS:
+            raise ValueError(f"unknown refusal code {code!r}")
+        super().__init__(message)
+        self.code = code
+        #: for HTTP: where the request body is wrong (JSON path and reason, one per problem)
+        self.problems = problems or []
+        self.fields = fields
+
+    @property
+    def http_status(self) -> int:
+        return self.HTTP_STATUS.get(self.code, 400)
 
 
 class KafkaError(C2BusError):

@@ -42,14 +42,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 from c2bus.adapters.auth import TokenVerifier, mint
+from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.core.protocol import SUBPROTOCOL
-from c2bus.services.gateway.app import HEARTBEAT_S, Gateway
+from c2bus.services.gateway.app import Gateway
+from c2bus.services.gateway.sessions import HEARTBEAT_S
 
 from .core import Bench, Result
 from .wsframes import CLOSE, PING, PONG, masked, split_frames
@@ -90,6 +93,8 @@ class GatewayServer:
         env = {"C2BUS_GATEWAY_PORT": "0", "C2BUS_INSTANCE": "bench", "C2BUS_LOG_LEVEL": "WARNING"}
         settings = ServiceSettings.from_env("gateway", env)
         self.gateway = Gateway(settings, TokenVerifier(KEY, AUDIENCE, ISSUER))
+        # Every record the benchmark routes is valid: nothing is dead-lettered.
+        self.dlq = DeadLetters(None, "unused", "bench", CollectorRegistry())
         self.offset = 0
 
     async def start(self) -> int:
@@ -112,7 +117,7 @@ class GatewayServer:
                     topic=topic, partition=0, offset=self.offset, value=value, key=None
                 )
                 self.offset += 1
-                await gateway._dispatch(record, None)  # type: ignore[arg-type]
+                await gateway.intake.route(record, self.dlq)
             await asyncio.sleep(0)
 
     async def connected(self, n: int) -> None:

@@ -30,7 +30,7 @@ import jwt
 from c2bus.adapters.settings import AuthSettings
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from c2bus.errors import AuthError, ConfigError
+from c2bus.errors import AuthError, ConfigError, Refused
 
 ALGORITHM = "HS256"  # the shared-key algorithm (local development, ``c2bus token``)
 ASYMMETRIC = {"EdDSA": "OKP", "RS256": "RSA"}  # algorithm -> the JWK key type it needs
@@ -44,6 +44,18 @@ def bearer_token(authorization: str) -> str | None:
     scheme, _, value = authorization.partition(" ")
     token = value.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def authenticate(verifier: TokenVerifier, authorization: str) -> Identity:
+    """The verified identity of an HTTP request's ``Authorization`` header, or a refusal
+    (401) that says why."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise Refused("unauthorized", "a bearer token is required")
+    try:
+        return verifier.verify(token)
+    except AuthError as exc:
+        raise Refused("unauthorized", str(exc)) from exc
 
 
 def load_or_create_key(path: Path) -> bytes:

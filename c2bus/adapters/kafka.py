@@ -16,7 +16,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import (
+    IllegalOperation,
+    InvalidProducerEpoch,
+    KafkaTimeoutError,
+    ProducerFenced,
+)
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
@@ -40,7 +45,10 @@ def translate(step: str, exc: BaseException) -> KafkaError:
     if isinstance(exc, _FENCING):
         return ProducerFencedOut(message, cause="ProducerFenced")
     if isinstance(exc, AioKafkaError):
-        return KafkaError(message, retriable=bool(exc.retriable), cause=cause)
+        # aiokafka calls its own request timeout not retriable; for us any timeout is: the
+        # same step may well succeed when tried again.
+        retriable = bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+        return KafkaError(message, retriable=retriable, cause=cause)
     # IllegalOperation: the producer is in a state the step cannot run in (after a fence
     # aiokafka reports every later step so); the lane must be set up again.
     return KafkaError(message, retriable=not isinstance(exc, IllegalOperation), cause=cause)
@@ -259,12 +267,23 @@ async def read_to_end(
             start = await consumer.beginning_offsets(tps)
             for tp in tps:
                 consumer.seek(tp, max(start[tp], end[tp] - last))
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
-            if not batch:
-                raise KafkaError(f"reading {topic} stalled before its end")
+        # A fetch can return nothing and still move the position: past an aborted
+        # transaction, or the markers, at the end of a partition (as KAFKA-12980 describes
+        # for the Java client). So the end is judged by positions, and a stall is no
+        # progress for ``timeout_s``.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        behind = [tp for tp in tps if await consumer.position(tp) < end[tp]]
+        while behind:
+            batch = await consumer.getmany(*behind, timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
+            still = [tp for tp in behind if await consumer.position(tp) < end[tp]]
+            if batch or len(still) < len(behind):
+                deadline = loop.time() + timeout_s
+            elif loop.time() > deadline:
+                raise KafkaError(f"reading {topic} stalled before its end")
+            behind = still
     finally:
         await consumer.stop()
     return records

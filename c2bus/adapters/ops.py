@@ -12,10 +12,14 @@ import contextlib
 import socket
 import urllib.request
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from c2bus.errors import Refused
 
 ReadyCheck = Callable[[], bool]
 
@@ -28,6 +32,15 @@ def answers(url: str, timeout_s: float = 2.0) -> bool:
             return bool(response.status == 200)
     except OSError:  # refused, timed out, or an HTTP error status
         return False
+
+
+def refusal(exc: Refused) -> JSONResponse:
+    """The HTTP answer to a refused request: its status, ``detail`` and any ``problems``."""
+    content: dict[str, Any] = {"detail": str(exc)}
+    if exc.problems:
+        content["problems"] = exc.problems
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return JSONResponse(content, status_code=exc.http_status, headers=headers)
 
 
 def ops_router(registry: CollectorRegistry, ready: ReadyCheck) -> APIRouter:

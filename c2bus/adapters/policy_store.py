@@ -1,21 +1,38 @@
-"""Policy versions on the compacted policy topic: read the latest, publish the next.
+"""Policy versions on the compacted policy topic: follow them, read the latest, publish
+the next.
 
 Each record is a ``c2bus.policy.set.v1`` event keyed by policy set id; every published
 version also goes, in the same transaction, to ``<policy topic>.history``. Publishing is
-optimistic: the publisher names the version it replaces, and both the publisher (before
-sending) and every enforcer (on receipt) refuse a version whose base is not the current one,
-so two publishers racing cannot both win.
+optimistic and fenced: the publisher names the version it replaces; it takes the policy
+set's own transactional id (which fences any other publisher of that set still in flight),
+reads the version in force, checks the base, sends and commits, so of two publishers racing
+at most one commits. Every enforcer also refuses, on receipt, a version whose base is not
+the current one.
+
+:class:`PolicyView` is what a long-running reader keeps instead of reading the topics from
+their start per request: the newest version of every set and every version ever published,
+followed as they are written (:func:`follow`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from aiokafka.errors import KafkaError as AioKafkaError
+from aiokafka.structs import TopicPartition
 
-from c2bus.adapters.kafka import new_producer, read_to_end, start_client
+from c2bus.adapters.kafka import (
+    kafka_step,
+    new_consumer,
+    new_producer,
+    read_to_end,
+    start_client,
+    topic_partitions,
+)
+from c2bus.core.cloudevents import KAFKA_HEADERS, new_event
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.events import DirectiveEvent, PolicySetData, PolicySetEvent
 from c2bus.core.labels import Classification
@@ -78,8 +95,8 @@ async def latest_versions(bootstrap: str, topic: str) -> dict[str, PolicySetEven
 
 
 def policy_event(doc: PolicyDocument, replaces: int | None, source: str) -> PolicySetEvent:
-    return PolicySetEvent(
-        specversion="1.0",
+    return new_event(
+        PolicySetEvent,
         id=f"policy:{doc.policy_set_id}:v{doc.version}",
         source=source,
         time=datetime.now(UTC),
@@ -92,38 +109,47 @@ def policy_event(doc: PolicyDocument, replaces: int | None, source: str) -> Poli
     )
 
 
+def publisher_id(topic: str, policy_set_id: str) -> str:
+    """The transactional id every publisher of one policy set shares (one at a time)."""
+    return f"{topic}.publisher.{policy_set_id}"
+
+
 async def publish(
     bootstrap: str, topic: str, doc: PolicyDocument, replaces: int | None, source: str
 ) -> PolicySetEvent:
     """Validate and publish ``doc`` as the version after ``replaces``.
 
-    Raises :class:`PolicyInvalid` (nothing published) or :class:`PolicyConflict`.
+    Raises :class:`PolicyInvalid` (nothing published) or :class:`PolicyConflict` (someone
+    else published first, or is publishing this set right now).
     """
     compile_policy(doc)  # every problem listed, before anything is sent
-    current = (await latest_versions(bootstrap, topic)).get(doc.policy_set_id)
-    current_version = current.data.version if current else None
-    if replaces != current_version:
-        now = "none is published" if current_version is None else f"it is {current_version}"
-        raise PolicyConflict(
-            f"stale base version {replaces} for {doc.policy_set_id}: {now}; "
-            "re-read it and name the version you replace"
-        )
-    if current_version is not None and doc.version <= current_version:
-        raise PolicyConflict(
-            f"version {doc.version} is not newer than the current {current_version}"
-        )
-    event = policy_event(doc, replaces, source)
     producer = new_producer(
-        bootstrap, "c2bus-policy-publisher", transactional_id=f"c2bus-policy-{uuid.uuid4()}"
+        bootstrap, "c2bus-policy-publisher", transactional_id=publisher_id(topic, doc.policy_set_id)
     )
     await start_client(producer, bootstrap)
-    value, key = encode_event(event), doc.policy_set_id.encode()
+    key = doc.policy_set_id.encode()
     try:
-        async with producer.transaction():  # the history and the version in force, or neither
-            await producer.send(history_topic(topic), value, key=key)
-            await producer.send(topic, value, key=key)
-    except AioKafkaError as exc:
-        raise KafkaError(f"publishing the policy failed: {exc}") from exc
+        with kafka_step("publish"):
+            # Ours from here: an earlier publisher of this set still in flight is fenced (its
+            # open transaction aborted), one that committed is visible to the read below.
+            await producer.begin_transaction()
+            current = (await latest_versions(bootstrap, topic)).get(doc.policy_set_id)
+            _check_base(doc, replaces, current.data.version if current else None)
+            event = policy_event(doc, replaces, source)
+            value = encode_event(event)
+            await producer.send(history_topic(topic), value, key=key, headers=KAFKA_HEADERS)
+            await producer.send(topic, value, key=key, headers=KAFKA_HEADERS)
+            await producer.commit_transaction()  # the history and the version, or neither
+    except KafkaError as exc:
+        # Fenced, or (when the fence lands between two steps) refused as an illegal
+        # operation by a transaction the coordinator has already aborted: either way
+        # another publisher of this set took over.
+        if exc.fenced or exc.cause == "IllegalOperation":
+            raise PolicyConflict(
+                f"another publisher of {doc.policy_set_id} started meanwhile: re-read the "
+                "version in force and name the version you replace"
+            ) from exc
+        raise KafkaError(f"publishing the policy failed: {exc}", cause=exc.cause) from exc
     finally:
         await producer.stop()
     log.info(
@@ -131,3 +157,79 @@ async def publish(
         extra={"policy_set_id": doc.policy_set_id, "version": doc.version, "replaces": replaces},
     )
     return event
+
+
+def _check_base(doc: PolicyDocument, replaces: int | None, current: int | None) -> None:
+    if replaces != current:
+        now = "none is published" if current is None else f"it is {current}"
+        raise PolicyConflict(
+            f"stale base version {replaces} for {doc.policy_set_id}: {now}; "
+            "re-read it and name the version you replace"
+        )
+    if current is not None and doc.version <= current:
+        raise PolicyConflict(f"version {doc.version} is not newer than the current {current}")
+
+
+class PolicyView:
+    """The policy topics as a reader needs them: the newest valid version of every set, and
+    every version ever published, oldest first."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.latest: dict[str, PolicySetEvent] = {}
+        self.versions: dict[str, list[PolicySetEvent]] = {}
+
+    def apply(self, topic: str, value: bytes | None) -> None:
+        """One record of the policy topic or of its history (undecodable ones skipped)."""
+        try:
+            event = POLICY_EVENTS.decode_event(value or b"")
+        except InvalidEvent:
+            return  # the enforcers count and log these; a reader just skips them
+        set_id = event.data.policy_set_id
+        if topic == self.topic:
+            current = self.latest.get(set_id)
+            if current is None or event.data.version > current.data.version:
+                self.latest[set_id] = event
+        else:
+            known = self.versions.setdefault(set_id, [])
+            if all(v.id != event.id for v in known):
+                known.append(event)
+
+    def published(self, event: PolicySetEvent) -> None:
+        """A version this process just published: readable here at once, before the
+        follower reads it back (reading one's own writes)."""
+        for topic in (self.topic, history_topic(self.topic)):
+            self.apply(topic, encode_event(event))
+
+
+async def follow(
+    bootstrap: str,
+    view: PolicyView,
+    stop: asyncio.Event,
+    caught_up: Callable[[], Any],
+    client_id: str = "c2bus-policy-view",
+) -> None:
+    """Fold both policy topics into ``view`` from their start, call ``caught_up`` once at
+    their end, then keep following until ``stop``."""
+    topics = [view.topic, history_topic(view.topic)]
+    consumer = new_consumer(bootstrap, client_id, group_id=None)
+    await start_client(consumer, bootstrap)
+    try:
+        with kafka_step("follow policies"):
+            tps: list[TopicPartition] = await topic_partitions(bootstrap, topics)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            behind = True
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    for record in records:
+                        view.apply(tp.topic, record.value)
+                if behind:
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
+                        behind = False
+                        caught_up()
+    finally:
+        await consumer.stop()

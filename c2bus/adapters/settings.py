@@ -270,6 +270,8 @@ class ServiceSettings:
             log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
             policy_file=Path(policy).expanduser().resolve(),
             policy_set_id=env.get("C2BUS_POLICY_SET") or "alliance-main",
-            gateway=GatewaySettings.from_env(env),
-            enforcer=EnforcerSettings.from_env(env),
+            # Each service validates only its own variables: a bad gateway setting must not
+            # stop the ingest (the others get the defaults, which they never use).
+            gateway=GatewaySettings.from_env(env if service == "gateway" else {}),
+            enforcer=EnforcerSettings.from_env(env if service == "enforcer" else {}),
         )

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import msgspec
 
+from c2bus.core.cloudevents import new_event
 from c2bus.core.decision import Decision
 from c2bus.core.events import (
     DecisionData,
@@ -51,13 +52,12 @@ def decision_event(
 ) -> DecisionEvent:
     """The audit record of a verdict; it carries the directive's own security label."""
     data = directive.data
-    return DecisionEvent(
-        specversion="1.0",
+    return new_event(
+        DecisionEvent,
         id=decision_id(directive, decision.verdict, approvals, replay_of),
         source=source,
         time=now,
-        classification=directive.classification,
-        releasableto=directive.releasableto,
+        like=directive,
         subject=directive.id,
         data=DecisionData(
             directive_id=directive.id,
@@ -90,13 +90,12 @@ def lifecycle_step(
 ) -> DirectiveStatusEvent:
     """One step of a directive's lifecycle, labelled like the directive and naming its
     issuer and target (so gateways can route it without remembering the directive)."""
-    return DirectiveStatusEvent(
-        specversion="1.0",
+    return new_event(
+        DirectiveStatusEvent,
         id=event_id,
         source=source,
         time=now,
-        classification=directive.classification,
-        releasableto=directive.releasableto,
+        like=directive,
         subject=directive.id,
         data=DirectiveStatusData(
             directive_id=directive.id,

@@ -13,6 +13,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from c2bus.adapters.kafka import probe
 from c2bus.adapters.settings import LocalKafkaSettings, project_root
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.tools.localkafka import LocalCluster
+from tests.integration.services import Env
 
 TEST_PORT = os.environ.get("C2BUS_TEST_KAFKA_PORT", "19092")
 
@@ -74,3 +76,9 @@ async def topics(kafka_bootstrap: str, prefix: str) -> AsyncIterator[TopicNames]
     """The full set of c2bus topics under this test's own prefix."""
     await create_topics(kafka_bootstrap, prefix)
     yield TopicNames(prefix)
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
+    """This test's topics, a signing key and the settings its services run with."""
+    return Env.create(kafka_bootstrap, prefix, tmp_path)

@@ -9,9 +9,6 @@ import dataclasses
 import random
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from c2bus.adapters.kafka import new_producer, start_client
 from c2bus.adapters.topics import TopicNames
@@ -25,11 +22,6 @@ from tests.integration.test_roundtrip import read_all
 
 DECISIONS: EventDecoder[DecisionEvent] = EventDecoder(DecisionEvent)
 STATUS: EventDecoder[DirectiveStatusEvent] = EventDecoder(DirectiveStatusEvent)
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 def enforcer_named(env: Env, name: str) -> Enforcer:

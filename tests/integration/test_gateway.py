@@ -32,11 +32,6 @@ from c2bus.services.gateway.app import Gateway
 from tests.integration.services import AUDIENCE, ISSUER, Console, Env, gateway, running
 
 
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
-
-
 async def refused(port: int, token: str | None, subprotocol: bool = True) -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     with pytest.raises(InvalidStatus) as err:
@@ -69,8 +64,10 @@ async def test_tokens_that_must_not_connect(env: Env, tmp_path: Path) -> None:
         status, body = await refused(gw.port, other.token())
         assert (status, body.strip()) == (401, "token signature does not verify")
         status, body = await refused(gw.port, unsigned(valid))
-        assert status == 401
-        assert "algorithm" in body or "invalid token" in body
+        assert (status, body.strip()) == (
+            401,
+            "token algorithm 'none' not allowed (EdDSA, RS256, HS256)",
+        )
         status, _ = await refused(gw.port, "not-a-jwt")
         assert status == 401
         # A valid token without the subprotocol still gets no session.
@@ -278,12 +275,14 @@ async def test_revoking_a_subject_closes_its_live_session_and_refuses_it_again(
         assert (status, body.strip()) == (401, "subject revoked")
 
 
-async def test_a_stalled_console_is_closed_and_the_others_latency_does_not_change(
+async def test_a_stalled_console_is_closed_and_the_others_get_every_event(
     env: Env, topics: TopicNames, valid_example: Any
 ) -> None:
     """Two phases of the same paced SA stream to three reading consoles: without, then
-    with a console that stops reading. The stalled one is closed as slow; the others'
-    latency stays within noise; the bytes the gateway holds for consoles stay bounded."""
+    with a console that stops reading. The stalled one is closed as slow; the others get
+    every event of both phases; the bytes the gateway holds for consoles stay bounded.
+    (What a stalled console costs the others in latency is measured by
+    ``loadtests/gateway_fanout.py``'s stalled scenario, not asserted here.)"""
     doc = valid_example("sa-unit-status")
     doc["data"]["remarks"] = base64.b64encode(os.urandom(600)).decode()  # about 1 KB events
     limit = 256 * 1024
@@ -294,7 +293,7 @@ async def test_a_stalled_console_is_closed_and_the_others_latency_does_not_chang
         doc["data"]["unit_id"] = f"U{i}"
         return json.dumps(doc).encode()
 
-    async def phase(start: int, count: int, consoles: list[Console]) -> list[float]:
+    async def phase(start: int, count: int, consoles: list[Console]) -> list[Any]:
         producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=0)
         await producer.start()
         readers = [
@@ -311,13 +310,12 @@ async def test_a_stalled_console_is_closed_and_the_others_latency_does_not_chang
         finally:
             await producer.stop()
         await asyncio.gather(*readers)
-        latencies = []
-        for c in consoles:
-            for f in c.frames:
-                if start <= int(f["event"]["id"][2:]) < start + count:
-                    sent = datetime.fromisoformat(f["event"]["time"])
-                    latencies.append((f["received"] - sent).total_seconds())
-        return sorted(latencies)
+        return [
+            f
+            for c in consoles
+            for f in c.frames
+            if f.get("op") == "event" and start <= int(f["event"]["id"][2:]) < start + count
+        ]
 
     queued: list[float] = []
     async with (
@@ -332,14 +330,5 @@ async def test_a_stalled_console_is_closed_and_the_others_latency_does_not_chang
             during = await phase(1500, 1500, [a, b, c])
             await closed_as_slow(stalled)
 
-    def pct(values: list[float], q: float) -> float:
-        return values[min(len(values) - 1, int(q * len(values)))] * 1000
-
-    print(
-        f"latency p50/p95 ms without a stalled console {pct(before, 0.5):.1f}/"
-        f"{pct(before, 0.95):.1f}, with one {pct(during, 0.5):.1f}/{pct(during, 0.95):.1f}; "
-        f"most bytes queued {max(queued):.0f}"
-    )
-    assert pct(during, 0.5) <= 2 * pct(before, 0.5) + 20
-    assert pct(during, 0.95) <= 2 * pct(before, 0.95) + 50
+    assert len(before) == len(during) == 3 * 1500  # every event, to every reading console
     assert max(queued) <= 4 * limit  # the stalled console's outbox never grew past its bound

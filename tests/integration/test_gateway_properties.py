@@ -14,7 +14,6 @@ import contextlib
 import os
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,11 +25,6 @@ from c2bus.core.labels import Classification
 from tests.integration.corpus import TOPIC_ROLE, Corpus, Viewer, random_viewer
 from tests.integration.services import Console, Env, event_id, gateway, publish_reference_policy
 from tests.integration.test_roundtrip import read_all
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 @pytest.fixture

@@ -6,27 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from c2bus.adapters.dlq import PREFIX
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event, encode_event
 from c2bus.core.events import ApprovalData, ApprovalEvent, DecisionEvent, DirectiveEvent
 from c2bus.core.labels import Classification
-from tests.integration.services import Env, enforcer, ingest
+from tests.integration.services import Env, enforcer, eventually, ingest
 from tests.integration.test_pipeline import produce
 from tests.integration.test_roundtrip import read_all
 
 AT_SEA = [{"lat": 55.0, "lon": 15.0}, {"lat": 55.0, "lon": 16.0}, {"lat": 55.5, "lon": 15.5}]
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 def engage(valid_example: Any, directive_id: str, expires: datetime) -> bytes:
@@ -107,8 +100,8 @@ async def test_released_after_two_approvals_across_a_restart(
 
     # A new enforcer instance restores the held directive from Kafka.
     async with enforcer(env, publish_policy=False) as second:
-        await asyncio.sleep(0.5)
-        assert second.held.get("d-engage") is not None
+        # Ready means subscribed; the held state is restored once the partition is assigned.
+        await eventually(lambda: second.held.get("d-engage") is not None)
         assert {a.approver for a in second.held.get("d-engage").approvals} == {"alice", "mallory"}
         await produce(
             env.bootstrap,

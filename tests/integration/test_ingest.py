@@ -4,22 +4,15 @@ ones refused with every problem listed, batches all or nothing, callers authoris
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event
 from c2bus.core.labels import Classification
 from tests.integration.services import Env, ingest
 from tests.integration.test_roundtrip import read_all
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 def publisher(env: Env, *roles: str) -> dict[str, str]:

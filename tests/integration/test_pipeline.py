@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from c2bus.adapters.topics import TopicNames
@@ -18,11 +16,6 @@ from c2bus.core.events import DecisionEvent, DirectiveEvent
 from c2bus.core.labels import Classification
 from tests.integration.services import Console, Env, enforcer, event_id, gateway
 from tests.integration.test_roundtrip import consume, read_all
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 async def produce(bootstrap: str, topic: str, *records: tuple[bytes, bytes]) -> None:
@@ -139,3 +132,10 @@ async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
     released = decode_event(approved[0].value)
     assert isinstance(released, DirectiveEvent)
     assert released.id == "d-allowed"
+    # Every event the enforcer wrote says it is a CloudEvent in structured mode (the Kafka
+    # protocol binding); the held-state records, which are not events, do not.
+    status = await read_all(env.bootstrap, topics.status)
+    for record in [*decisions, *approved, *status]:
+        assert dict(record.headers).get("content-type") == b"application/cloudevents+json"
+    held = await read_all(env.bootstrap, topics.held)
+    assert held and all(not record.headers for record in held)

@@ -4,25 +4,20 @@ against the directives recorded on Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
+from c2bus.adapters.policy_store import history
 from c2bus.adapters.topics import TopicNames
 from c2bus.services.policy_api.app import PolicyApi
 from tests.integration.services import REFERENCE_POLICY, Env, publish_reference_policy, running
 from tests.integration.test_pipeline import directive, produce
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 @contextlib.asynccontextmanager
@@ -121,3 +116,33 @@ async def test_dry_run_and_shadow(env: Env, topics: TopicNames, valid_example: A
             "DENY",
         )
         assert change["candidate_rules"] == ["authority.none"]
+
+
+async def test_racing_publishers_cannot_both_win(env: Env, topics: TopicNames) -> None:
+    """Five admins publish a version 2 over version 1 at the same moment, each with its own
+    document: exactly one gets 201, every other 409, and only the winner's document is in
+    force and in the history."""
+    await publish_reference_policy(env)
+    async with api(env, ("policy-admin",)) as admin:
+
+        def candidate(n: int) -> bytes:
+            doc = yaml.safe_load(REFERENCE_POLICY.read_text())
+            doc["version"] = 2
+            doc["description"] = f"candidate {n}"
+            return yaml.safe_dump(doc).encode()
+
+        answers = await asyncio.gather(
+            *(
+                admin.post("/v1/policies/alliance-main/versions?replaces=1", content=candidate(n))
+                for n in range(5)
+            )
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [201, 409, 409, 409, 409], [a.text for a in answers]
+        [winner] = [n for n, a in enumerate(answers) if a.status_code == 201]
+        shown = (await admin.get("/v1/policies/alliance-main")).json()
+        assert shown["version"] == 2
+        assert shown["document"]["description"] == f"candidate {winner}"
+    versions = await history(env.bootstrap, topics.policy, "alliance-main")
+    assert [v.data.version for v in versions] == [1, 2]
+    assert versions[1].data.document.description == f"candidate {winner}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,11 +23,6 @@ from c2bus.services.enforcer.app import Enforcer
 from tests.integration.services import REFERENCE_POLICY, Env, eventually
 from tests.integration.test_pipeline import directive, produce
 from tests.integration.test_roundtrip import read_all
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 def reference(**changes: Any) -> PolicyDocument:

@@ -4,10 +4,7 @@ and never released twice."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event
@@ -15,11 +12,6 @@ from c2bus.core.events import DecisionEvent
 from tests.integration.services import Env, enforcer
 from tests.integration.test_pipeline import directive, produce
 from tests.integration.test_roundtrip import read_all
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 async def decisions(env: Env, topics: TopicNames, count: int) -> list[DecisionEvent]:

@@ -9,7 +9,6 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,11 +25,6 @@ from tests.integration.services import (
 )
 from tests.integration.test_held import approval, decisions_for, engage
 from tests.integration.test_pipeline import produce
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
 
 
 @pytest.fixture

@@ -92,7 +92,10 @@ def running_up(
         finally:
             if process.poll() is None:
                 process.kill()
+                process.wait(10)
             reader.join(10)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 def test_up_console_and_ctrl_c(tmp_path: Path) -> None:

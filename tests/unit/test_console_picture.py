@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from c2bus.tools.console.picture import Picture
@@ -29,4 +28,9 @@ def test_lines_and_state(valid_example: Any) -> None:
     assert "command-relationship: JFC-BRUNSSUM holds no OPCON" in line
     assert picture.decisions[0]["id"] == denial["id"]
     assert picture.counts == {"sa": 1, "decisions": 1}
-    assert json.dumps(picture.identity)
+    assert picture.identity == {
+        "sub": "a",
+        "unit": "U",
+        "nation": "DEU",
+        "clearance": "NATO SECRET",
+    }

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from c2bus.core.codec import decode_event
+from c2bus.core.entitlement import Routed, Scope, UnitTree, entitled
 from c2bus.core.events import Envelope
 from c2bus.core.identity import Identity
 from c2bus.core.labels import NATO_MEMBERS, Classification
@@ -23,8 +24,7 @@ from c2bus.core.protocol import (
     parse_client_message,
     state_frame,
 )
-from c2bus.services.gateway.hub import Hub, Outbox, Session
-from c2bus.services.gateway.scope import Routed, Scope, UnitTree, entitled
+from c2bus.services.gateway.routing import Hub, Outbox, Session
 
 TREE = UnitTree(
     {

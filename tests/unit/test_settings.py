@@ -11,6 +11,7 @@ from c2bus.adapters.settings import (
     KafkaSettings,
     LocalKafkaSettings,
     PrometheusSettings,
+    ServiceSettings,
 )
 from c2bus.adapters.topics import TOPICS, TopicNames
 from c2bus.errors import ConfigError
@@ -110,3 +111,13 @@ def test_prometheus_settings_default_to_the_deploy_config_and_refuse_bad_values(
     ):
         with pytest.raises(ConfigError, match=message):
             PrometheusSettings.from_env(env)
+
+
+def test_each_service_validates_only_its_own_settings() -> None:
+    bad = {"C2BUS_GATEWAY_BUFFER_BYTES": "lots", "C2BUS_ENFORCER_COMMIT_INTERVAL_MS": "0"}
+    assert ServiceSettings.from_env("ingest", bad).port == 8081
+    assert ServiceSettings.from_env("policy_api", bad).port == 8083
+    with pytest.raises(ConfigError, match="C2BUS_GATEWAY_BUFFER_BYTES='lots'"):
+        ServiceSettings.from_env("gateway", bad)
+    with pytest.raises(ConfigError, match="C2BUS_ENFORCER_COMMIT_INTERVAL_MS=0"):
+        ServiceSettings.from_env("enforcer", bad)

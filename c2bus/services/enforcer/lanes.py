@@ -26,6 +26,7 @@ from aiokafka.structs import TopicPartition
 from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
 from c2bus.adapters.lifecycle import bounded
+from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.enforcement import Step, Stream
 from c2bus.services.enforcer.metrics import Tally
 
@@ -133,6 +134,8 @@ class Lane:
                     write.value,
                     key=write.key,
                     partition=write.partition,
+                    # events in CloudEvents structured mode; held-state records are not events
+                    headers=KAFKA_HEADERS if write.kind is not None else None,
                 )
                 self.sent.append(delivery)
             if step.dead_letter is not None:

@@ -179,16 +179,19 @@ class Pipeline:
             with kafka_step("restore"):
                 async with asyncio.timeout(self.config.commit_timeout_s):
                     positions: dict[int, int] = {}
+                    uncommitted: set[int] = set()
                     for lane in due:
                         tp = self._tp(lane)
                         committed = await consumer.committed(tp)
                         if committed is None:
+                            uncommitted.add(lane.partition)
                             committed = (await consumer.beginning_offsets([tp]))[tp]
                         positions[lane.partition] = committed
                     self.core.drop(set(partitions))
                     records = await read_to_end(
                         self.settings.kafka.bootstrap, self.held_topic, partitions
                     )
+                    _check_committed(uncommitted, records)
                     self.core.restore(records)
                     for lane in due:
                         consumer.seek(self._tp(lane), positions[lane.partition])
@@ -319,6 +322,22 @@ class Pipeline:
         tp = self._tp(lane)
         if tp in consumer.assignment():
             consumer.pause(tp)
+
+
+def _check_committed(uncommitted: set[int], held_records: list[Any]) -> None:
+    """Fail closed when Kafka says a partition has no committed offset although its held
+    state shows directives were decided there: every decision's transaction commits the
+    input offset with it, so the answer is wrong (a group coordinator just back from an
+    outage answered "no offset"), and starting from the beginning would decide them all
+    again. The lane is failed and set up again after its backoff."""
+    decided_in = uncommitted & {record.partition for record in held_records}
+    if decided_in:
+        raise KafkaError(
+            f"no committed offset for input partitions {sorted(decided_in)}, whose held state "
+            "shows decisions: not starting them from the beginning",
+            retriable=True,
+            cause="NoCommittedOffset",
+        )
 
 
 def _log(step: Step, record: Any) -> None:

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from c2bus.adapters.kafka import new_consumer, start_client
+from c2bus.adapters.kafka import kafka_step, new_consumer, start_client
 from c2bus.adapters.lifecycle import bounded
-from c2bus.services.gateway.hub import Session
+from c2bus.services.gateway.routing import Session
+from c2bus.services.gateway.signals import signals_of
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class History:
                 probe = new_consumer(self.bootstrap, f"{self.client_id}-history", group_id=None)
                 await start_client(probe, self.bootstrap)
                 self._probe = probe
-            starts = await self._probe.beginning_offsets([TopicPartition(*tp) for tp in tps])
+            with kafka_step("log starts"):
+                starts = await self._probe.beginning_offsets([TopicPartition(*tp) for tp in tps])
         return {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
 
     async def close(self) -> None:
@@ -68,7 +70,8 @@ class History:
             consumer = new_consumer(self.bootstrap, f"{self.client_id}-replay", group_id=None)
             await start_client(consumer, self.bootstrap)
             try:
-                await self._replay(consumer, session, starts)
+                with kafka_step("replay"):
+                    await self._replay(consumer, session, starts)
             finally:
                 await bounded("replay.stop", consumer.stop(), 10)
 
@@ -79,9 +82,9 @@ class History:
         consumer.assign(list(tps.values()))
         for tp, offset in starts.items():
             consumer.seek(tps[tp], offset)
-        outbox = session.outbox
+        signals = signals_of(session.outbox)
         while session.catching_up:
-            await outbox.drained.wait()  # paced by the console: never overfill its outbox
+            await signals.below_half.wait()  # paced by the console: never overfill its outbox
             batch = await consumer.getmany(
                 *[tps[tp] for tp in session.catching_up], timeout_ms=100, max_records=500
             )

@@ -16,19 +16,19 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError as AioKafkaError
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 
-from c2bus.adapters.auth import TokenVerifier, bearer_token, verifier_for
-from c2bus.adapters.kafka import new_producer, start_client
+from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
+from c2bus.adapters.kafka import kafka_step, new_producer, start_client
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import EventFlow
-from c2bus.adapters.ops import HttpServer, ops_router
+from c2bus.adapters.ops import HttpServer, ops_router, refusal
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
+from c2bus.core.cloudevents import KAFKA_HEADERS, new_event
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.events import (
     ApprovalData,
@@ -44,7 +44,7 @@ from c2bus.core.events import (
 from c2bus.core.fields import EventId, Identifier, ReleasableTo, Text
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from c2bus.errors import AuthError, InvalidEvent
+from c2bus.errors import InvalidEvent, KafkaError, Refused
 from c2bus.services.ingest.problems import Problem, ProblemFinder
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,6 @@ class ApprovalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 SA_TYPES: tuple[type[Envelope], ...] = (TrackEvent, PositionEvent, UnitStatusEvent)
 DIRECTIVE_TYPES: tuple[type[Envelope], ...] = (DirectiveEvent,)
-
-
-class Rejected(Exception):
-    def __init__(self, status: int, detail: str, problems: list[dict[str, Any]] | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.problems = problems or []
 
 
 class Route:
@@ -214,10 +206,10 @@ class Ingest:
             identity = self._authorise(request, route)
             body = await request.body()
             if len(body) > MAX_BODY_BYTES:
-                raise Rejected(413, f"body larger than {MAX_BODY_BYTES} bytes")
+                raise Refused("too_large", f"body larger than {MAX_BODY_BYTES} bytes")
             events = self._decode(body, route, batch)
             results = await self._produce(events, route)
-        except Rejected as exc:
+        except Refused as exc:
             return self._refusal(exc, route.name)
         self.accepted.labels(route.name).inc(len(results))
         log.info(
@@ -231,28 +223,18 @@ class Ingest:
         )
         return JSONResponse(results if batch else results[0], status_code=202)
 
-    def _refusal(self, exc: Rejected, route_name: str) -> JSONResponse:
-        self.rejected.labels(route_name, str(exc.status)).inc()
-        content: dict[str, Any] = {"detail": exc.detail}
-        if exc.problems:
-            content["problems"] = exc.problems
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(content, status_code=exc.status, headers=headers)
+    def _refusal(self, exc: Refused, route_name: str) -> JSONResponse:
+        self.rejected.labels(route_name, str(exc.http_status)).inc()
+        return refusal(exc)
 
     def _authorise(self, request: Request, route: Route) -> Identity:
         identity = self._identity(request)
         if not identity.has_role(route.role):
-            raise Rejected(403, f"the token lacks the role {route.role}")
+            raise Refused("forbidden", f"the token lacks the role {route.role}")
         return identity
 
     def _identity(self, request: Request) -> Identity:
-        token = bearer_token(request.headers.get("authorization", ""))
-        if token is None:
-            raise Rejected(401, "a bearer token is required")
-        try:
-            return self.verifier.verify(token)
-        except AuthError as exc:
-            raise Rejected(401, str(exc)) from exc
+        return authenticate(self.verifier, request.headers.get("authorization", ""))
 
     async def _approve(self, request: Request) -> JSONResponse:
         """An approval of a held directive, stamped with the caller's verified identity."""
@@ -261,15 +243,15 @@ class Ingest:
             identity = self._identity(request)
             if not any(identity.has_role(role) for role in APPROVER_ROLES):
                 roles = " or ".join(APPROVER_ROLES)
-                raise Rejected(403, f"the token lacks the role {roles}")
+                raise Refused("forbidden", f"the token lacks the role {roles}")
             try:
                 body = msgspec.json.decode(await request.body(), type=ApprovalRequest)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 reason, _, path = str(exc).partition(" - at `")
                 problem = Problem(path.rstrip("`") or "$", reason)
-                raise Rejected(422, "invalid approval", [problem.as_dict()]) from exc
-            event = ApprovalEvent(
-                specversion="1.0",
+                raise Refused("invalid", "invalid approval", problems=[problem.as_dict()]) from exc
+            event = new_event(
+                ApprovalEvent,
                 id=f"approval:{body.directive_id}:{identity.subject}",
                 source=f"urn:c2bus:ingest:{self.settings.instance}",
                 time=datetime.now(UTC),
@@ -286,7 +268,7 @@ class Ingest:
                 ),
             )
             [result] = await self._produce([event], route)
-        except Rejected as exc:
+        except Refused as exc:
             return self._refusal(exc, "approvals")
         self.accepted.labels("approvals").inc()
         log.info(
@@ -300,13 +282,15 @@ class Ingest:
             if batch:
                 events: list[Envelope] = route.list_decoder.decode_event(body)
                 if not events:
-                    raise Rejected(422, "the batch is empty")
+                    raise Refused("invalid", "the batch is empty")
                 if len(events) > MAX_BATCH:
-                    raise Rejected(413, f"a batch holds at most {MAX_BATCH} events")
+                    raise Refused("too_large", f"a batch holds at most {MAX_BATCH} events")
                 return events
             return [route.decoder.decode_event(body)]
         except InvalidEvent as exc:
-            raise Rejected(422, "invalid event", self._problems(body, route, batch, exc)) from exc
+            raise Refused(
+                "invalid", "invalid event", problems=self._problems(body, route, batch, exc)
+            ) from exc
 
     def _problems(
         self, body: bytes, route: Route, batch: bool, exc: InvalidEvent
@@ -330,16 +314,19 @@ class Ingest:
     async def _produce(self, events: list[Envelope], route: Route) -> list[dict[str, Any]]:
         producer = self.producer
         if producer is None:
-            raise Rejected(503, "not ready: Kafka producer not started")
+            raise Refused("unavailable", "not ready: Kafka producer not started")
         try:
-            futures = [
-                await producer.send(route.topic, encode_event(e), key=e.key().encode())
-                for e in events
-            ]
-            metadata = await asyncio.gather(*futures)
-        except AioKafkaError as exc:
-            log.error("produce.failed", extra={"route": route.name, "error": repr(exc)})
-            raise Rejected(503, f"Kafka did not accept the events: {type(exc).__name__}") from exc
+            with kafka_step("produce"):
+                futures = [
+                    await producer.send(
+                        route.topic, encode_event(e), key=e.key().encode(), headers=KAFKA_HEADERS
+                    )
+                    for e in events
+                ]
+                metadata = await asyncio.gather(*futures)
+        except KafkaError as exc:
+            log.error("produce.failed", extra={"route": route.name, "error": str(exc)})
+            raise Refused("unavailable", f"Kafka did not accept the events: {exc.cause}") from exc
         for e in events:
             kind = event_type(e)
             self.flow.received("http", kind)

@@ -24,13 +24,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 
-from c2bus.adapters.auth import TokenVerifier, bearer_token, verifier_for
+from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.lifecycle import bounded
-from c2bus.adapters.ops import HttpServer, ops_router
+from c2bus.adapters.ops import HttpServer, ops_router, refusal
 from c2bus.adapters.policy_store import (
     PolicyConflict,
-    history,
-    latest_versions,
+    PolicyView,
+    follow,
     publish,
     recorded_directives,
 )
@@ -48,19 +48,13 @@ from c2bus.core.policy.compiler import (
 )
 from c2bus.core.policy.evaluator import DirectiveContext, PolicyEvaluator
 from c2bus.core.policy.model import PolicyDocument
-from c2bus.errors import AuthError, InvalidEvent
+from c2bus.errors import InvalidEvent, KafkaError, Refused
 from c2bus.services.policy_api.shadow import shadow
 
 log = logging.getLogger(__name__)
 ADMIN_ROLE = "policy-admin"
 DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
 MAX_SHADOW = 10_000
-
-
-class Refused(Exception):
-    def __init__(self, status: int, detail: str, problems: list[dict[str, str]] | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.problems = status, detail, problems or []
 
 
 class ApprovalSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,19 +90,15 @@ class PolicyApi:
             "c2bus_policy_api_requests", "Requests", ["endpoint", "status"], registry=self.registry
         )
         self.ready = False
+        #: the policy topics followed (read once from their start, then as they grow)
+        self.view = PolicyView(self.topics.policy)
         self.app = self._build()
         self.http = HttpServer(self.app, settings.host, settings.port)
 
     # --- helpers --------------------------------------------------------------------------
 
     def _identity(self, request: Request) -> Identity:
-        token = bearer_token(request.headers.get("authorization", ""))
-        if token is None:
-            raise Refused(401, "a bearer token is required")
-        try:
-            return self.verifier.verify(token)
-        except AuthError as exc:
-            raise Refused(401, str(exc)) from exc
+        return authenticate(self.verifier, request.headers.get("authorization", ""))
 
     @staticmethod
     def _document(raw: bytes) -> PolicyDocument:
@@ -117,25 +107,27 @@ class PolicyApi:
             compile_policy(doc)
         except PolicyInvalid as exc:
             problems = [{"pointer": i.pointer, "message": i.message} for i in exc.issues]
-            raise Refused(422, "invalid policy", problems) from exc
+            raise Refused("invalid", "invalid policy", problems=problems) from exc
         return doc
 
     async def _current(self, set_id: str) -> PolicyEvaluator:
-        latest = await latest_versions(self.settings.kafka.bootstrap, self.topics.policy)
+        latest = self.view.latest
         if set_id not in latest:
-            raise Refused(404, f"no version of {set_id} is published")
+            raise Refused("not_found", f"no version of {set_id} is published")
         return PolicyEvaluator(compile_policy(latest[set_id].data.document))
 
     async def _call(self, endpoint: str, request: Request, handler: Any) -> JSONResponse:
         try:
             identity = self._identity(request)
             status, body = await handler(identity)
+        except KafkaError as exc:
+            log.error("policy_api.kafka_failed", extra={"endpoint": endpoint, "error": str(exc)})
+            refused = Refused("unavailable", f"Kafka did not answer: {exc.cause}")
+            self.requests.labels(endpoint, str(refused.http_status)).inc()
+            return refusal(refused)
         except Refused as exc:
-            self.requests.labels(endpoint, str(exc.status)).inc()
-            content: dict[str, Any] = {"detail": exc.detail}
-            if exc.problems:
-                content["problems"] = exc.problems
-            return JSONResponse(content, status_code=exc.status)
+            self.requests.labels(endpoint, str(exc.http_status)).inc()
+            return refusal(exc)
         self.requests.labels(endpoint, str(status)).inc()
         return JSONResponse(body, status_code=status)
 
@@ -165,7 +157,7 @@ class PolicyApi:
         @app.get("/v1/policies", tags=["policies"], summary="Versions in force")
         async def current(request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
-                latest = await latest_versions(self.settings.kafka.bootstrap, self.topics.policy)
+                latest = self.view.latest
                 return 200, [
                     {
                         "policy_set_id": set_id,
@@ -182,9 +174,9 @@ class PolicyApi:
         @app.get("/v1/policies/{set_id}", tags=["policies"], summary="The version in force")
         async def show(set_id: str, request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
-                latest = await latest_versions(self.settings.kafka.bootstrap, self.topics.policy)
+                latest = self.view.latest
                 if set_id not in latest:
-                    raise Refused(404, f"no version of {set_id} is published")
+                    raise Refused("not_found", f"no version of {set_id} is published")
                 event = latest[set_id]
                 return 200, {
                     "policy_set_id": set_id,
@@ -203,9 +195,9 @@ class PolicyApi:
         )
         async def versions(set_id: str, request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
-                found = await history(self.settings.kafka.bootstrap, self.topics.policy, set_id)
+                found = self.view.versions.get(set_id, [])
                 if not found:
-                    raise Refused(404, f"no version of {set_id} was ever published")
+                    raise Refused("not_found", f"no version of {set_id} was ever published")
                 return 200, [
                     {
                         "version": event.data.version,
@@ -228,11 +220,11 @@ class PolicyApi:
         async def push(set_id: str, request: Request, replaces: int | None = None) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
                 if not identity.has_role(ADMIN_ROLE):
-                    raise Refused(403, f"publishing needs the role {ADMIN_ROLE}")
+                    raise Refused("forbidden", f"publishing needs the role {ADMIN_ROLE}")
                 doc = self._document(await request.body())
                 if doc.policy_set_id != set_id:
                     raise Refused(
-                        422, f"the document is policy set {doc.policy_set_id}, not {set_id}"
+                        "invalid", f"the document is policy set {doc.policy_set_id}, not {set_id}"
                     )
                 try:
                     event = await publish(
@@ -243,7 +235,8 @@ class PolicyApi:
                         f"urn:c2bus:policy-api:{identity.subject}",
                     )
                 except PolicyConflict as exc:
-                    raise Refused(409, str(exc)) from exc
+                    raise Refused("conflict", str(exc)) from exc
+                self.view.published(event)
                 log.info(
                     "policy.pushed",
                     extra={"set": set_id, "version": doc.version, "by": identity.subject},
@@ -261,7 +254,7 @@ class PolicyApi:
                     body = msgspec.json.decode(await request.body(), type=DryRun)
                     directive = DIRECTIVES.decode_event(bytes(body.directive))
                 except (msgspec.ValidationError, msgspec.DecodeError, InvalidEvent) as exc:
-                    raise Refused(422, f"invalid dry-run request: {exc}") from exc
+                    raise Refused("invalid", f"invalid dry-run request: {exc}") from exc
                 if body.policy is not None:
                     try:
                         evaluator = PolicyEvaluator(compile_policy(body.policy))
@@ -269,7 +262,7 @@ class PolicyApi:
                         problems = [
                             {"pointer": i.pointer, "message": i.message} for i in exc.issues
                         ]
-                        raise Refused(422, "invalid policy", problems) from exc
+                        raise Refused("invalid", "invalid policy", problems=problems) from exc
                 else:
                     evaluator = await self._current(set_id)
                 at = body.at or directive.time
@@ -289,7 +282,7 @@ class PolicyApi:
         async def shadow_run(set_id: str, request: Request, last: int = 1000) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
                 if not 1 <= last <= MAX_SHADOW:
-                    raise Refused(422, f"last must be between 1 and {MAX_SHADOW}")
+                    raise Refused("invalid", f"last must be between 1 and {MAX_SHADOW}")
                 candidate = PolicyEvaluator(compile_policy(self._document(await request.body())))
                 current = await self._current(set_id)
                 directives = await recorded_directives(
@@ -307,13 +300,27 @@ class PolicyApi:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.http.bind()
-        self.ready = True
         log.info("policy_api.started", extra={"port": self.http.port})
+
+        def caught_up() -> None:
+            self.ready = True
+            log.info("policy_api.ready", extra={"policy_sets": len(self.view.latest)})
+
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.http.serve())
+            follower = tasks.create_task(
+                follow(
+                    self.settings.kafka.bootstrap,
+                    self.view,
+                    stop,
+                    caught_up,
+                    f"{self.settings.instance}-policies",
+                )
+            )
             try:
                 await stop.wait()
             finally:
+                follower.cancel()
                 self.ready = False
                 self.http.stop()
                 await bounded("http.drain", self.http.stopped(), self.settings.shutdown_timeout_s)

@@ -207,7 +207,7 @@ class LocalCluster:
             info = self._wait_ready(list(zip(to_start, procs, strict=True)), progress, timeout)
         except BaseException:
             for proc in procs:
-                self._terminate([proc.pid], grace_s=10)
+                _terminate([proc.pid], grace_s=10)
             raise
         progress(f"ready: {self._describe(info)}")
         return info
@@ -332,6 +332,7 @@ class LocalCluster:
                 start_new_session=True,  # outlives the command that started it
             )
         (node / "pid").write_text(f"{proc.pid}\n", encoding="utf-8")
+        _CHILDREN[proc.pid] = proc
         return proc
 
     def _wait_ready(
@@ -390,7 +391,7 @@ class LocalCluster:
         if not every:
             return 0
         begin = time.monotonic()
-        killed = self._terminate(every, grace_s)
+        killed = _terminate(every, grace_s)
         for node_id, found in pids.items():
             for pid in found:
                 how = "killed after the grace period" if pid in killed else "stopped"
@@ -399,25 +400,6 @@ class LocalCluster:
                 (self.node_dir(node_id) / "pid").unlink()
         progress(f"local {self.nodes}-node Kafka stopped in {time.monotonic() - begin:.1f}s")
         return len(every)
-
-    @staticmethod
-    def _terminate(pids: list[int], grace_s: float) -> set[int]:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        alive = set(pids)
-        while alive and time.monotonic() < deadline:
-            alive = {pid for pid in alive if _alive(pid)}
-            if alive:
-                time.sleep(0.2)
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in alive:
-            while _alive(pid):
-                time.sleep(0.05)
-        return alive
 
     def kill_node(self, node_id: int, sig: signal.Signals = signal.SIGKILL) -> list[int]:
         """Send ``sig`` to one node's process (fault tests); returns the pids signalled."""
@@ -439,8 +421,39 @@ class LocalCluster:
             progress(f"removed {self.dir}")
 
 
+def _terminate(pids: list[int], grace_s: float) -> set[int]:
+    """SIGTERM ``pids``, SIGKILL those still alive after ``grace_s``; returns the killed."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if _alive(pid)}
+        if alive:
+            time.sleep(0.2)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in alive:
+        while _alive(pid):
+            time.sleep(0.05)
+    return alive
+
+
+#: Broker processes this process started, by pid: they outlive the command that started
+#: them, but while this process lives it holds them (and reaps them once they exit).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie; reaps our own children."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
     with contextlib.suppress(ChildProcessError, OSError):
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from c2bus.core.cloudevents import new_event
 from c2bus.core.events import (
     DirectiveData,
     DirectiveEvent,
@@ -98,8 +99,8 @@ def step(track: SimTrack, dt_s: float, box: tuple[float, ...] = DEFAULT_BOX) -> 
 
 
 def track_event(track: SimTrack, now: datetime, source: str, seq: int) -> TrackEvent:
-    return TrackEvent(
-        specversion="1.0",
+    return new_event(
+        TrackEvent,
         id=f"{source}:{track.track_id}:{seq}",
         source=source,
         time=now,
@@ -187,8 +188,8 @@ def next_directive(
     event: DirectiveEvent | None = None
     for _ in range(50):
         issuer, target, kind = _candidate(evaluator.policy, rng, now, want, favoured_issuer)
-        event = DirectiveEvent(
-            specversion="1.0",
+        event = new_event(
+            DirectiveEvent,
             id=f"{source}:directive:{seq}",
             source=source,
             time=now,

@@ -1,5 +1,9 @@
-"""aiokafka transactions against the real broker: aborted data is invisible under
-read_committed, committed data arrives exactly once, and offsets commit atomically."""
+"""The broker contract exactly-once enforcement stands on, checked against the real broker
+and client with no c2bus code in between: aborted data is invisible under
+read_committed, committed data arrives exactly once, and consumer offsets sent to a
+transaction commit with it or not at all (docs/exactly-once.md). A Kafka or aiokafka upgrade
+that broke any of these would fail here first, before the enforcer's own tests, and say
+which promise broke."""
 
 from __future__ import annotations
 

@@ -1,0 +1,78 @@
+"""The HTTP side of the gateway's port: health, readiness and metrics, and the handshake's
+authentication (a bearer token in the ``Authorization`` header, or the ``access_token``
+query parameter for browsers). A handshake without a valid token is refused with 401
+before any session exists."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from c2bus.adapters.auth import TokenVerifier, bearer_token
+from c2bus.errors import AuthError
+
+log = logging.getLogger(__name__)
+
+
+def token_of(request: Request) -> str | None:
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token is not None:
+        return token
+    query = parse_qs(urlsplit(request.path).query)
+    values = query.get("access_token")
+    return values[0] if values else None
+
+
+class Handshake:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        registry: CollectorRegistry,
+        refused: Counter,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.verifier = verifier
+        self.registry = registry
+        self.refused = refused
+        self.ready = ready
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, '{"status": "ok"}\n')
+        if path == "/readyz":
+            if self.ready():
+                return connection.respond(HTTPStatus.OK, '{"status": "ready"}\n')
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, '{"status": "not ready"}\n')
+        if path == "/metrics":
+            body = generate_latest(self.registry)
+            headers = Headers(
+                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))]
+            )
+            return Response(200, "OK", headers, body)
+        token = token_of(request)
+        if not token:
+            return self._refuse(connection, "missing", "a bearer token is required")
+        try:
+            self.verifier.verify(token)
+        except AuthError as exc:
+            return self._refuse(connection, "invalid", str(exc))
+        if not self.ready():
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway not ready\n")
+        return None  # the handler verifies again: nothing is kept for handshakes that fail
+
+    def _refuse(self, connection: ServerConnection, reason: str, message: str) -> Response:
+        self.refused.labels(reason).inc()
+        log.info(
+            "console.refused", extra={"reason": message, "remote": str(connection.remote_address)}
+        )
+        response = connection.respond(HTTPStatus.UNAUTHORIZED, message + "\n")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response

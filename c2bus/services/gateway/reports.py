@@ -1,0 +1,168 @@
+"""Lifecycle steps the gateway writes: DELIVERED when a directive reaches a console of its
+target, and the consoles' WILCO, CANTCO and HAVE_DO.
+
+DELIVERED steps are produced off the console writers: a writer hands the step to a bounded
+queue and goes on sending; one task produces them in order and retries a failed produce
+with backoff until Kafka takes it (the step's id names the directive and the console's
+subject, so a retried copy is recognisable). Acknowledgements are produced while the console
+waits for its ``acked`` reply, which carries the record's position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from c2bus.adapters.kafka import kafka_step
+from c2bus.core.cloudevents import KAFKA_HEADERS
+from c2bus.core.codec import encode_event
+from c2bus.core.directives import lifecycle_step
+from c2bus.core.events import DirectiveEvent, DirectiveState, DirectiveStatusEvent, Envelope
+from c2bus.core.events import event_type as type_of
+from c2bus.core.identity import Identity
+from c2bus.errors import KafkaError, Refused
+from c2bus.services.gateway.metrics import GatewayMetrics
+from c2bus.services.gateway.routing import Session
+from c2bus.services.gateway.state import DirectiveDirectory
+
+log = logging.getLogger(__name__)
+#: DELIVERED steps waiting to be produced, at most (a writer past it waits)
+QUEUE_LIMIT = 10_000
+PRODUCE_TIMEOUT_S = 10.0
+RETRY_MAX_S = 5.0
+BATCH = 500
+#: a directive delivered to a console's session, and when (epoch s)
+Delivery = tuple[Session, DirectiveEvent, float]
+
+
+def status_step(
+    directive: DirectiveEvent,
+    state: DirectiveState,
+    identity: Identity,
+    reason: str | None,
+    source: str,
+) -> DirectiveStatusEvent:
+    return lifecycle_step(
+        directive,
+        state,
+        event_id=f"{state.value.lower()}:{directive.id}:{identity.subject}",
+        actor=identity.unit,
+        source=source,
+        now=datetime.now(UTC),
+        reason=reason,
+    )
+
+
+class Reports:
+    def __init__(
+        self,
+        status_topic: str,
+        source: str,
+        directory: DirectiveDirectory,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.status_topic = status_topic
+        self.source = source
+        self.directory = directory
+        self.metrics = metrics
+        self.producer: AIOKafkaProducer | None = None
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(QUEUE_LIMIT)
+
+    async def produce(self, topic: str, event: Envelope) -> str:
+        """Produce one event and wait for Kafka to take it; its position, or Refused."""
+        if self.producer is None:
+            raise Refused("unavailable", "the gateway is shutting down")
+        try:
+            with kafka_step("produce"):
+                async with asyncio.timeout(PRODUCE_TIMEOUT_S):
+                    sent = await self.producer.send(
+                        topic, encode_event(event), key=event.key().encode(), headers=KAFKA_HEADERS
+                    )
+                    meta = await sent
+        except KafkaError as exc:
+            log.error("produce.failed", extra={"topic": topic, "error": str(exc)})
+            raise Refused("unavailable", f"Kafka did not accept it: {exc.cause}") from exc
+        self.metrics.flow.sent(topic, type_of(event))
+        return f"{meta.topic}/{meta.partition}/{meta.offset}"
+
+    async def delivered(self, session: Session, directive: DirectiveEvent) -> None:
+        """A directive reached a console of its target: report it (once per session)."""
+        if directive.id in session.delivered:
+            return
+        session.delivered.add(directive.id)
+        await self.queue.put((session, directive, time.time()))
+
+    async def run(self) -> None:
+        """Produce the DELIVERED steps queued, a batch at a time, until Kafka takes each."""
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < BATCH:
+                batch.append(self.queue.get_nowait())
+            backoff = 0.1
+            while batch:
+                batch = await self._produce_batch(batch)
+                if batch:
+                    log.warning(
+                        "directive.delivered_retry",
+                        extra={"steps": len(batch), "retry_in_s": backoff},
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(2 * backoff, RETRY_MAX_S)
+
+    async def _produce_batch(self, batch: list[Delivery]) -> list[Delivery]:
+        """Send every step, then wait for them all; returns those Kafka did not take."""
+        producer = self.producer
+        if producer is None:
+            return batch
+        sent: list[tuple[Delivery, DirectiveStatusEvent, asyncio.Future[Any]]] = []
+        failed: list[Delivery] = []
+        for item in batch:
+            session, directive, _ = item
+            status = status_step(
+                directive, DirectiveState.DELIVERED, session.identity, None, self.source
+            )
+            try:
+                with kafka_step("produce"):
+                    future = await producer.send(
+                        self.status_topic,
+                        encode_event(status),
+                        key=status.key().encode(),
+                        headers=KAFKA_HEADERS,
+                    )
+            except KafkaError as exc:
+                log.error("produce.failed", extra={"topic": self.status_topic, "error": str(exc)})
+                failed.append(item)
+                continue
+            sent.append((item, status, future))
+        for item, status, future in sent:
+            try:
+                with kafka_step("produce"):
+                    async with asyncio.timeout(PRODUCE_TIMEOUT_S):
+                        await future
+            except KafkaError as exc:
+                log.error("produce.failed", extra={"topic": self.status_topic, "error": str(exc)})
+                failed.append(item)
+                continue
+            self._reported(item, status)
+        return failed
+
+    def _reported(self, item: Delivery, status: DirectiveStatusEvent) -> None:
+        session, directive, delivered_at = item
+        self.metrics.flow.sent(self.status_topic, type_of(status))
+        self.metrics.lifecycle.labels(DirectiveState.DELIVERED.value).inc()
+        log.info(
+            "directive.delivered",
+            extra={
+                "directive_id": directive.id,
+                "session": session.id,
+                "unit": directive.data.target,
+            },
+        )
+        approved_at = self.directory.first_delivery(directive.id, delivered_at)
+        if approved_at is not None:
+            self.metrics.hops.labels("delivered").observe(max(0.0, delivered_at - approved_at))
