@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 Main = Callable[[ServiceSettings, asyncio.Event], Awaitable[None]]
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM and SIGINT set, in the running loop: how every service and
+    tool learns to stop (its ``run`` then does the ordered stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def run_service(service: str, main: Main) -> int:
     """Entry point of ``python -m c2bus.services.<name>``: JSON logs, signals, exit status."""
     try:
@@ -31,11 +41,7 @@ def run_service(service: str, main: Main) -> int:
     c2log.configure(service, settings.log_level)
 
     async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await main(settings, stop)
+        await main(settings, stop_on_signals())
 
     try:
         asyncio.run(runner())

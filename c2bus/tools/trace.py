@@ -27,9 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from aiokafka.errors import KafkaError as AioKafkaError
 
-from c2bus.adapters.kafka import new_consumer, start_client, topic_partitions
+from c2bus.adapters.kafka import LIBRARY_ERRORS, new_consumer, start_client, topic_partitions
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder
 from c2bus.core.events import (
@@ -680,7 +679,7 @@ async def search(
             f"the search did not finish within {timeout_s:g}s ({where}): "
             "give a longer --timeout or a shorter --since"
         ) from None
-    except AioKafkaError as exc:
+    except LIBRARY_ERRORS as exc:
         raise KafkaError(f"reading the directive topics failed: {exc!r}") from exc
     searched = Search(names, since, collector.read, collector.skipped, tuple(collector.examples))
     return collector.found, searched

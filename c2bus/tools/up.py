@@ -22,6 +22,7 @@ from pathlib import Path
 
 from c2bus.adapters.auth import load_or_create_key
 from c2bus.adapters.kafka import probe
+from c2bus.adapters.lifecycle import stop_on_signals
 from c2bus.adapters.ops import answers
 from c2bus.adapters.policy_store import latest_versions, publish
 from c2bus.adapters.settings import (
@@ -276,10 +277,6 @@ def _stop_children(children: list[Child], progress: Progress) -> None:
 
 def run_up(options: UpOptions, progress: Progress) -> int:
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        return await up(options, progress, stop)
+        return await up(options, progress, stop_on_signals())
 
     return asyncio.run(main())

@@ -7,10 +7,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
+from c2bus.adapters.lifecycle import stop_on_signals
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.errors import C2BusError
 
@@ -56,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     async def simulate_until_stopped() -> tuple[int, int]:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         progress(
             f"simulating {options.tracks} tracks at {options.rate_hz:g} Hz and a directive "
             f"every {options.directive_every_s:g}s into {settings.kafka.bootstrap} "
