@@ -25,6 +25,9 @@ from aiokafka.errors import (
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
+from c2bus.core.cloudevents import KAFKA_HEADERS
+from c2bus.core.codec import encode_event
+from c2bus.core.events import Envelope
 from c2bus.errors import KafkaError, KafkaUnavailable, ProducerFencedOut
 
 #: what aiokafka raises once a newer producer has taken the transactional id
@@ -38,8 +41,6 @@ def is_fencing(error: BaseException | None) -> bool:
 
 def translate(step: str, exc: BaseException) -> KafkaError:
     """The c2bus error for a library error raised by ``step``."""
-    if isinstance(exc, KafkaError):
-        return exc
     cause = type(exc).__name__
     message = f"{step} failed: {exc!r}"[:1000]
     if isinstance(exc, _FENCING):
@@ -174,6 +175,17 @@ def new_consumer(
         heartbeat_interval_ms=session_timeout_ms // 3,
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
+
+
+async def send_event(
+    producer: AIOKafkaProducer, topic: str, event: Envelope
+) -> asyncio.Future[Any]:
+    """Queue one event: its own key, CloudEvents structured mode (the ``content-type``
+    header of the Kafka binding); returns its delivery future."""
+    delivery: asyncio.Future[Any] = await producer.send(
+        topic, encode_event(event), key=event.key().encode(), headers=KAFKA_HEADERS
+    )
+    return delivery
 
 
 async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str) -> None:

@@ -50,17 +50,50 @@ def history_topic(policy_topic: str) -> str:
     return f"{policy_topic}.history"
 
 
+class PolicyView:
+    """The policy topics as a reader needs them: the newest valid version of every set, and
+    every version ever published, oldest first."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.latest: dict[str, PolicySetEvent] = {}
+        self.versions: dict[str, list[PolicySetEvent]] = {}
+
+    def apply(self, topic: str, value: bytes | None) -> None:
+        """One record of the policy topic or of its history (undecodable ones skipped)."""
+        try:
+            event = POLICY_EVENTS.decode_event(value or b"")
+        except InvalidEvent:
+            return  # the enforcers count and log these; a reader just skips them
+        if topic == self.topic:
+            self._in_force(event)
+        else:
+            self._published_once(event)
+
+    def published(self, event: PolicySetEvent) -> None:
+        """A version this process just published: readable here at once, before the
+        follower reads it back (reading one's own writes)."""
+        self._in_force(event)
+        self._published_once(event)
+
+    def _in_force(self, event: PolicySetEvent) -> None:
+        set_id = event.data.policy_set_id
+        current = self.latest.get(set_id)
+        if current is None or event.data.version > current.data.version:
+            self.latest[set_id] = event
+
+    def _published_once(self, event: PolicySetEvent) -> None:
+        known = self.versions.setdefault(event.data.policy_set_id, [])
+        if all(v.id != event.id for v in known):
+            known.append(event)
+
+
 async def history(bootstrap: str, topic: str, policy_set_id: str) -> list[PolicySetEvent]:
     """Every version of ``policy_set_id`` ever published, oldest first."""
-    versions = []
+    view = PolicyView(topic)
     for record in await read_to_end(bootstrap, history_topic(topic)):
-        try:
-            event = POLICY_EVENTS.decode_event(record.value or b"")
-        except InvalidEvent:
-            continue
-        if event.data.policy_set_id == policy_set_id:
-            versions.append(event)
-    return versions
+        view.apply(history_topic(topic), record.value)
+    return view.versions.get(policy_set_id, [])
 
 
 async def recorded_directives(bootstrap: str, topic: str, last: int) -> list[DirectiveEvent]:
@@ -82,16 +115,10 @@ class PolicyConflict(PolicyError):
 
 async def latest_versions(bootstrap: str, topic: str) -> dict[str, PolicySetEvent]:
     """The newest valid version of every policy set on the topic."""
-    latest: dict[str, PolicySetEvent] = {}
+    view = PolicyView(topic)
     for record in await read_to_end(bootstrap, topic):
-        try:
-            event = POLICY_EVENTS.decode_event(record.value or b"")
-        except InvalidEvent:
-            continue  # the enforcers count and log these; the store just skips them
-        current = latest.get(event.data.policy_set_id)
-        if current is None or event.data.version > current.data.version:
-            latest[event.data.policy_set_id] = event
-    return latest
+        view.apply(topic, record.value)
+    return view.latest
 
 
 def policy_event(doc: PolicyDocument, replaces: int | None, source: str) -> PolicySetEvent:
@@ -168,38 +195,6 @@ def _check_base(doc: PolicyDocument, replaces: int | None, current: int | None) 
         )
     if current is not None and doc.version <= current:
         raise PolicyConflict(f"version {doc.version} is not newer than the current {current}")
-
-
-class PolicyView:
-    """The policy topics as a reader needs them: the newest valid version of every set, and
-    every version ever published, oldest first."""
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.latest: dict[str, PolicySetEvent] = {}
-        self.versions: dict[str, list[PolicySetEvent]] = {}
-
-    def apply(self, topic: str, value: bytes | None) -> None:
-        """One record of the policy topic or of its history (undecodable ones skipped)."""
-        try:
-            event = POLICY_EVENTS.decode_event(value or b"")
-        except InvalidEvent:
-            return  # the enforcers count and log these; a reader just skips them
-        set_id = event.data.policy_set_id
-        if topic == self.topic:
-            current = self.latest.get(set_id)
-            if current is None or event.data.version > current.data.version:
-                self.latest[set_id] = event
-        else:
-            known = self.versions.setdefault(set_id, [])
-            if all(v.id != event.id for v in known):
-                known.append(event)
-
-    def published(self, event: PolicySetEvent) -> None:
-        """A version this process just published: readable here at once, before the
-        follower reads it back (reading one's own writes)."""
-        for topic in (self.topic, history_topic(self.topic)):
-            self.apply(topic, encode_event(event))
 
 
 async def follow(

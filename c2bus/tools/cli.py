@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import subprocess
 import sys
@@ -30,16 +29,11 @@ from c2bus.errors import C2BusError, KafkaUnavailable
 from c2bus.tools import cli_policy
 from c2bus.tools.localkafka import LocalCluster, kafka_version
 from c2bus.tools.localkafka.toolchain import fetch_jars, find_java
+from c2bus.tools.progress import progress as _progress
 from c2bus.tools.simulator import command as sim_command
 
 EXIT_FAILURE = 1
 EXIT_NOT_RUNNING = 3
-
-
-def _progress(message: str) -> None:
-    # Progress is best effort: a closed terminal or pipe must not stop a shutdown midway.
-    with contextlib.suppress(OSError):
-        print(f"c2bus: {message}", file=sys.stderr, flush=True)
 
 
 def _external_hint(settings: KafkaSettings) -> str:

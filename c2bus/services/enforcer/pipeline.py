@@ -237,7 +237,6 @@ class Pipeline:
                 await self._fail(consumer, lane, "decide", exc)
                 return
             lane.position = record.offset + 1
-            lane.dirty = True
             _log(step, record)
 
     async def _expire(self, consumer: AIOKafkaConsumer, lane: Lane) -> None:

@@ -18,9 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from c2bus.adapters.kafka import kafka_step
-from c2bus.core.cloudevents import KAFKA_HEADERS
-from c2bus.core.codec import encode_event
+from c2bus.adapters.kafka import kafka_step, send_event
 from c2bus.core.directives import lifecycle_step
 from c2bus.core.events import DirectiveEvent, DirectiveState, DirectiveStatusEvent, Envelope
 from c2bus.core.events import event_type as type_of
@@ -80,9 +78,7 @@ class Reports:
         try:
             with kafka_step("produce"):
                 async with asyncio.timeout(PRODUCE_TIMEOUT_S):
-                    sent = await self.producer.send(
-                        topic, encode_event(event), key=event.key().encode(), headers=KAFKA_HEADERS
-                    )
+                    sent = await send_event(self.producer, topic, event)
                     meta = await sent
         except KafkaError as exc:
             log.error("produce.failed", extra={"topic": topic, "error": str(exc)})
@@ -128,12 +124,7 @@ class Reports:
             )
             try:
                 with kafka_step("produce"):
-                    future = await producer.send(
-                        self.status_topic,
-                        encode_event(status),
-                        key=status.key().encode(),
-                        headers=KAFKA_HEADERS,
-                    )
+                    future = await send_event(producer, self.status_topic, status)
             except KafkaError as exc:
                 log.error("produce.failed", extra={"topic": self.status_topic, "error": str(exc)})
                 failed.append(item)

@@ -22,14 +22,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 
 from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
-from c2bus.adapters.kafka import kafka_step, new_producer, start_client
+from c2bus.adapters.kafka import kafka_step, new_producer, send_event, start_client
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import EventFlow
 from c2bus.adapters.ops import HttpServer, ops_router, refusal
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
-from c2bus.core.cloudevents import KAFKA_HEADERS, new_event
-from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.cloudevents import new_event
+from c2bus.core.codec import EventDecoder
 from c2bus.core.events import (
     ApprovalData,
     ApprovalEvent,
@@ -317,12 +317,7 @@ class Ingest:
             raise Refused("unavailable", "not ready: Kafka producer not started")
         try:
             with kafka_step("produce"):
-                futures = [
-                    await producer.send(
-                        route.topic, encode_event(e), key=e.key().encode(), headers=KAFKA_HEADERS
-                    )
-                    for e in events
-                ]
+                futures = [await send_event(producer, route.topic, e) for e in events]
                 metadata = await asyncio.gather(*futures)
         except KafkaError as exc:
             log.error("produce.failed", extra={"route": route.name, "error": str(exc)})

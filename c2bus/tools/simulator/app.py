@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from c2bus.adapters.auth import load_or_create_key, mint
-from c2bus.adapters.kafka import new_producer, start_client
+from c2bus.adapters.kafka import new_producer, send_event, start_client
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
-from c2bus.core.cloudevents import KAFKA_HEADERS
-from c2bus.core.codec import encode_event
 from c2bus.core.identity import Identity
 from c2bus.core.policy.compiler import CompiledPolicy, load_policy
 from c2bus.core.policy.evaluator import PolicyEvaluator
@@ -73,12 +71,7 @@ async def simulate(
             tracks = [step(t, dt) for t in tracks]
             for track in tracks:
                 event = track_event(track, now, source, seq)
-                await producer.send(
-                    topics.sa,
-                    encode_event(event),
-                    key=track.track_id.encode(),
-                    headers=KAFKA_HEADERS,
-                )
+                await send_event(producer, topics.sa, event)
             sa_count += len(tracks)
             if now_mono >= next_directive_at:
                 directive_count += 1
@@ -91,12 +84,7 @@ async def simulate(
                     deny_ratio=options.deny_ratio,
                     favoured_issuer=options.favoured_issuer,
                 )
-                await producer.send(
-                    topics.submitted,
-                    encode_event(directive),
-                    key=directive.data.target.encode(),
-                    headers=KAFKA_HEADERS,
-                )
+                await send_event(producer, topics.submitted, directive)
                 next_directive_at = now_mono + options.directive_every_s
             if progress and now_mono >= next_report:
                 progress(f"published {sa_count} SA events and {directive_count} directives")

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import sys
 from collections.abc import Sequence
 
 from c2bus.adapters.lifecycle import stop_on_signals
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.errors import C2BusError
-
-
-def progress(message: str) -> None:
-    # Progress is best effort: a closed terminal or pipe must not stop a shutdown midway.
-    with contextlib.suppress(OSError):
-        print(f"c2bus: {message}", file=sys.stderr, flush=True)  # noqa: T201
+from c2bus.tools.progress import progress
 
 
 def add_traffic_options(p: argparse.ArgumentParser) -> None:
