@@ -74,7 +74,12 @@ from c2bus.adapters.kafka import (
 )
 from c2bus.adapters.ops import answers
 from c2bus.adapters.policy_store import publish
-from c2bus.adapters.settings import EnforcerSettings, LocalKafkaSettings, project_root
+from c2bus.adapters.settings import (
+    EnforcerSettings,
+    KafkaSettings,
+    LocalKafkaSettings,
+    project_root,
+)
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.core.codec import encode_event
 from c2bus.core.events import Verdict
@@ -130,10 +135,10 @@ class Deployment:
     @classmethod
     async def create(cls, bootstrap: str, tag: str, workdir: Path) -> Deployment:
         prefix = f"e2e{tag}{secrets.token_hex(3)}"
-        await create_topics(bootstrap, prefix)
+        await create_topics(KafkaSettings.at(bootstrap), prefix)
         topics = TopicNames(prefix)
         doc = load_policy_document(POLICY.read_bytes())
-        await publish(bootstrap, topics.policy, doc, None, SOURCE)
+        await publish(KafkaSettings.at(bootstrap), topics.policy, doc, None, SOURCE)
         key = secrets.token_urlsafe(48).encode()
         key_file = workdir / f"{prefix}.key"
         key_file.write_bytes(key)
@@ -543,8 +548,8 @@ async def sa_rig(
             bench.say(f"gateway ready on :{port}; connecting {len(specs)} consoles")
             async with consoles(port, specs, max_seconds) as clients:
                 # the project's producer as ingest runs it (idempotent, acks=all, linger 5 ms)
-                producer = new_producer(bootstrap, f"bench-{world.topics.prefix}")
-                await start_client(producer, bootstrap)
+                producer = new_producer(KafkaSettings.at(bootstrap), f"bench-{world.topics.prefix}")
+                await start_client(producer, KafkaSettings.at(bootstrap))
                 try:
                     yield SaRig(world, port, clients, producer, areas, per_area)
                 finally:
@@ -579,7 +584,7 @@ def kafka_tool(bench: Bench, main: str, args: list[str], timeout_s: float) -> st
 async def baseline_topic(bootstrap: str, tag: str) -> str:
     """A fresh topic laid out as our SA topic (partitions, configuration)."""
     prefix = f"e2e{tag}{secrets.token_hex(3)}"
-    await create_topics(bootstrap, prefix)
+    await create_topics(KafkaSettings.at(bootstrap), prefix)
     return TopicNames(prefix).sa
 
 
@@ -773,9 +778,13 @@ class DirectiveRun:
                     ]
                     self.bench.say(f"gateway on :{port}; {len(specs)} consoles, one per target")
                     async with consoles(port, specs, 300 + self.seconds) as clients:
-                        producer = new_producer(bootstrap, f"bench-{world.topics.prefix}")
-                        observer = new_consumer(bootstrap, "bench-observer", group_id=None)
-                        await start_clients(bootstrap, producer, observer)
+                        producer = new_producer(
+                            KafkaSettings.at(bootstrap), f"bench-{world.topics.prefix}"
+                        )
+                        observer = new_consumer(
+                            KafkaSettings.at(bootstrap), "bench-observer", group_id=None
+                        )
+                        await start_clients(KafkaSettings.at(bootstrap), producer, observer)
                         watching = asyncio.create_task(self._watch(observer, world))
                         try:
                             await self._load(world, clients, producer)
@@ -788,7 +797,7 @@ class DirectiveRun:
 
     async def _watch(self, observer: AIOKafkaConsumer, world: Deployment) -> None:
         """Stamp each approved directive when a read_committed reader gets it."""
-        await assign_all(observer, self.bootstrap, [world.topics.approved])
+        await assign_all(observer, KafkaSettings.at(self.bootstrap), [world.topics.approved])
         while True:
             batch = await observer.getmany(timeout_ms=200)
             now = time.time()

@@ -42,7 +42,7 @@ from aiokafka.structs import TopicPartition
 
 from c2bus.adapters.kafka import admin_client, new_consumer, new_producer, probe, start_client
 from c2bus.adapters.policy_store import publish
-from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings, project_root
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.events import DecisionEvent
@@ -156,15 +156,21 @@ class Relay4(Relay):
 
 async def prepare(bootstrap: str, tag: str) -> TopicNames:
     prefix = f"bench{tag}{secrets.token_hex(3)}"
-    await create_topics(bootstrap, prefix)
+    await create_topics(KafkaSettings.at(bootstrap), prefix)
     topics = TopicNames(prefix)
-    await publish(bootstrap, topics.policy, load_policy_document(POLICY.read_bytes()), None, "b")
+    await publish(
+        KafkaSettings.at(bootstrap),
+        topics.policy,
+        load_policy_document(POLICY.read_bytes()),
+        None,
+        "b",
+    )
     return topics
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = new_producer(bootstrap, "bench-load", linger_ms=20)
-    await start_client(producer, bootstrap)
+    producer = new_producer(KafkaSettings.at(bootstrap), "bench-load", linger_ms=20)
+    await start_client(producer, KafkaSettings.at(bootstrap))
     try:
         sends = [await producer.send(topic, value, key=key) for key, value in records]
         await asyncio.gather(*sends)
@@ -192,12 +198,12 @@ async def throughput(
 ) -> float:
     topics = await prepare(bootstrap, "t")
     await produce(bootstrap, topics.submitted, records)
-    info = await probe(bootstrap)
+    info = await probe(KafkaSettings.at(bootstrap))
     tps = [TopicPartition(topics.submitted, p) for p in info.partitions[topics.submitted]]
     total = len(records)
     group = f"{topics.prefix}.enforcer"
     start_at: float | None = None
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(KafkaSettings.at(bootstrap)) as admin:
         with process(bootstrap, topics.prefix, exactly_once, interval_ms):
             async with asyncio.timeout(600):
                 while True:
@@ -229,9 +235,9 @@ async def latency(
     records = directives(int(rate * seconds) + warm_up, seed=interval_ms)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
-    consumer = new_consumer(bootstrap, "bench-observer", group_id=None)
-    await start_client(consumer, bootstrap)
-    info = await probe(bootstrap)
+    consumer = new_consumer(KafkaSettings.at(bootstrap), "bench-observer", group_id=None)
+    await start_client(consumer, KafkaSettings.at(bootstrap))
+    info = await probe(KafkaSettings.at(bootstrap))
     tps = [TopicPartition(topics.decisions, p) for p in info.partitions[topics.decisions]]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
@@ -248,8 +254,8 @@ async def latency(
             async with changed:
                 changed.notify_all()
 
-    producer = new_producer(bootstrap, "bench-paced", linger_ms=0)
-    await start_client(producer, bootstrap)
+    producer = new_producer(KafkaSettings.at(bootstrap), "bench-paced", linger_ms=0)
+    await start_client(producer, KafkaSettings.at(bootstrap))
     observer = asyncio.create_task(observe())
     try:
         with Enforcer(bootstrap, topics.prefix, exactly_once, interval_ms):

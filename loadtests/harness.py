@@ -28,7 +28,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from . import decode, e2e, enforcer_txn, gateway_fanout, policy_eval
+from . import decode, e2e, enforcer_txn, gateway_fanout, policy_eval, restore
 from .core import ROOT, Bench, Result
 
 DEFAULT_OUT = ROOT / ".c2bus" / "bench" / "results"
@@ -41,6 +41,7 @@ def scenarios() -> dict[str, Scenario]:
     """Every scenario by name, in the order the table lists them."""
     return {
         "enforcer": enforcer_txn.scenario,
+        "restore": restore.scenario,
         "decode": decode.scenario,
         "policy": policy_eval.scenario,
         "fanout": gateway_fanout.scenario,

@@ -21,6 +21,7 @@ import contextlib
 import signal
 
 from c2bus.adapters.kafka import new_consumer, new_producer, start_client
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 
 
@@ -28,10 +29,14 @@ async def relay(bootstrap: str, prefix: str, interval_ms: int, copies: int = 1) 
     topics = TopicNames(prefix)
     outputs = (topics.decisions, topics.status, topics.held, topics.approved)[:copies]
     group = f"{prefix}.enforcer"
-    consumer = new_consumer(bootstrap, "bench-relay", topics.submitted, group_id=group)
-    producer = new_producer(bootstrap, "bench-relay", transactional_id=f"{group}.relay")
-    await start_client(producer, bootstrap)
-    await start_client(consumer, bootstrap)
+    consumer = new_consumer(
+        KafkaSettings.at(bootstrap), "bench-relay", topics.submitted, group_id=group
+    )
+    producer = new_producer(
+        KafkaSettings.at(bootstrap), "bench-relay", transactional_id=f"{group}.relay"
+    )
+    await start_client(producer, KafkaSettings.at(bootstrap))
+    await start_client(consumer, KafkaSettings.at(bootstrap))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

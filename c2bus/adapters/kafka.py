@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from aiokafka.errors import (
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.codec import encode_event
 from c2bus.core.events import Envelope
@@ -82,8 +83,11 @@ class ClusterInfo:
     partitions: dict[str, frozenset[int]]
 
 
-async def probe(bootstrap: str, timeout_s: float = 10.0) -> ClusterInfo:
-    """Ask the cluster for its metadata; raise :class:`KafkaUnavailable` if nobody answers."""
+async def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> ClusterInfo:
+    """Ask the cluster for its metadata; raise :class:`KafkaUnavailable` if nobody answers
+    within ``timeout_s`` (default: the request timeout)."""
+    bootstrap = kafka.bootstrap
+    timeout_s = kafka.request_timeout_s if timeout_s is None else timeout_s
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout_s * 1000),
@@ -112,16 +116,16 @@ async def probe(bootstrap: str, timeout_s: float = 10.0) -> ClusterInfo:
 
 
 @contextlib.asynccontextmanager
-async def admin_client(
-    bootstrap: str, timeout_ms: int = 30_000
-) -> AsyncIterator[AIOKafkaAdminClient]:
+async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed on exit; unreachable clusters raise KafkaUnavailable."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms
+    )
     try:
         await admin.start()
     except (AioKafkaError, OSError) as exc:
         await admin.close()
-        raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap}") from exc
+        raise KafkaUnavailable(f"no Kafka broker answered at {kafka.bootstrap}") from exc
     try:
         yield admin
     finally:
@@ -129,31 +133,38 @@ async def admin_client(
 
 
 def new_producer(
-    bootstrap: str,
+    kafka: KafkaSettings,
     client_id: str,
     *,
     transactional_id: str | None = None,
-    request_timeout_ms: int = 30_000,
+    request_timeout_ms: int | None = None,
     linger_ms: int = 5,
     transaction_timeout_ms: int = 60_000,
     retry_backoff_ms: int = 100,
 ) -> AIOKafkaProducer:
-    """An idempotent ``acks=all`` producer (transactional when given a transactional id)."""
+    """An idempotent ``acks=all`` producer (transactional when given a transactional id).
+
+    Requests time out after the settings' request timeout, or ``request_timeout_ms`` where a
+    caller must stay within a shorter bound of its own (never longer than the settings').
+    """
+    timeout_ms = kafka.request_timeout_ms
+    if request_timeout_ms is not None:
+        timeout_ms = min(timeout_ms, request_timeout_ms)
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=kafka.bootstrap,
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
         transactional_id=transactional_id,
         transaction_timeout_ms=transaction_timeout_ms,
         retry_backoff_ms=retry_backoff_ms,
-        request_timeout_ms=request_timeout_ms,
+        request_timeout_ms=timeout_ms,
         linger_ms=linger_ms,
     )
 
 
 def new_consumer(
-    bootstrap: str,
+    kafka: KafkaSettings,
     client_id: str,
     *topics: str,
     group_id: str | None,
@@ -165,8 +176,9 @@ def new_consumer(
     """A ``read_committed`` consumer with manual commits (offsets are ours to place)."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=kafka.bootstrap,
         client_id=client_id,
+        request_timeout_ms=kafka.request_timeout_ms,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,
@@ -188,22 +200,24 @@ async def send_event(
     return delivery
 
 
-async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str) -> None:
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
     """Start a client, translating connection failures into :class:`KafkaUnavailable`."""
     try:
         await client.start()
     except (AioKafkaError, OSError) as exc:
         with contextlib.suppress(Exception):
             await client.stop()
-        raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap}") from exc
+        raise KafkaUnavailable(f"no Kafka broker answered at {kafka.bootstrap}") from exc
 
 
-async def start_clients(bootstrap: str, *clients: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+async def start_clients(
+    kafka: KafkaSettings, *clients: AIOKafkaProducer | AIOKafkaConsumer
+) -> None:
     """Start clients in order; if one fails, stop those already started and raise."""
     started: list[AIOKafkaProducer | AIOKafkaConsumer] = []
     try:
         for client in clients:
-            await start_client(client, bootstrap)
+            await start_client(client, kafka)
             started.append(client)
     except BaseException:
         for client in reversed(started):
@@ -213,10 +227,10 @@ async def start_clients(bootstrap: str, *clients: AIOKafkaProducer | AIOKafkaCon
 
 
 async def topic_partitions(
-    bootstrap: str, topics: list[str] | tuple[str, ...], timeout_s: float = 30.0
+    kafka: KafkaSettings, topics: list[str] | tuple[str, ...], timeout_s: float | None = None
 ) -> list[TopicPartition]:
     """Every partition of ``topics``, in order; :class:`KafkaError` naming any missing."""
-    info = await probe(bootstrap, timeout_s)
+    info = await probe(kafka, timeout_s)
     missing = [t for t in topics if not info.partitions.get(t)]
     if missing:
         raise KafkaError(
@@ -228,9 +242,8 @@ async def topic_partitions(
 
 async def assign_all(
     consumer: AIOKafkaConsumer,
-    bootstrap: str,
+    kafka: KafkaSettings,
     topics: list[str],
-    timeout_s: float = 30.0,
     *,
     from_start: bool = False,
 ) -> None:
@@ -239,9 +252,9 @@ async def assign_all(
 
     Positions are resolved before returning, so anything produced afterwards is seen.
     """
-    tps = await topic_partitions(bootstrap, topics, timeout_s)
+    tps = await topic_partitions(kafka, topics)
     consumer.assign(tps)
-    async with asyncio.timeout(timeout_s):
+    async with asyncio.timeout(kafka.request_timeout_s):
         if from_start:
             await consumer.seek_to_beginning(*tps)
         else:
@@ -250,17 +263,45 @@ async def assign_all(
             await consumer.position(tp)
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What :func:`read_topic` read: the records, oldest first per partition, and each
+    partition's end (the offset after the last one read to)."""
+
+    records: list[Any]
+    ends: dict[int, int]
+
+
 async def read_to_end(
-    bootstrap: str,
+    kafka: KafkaSettings,
     topic: str,
     partitions: list[int] | None = None,
-    timeout_s: float = 30.0,
+    *,
     last: int | None = None,
+    timeout_s: float | None = None,
 ) -> list[Any]:
     """Every committed record of ``topic`` (or of some of its partitions) up to its end
-    when called, read by a group-less ``read_committed`` consumer; with ``last``, only the
-    last ``last`` offsets of each partition."""
-    info = await probe(bootstrap, timeout_s)
+    when called; with ``last``, only the last ``last`` offsets of each partition."""
+    reading = await read_topic(kafka, topic, partitions, last=last, timeout_s=timeout_s)
+    return reading.records
+
+
+async def read_topic(
+    kafka: KafkaSettings,
+    topic: str,
+    partitions: list[int] | None = None,
+    *,
+    starts: Mapping[int, int] | None = None,
+    last: int | None = None,
+    timeout_s: float | None = None,
+) -> Reading:
+    """The committed records of ``topic`` (or of some of its partitions) up to its end when
+    called, read by a group-less ``read_committed`` consumer: from each partition's
+    beginning, or from its offset in ``starts``, or (with ``last``) its last ``last``
+    offsets. A stall, no progress for ``timeout_s`` (default: the request timeout), raises
+    :class:`KafkaError`."""
+    timeout_s = kafka.request_timeout_s if timeout_s is None else timeout_s
+    info = await probe(kafka, timeout_s)
     existing = sorted(info.partitions.get(topic, ()))
     if not existing:
         raise KafkaError(f"topic {topic} does not exist: run `c2bus topics create`")
@@ -268,17 +309,20 @@ async def read_to_end(
     tps = [TopicPartition(topic, p) for p in wanted]
     records: list[Any] = []
     if not tps:
-        return records
-    consumer = new_consumer(bootstrap, "c2bus-reader", group_id=None)
-    await start_client(consumer, bootstrap)
+        return Reading(records, {})
+    consumer = new_consumer(kafka, "c2bus-reader", group_id=None)
+    await start_client(consumer, kafka)
     try:
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
-        if last is not None:
-            start = await consumer.beginning_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, max(start[tp], end[tp] - last))
+        for tp in tps:
+            start = begin[tp]
+            if last is not None:
+                start = max(start, end[tp] - last)
+            if starts is not None and tp.partition in starts:
+                start = min(max(start, starts[tp.partition]), end[tp])
+            consumer.seek(tp, start)
         # A fetch can return nothing and still move the position: past an aborted
         # transaction, or the markers, at the end of a partition (as KAFKA-12980 describes
         # for the Java client). So the end is judged by positions, and a stall is no
@@ -298,4 +342,4 @@ async def read_to_end(
             behind = still
     finally:
         await consumer.stop()
-    return records
+    return Reading(records, {tp.partition: end[tp] for tp in tps})

@@ -32,6 +32,7 @@ from c2bus.adapters.kafka import (
     start_client,
     topic_partitions,
 )
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.core.cloudevents import KAFKA_HEADERS, new_event
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.events import DirectiveEvent, PolicySetData, PolicySetEvent
@@ -88,19 +89,19 @@ class PolicyView:
             known.append(event)
 
 
-async def history(bootstrap: str, topic: str, policy_set_id: str) -> list[PolicySetEvent]:
+async def history(kafka: KafkaSettings, topic: str, policy_set_id: str) -> list[PolicySetEvent]:
     """Every version of ``policy_set_id`` ever published, oldest first."""
     view = PolicyView(topic)
-    for record in await read_to_end(bootstrap, history_topic(topic)):
+    for record in await read_to_end(kafka, history_topic(topic)):
         view.apply(history_topic(topic), record.value)
     return view.versions.get(policy_set_id, [])
 
 
-async def recorded_directives(bootstrap: str, topic: str, last: int) -> list[DirectiveEvent]:
+async def recorded_directives(kafka: KafkaSettings, topic: str, last: int) -> list[DirectiveEvent]:
     """The directives among the last ``last`` records of each partition of ``topic``,
     oldest first and at most ``last`` of them (approvals and bad records are skipped)."""
     directives = []
-    for record in await read_to_end(bootstrap, topic, last=last):
+    for record in await read_to_end(kafka, topic, last=last):
         try:
             directives.append(DIRECTIVES.decode_event(record.value or b""))
         except InvalidEvent:
@@ -113,10 +114,10 @@ class PolicyConflict(PolicyError):
     """The publisher's base version is not the current one (someone published first)."""
 
 
-async def latest_versions(bootstrap: str, topic: str) -> dict[str, PolicySetEvent]:
+async def latest_versions(kafka: KafkaSettings, topic: str) -> dict[str, PolicySetEvent]:
     """The newest valid version of every policy set on the topic."""
     view = PolicyView(topic)
-    for record in await read_to_end(bootstrap, topic):
+    for record in await read_to_end(kafka, topic):
         view.apply(topic, record.value)
     return view.latest
 
@@ -142,7 +143,7 @@ def publisher_id(topic: str, policy_set_id: str) -> str:
 
 
 async def publish(
-    bootstrap: str, topic: str, doc: PolicyDocument, replaces: int | None, source: str
+    kafka: KafkaSettings, topic: str, doc: PolicyDocument, replaces: int | None, source: str
 ) -> PolicySetEvent:
     """Validate and publish ``doc`` as the version after ``replaces``.
 
@@ -151,16 +152,16 @@ async def publish(
     """
     compile_policy(doc)  # every problem listed, before anything is sent
     producer = new_producer(
-        bootstrap, "c2bus-policy-publisher", transactional_id=publisher_id(topic, doc.policy_set_id)
+        kafka, "c2bus-policy-publisher", transactional_id=publisher_id(topic, doc.policy_set_id)
     )
-    await start_client(producer, bootstrap)
+    await start_client(producer, kafka)
     key = doc.policy_set_id.encode()
     try:
         with kafka_step("publish"):
             # Ours from here: an earlier publisher of this set still in flight is fenced (its
             # open transaction aborted), one that committed is visible to the read below.
             await producer.begin_transaction()
-            current = (await latest_versions(bootstrap, topic)).get(doc.policy_set_id)
+            current = (await latest_versions(kafka, topic)).get(doc.policy_set_id)
             _check_base(doc, replaces, current.data.version if current else None)
             event = policy_event(doc, replaces, source)
             value = encode_event(event)
@@ -198,7 +199,7 @@ def _check_base(doc: PolicyDocument, replaces: int | None, current: int | None) 
 
 
 async def follow(
-    bootstrap: str,
+    kafka: KafkaSettings,
     view: PolicyView,
     stop: asyncio.Event,
     caught_up: Callable[[], Any],
@@ -207,11 +208,11 @@ async def follow(
     """Fold both policy topics into ``view`` from their start, call ``caught_up`` once at
     their end, then keep following until ``stop``."""
     topics = [view.topic, history_topic(view.topic)]
-    consumer = new_consumer(bootstrap, client_id, group_id=None)
-    await start_client(consumer, bootstrap)
+    consumer = new_consumer(kafka, client_id, group_id=None)
+    await start_client(consumer, kafka)
     try:
         with kafka_step("follow policies"):
-            tps: list[TopicPartition] = await topic_partitions(bootstrap, topics)
+            tps: list[TopicPartition] = await topic_partitions(kafka, topics)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)

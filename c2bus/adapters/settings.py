@@ -47,7 +47,16 @@ class KafkaSettings:
     bootstrap: str
     external: bool
     topic_prefix: str
-    request_timeout_ms: int
+    request_timeout_ms: int = 30_000
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self.request_timeout_ms / 1000
+
+    @classmethod
+    def at(cls, bootstrap: str, topic_prefix: str = "c2") -> KafkaSettings:
+        """Settings for a cluster at a known address (the local tooling, tests, benchmarks)."""
+        return cls(bootstrap, True, topic_prefix)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from c2bus.adapters.kafka import admin_client, probe
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.errors import TopicError
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -146,18 +147,18 @@ class TopicOutcome:
 
 
 async def create_topics(
-    bootstrap: str,
+    kafka: KafkaSettings,
     prefix: str,
     replication: int | None = None,
     progress: Callable[[str], None] | None = None,
-    timeout_ms: int = 30_000,
 ) -> list[TopicOutcome]:
     """Create every missing c2bus topic; existing ones are left as they are.
 
     ``replication`` defaults to min(3, brokers); ``min.insync.replicas`` is 2 when the
     replication factor is 3 or more (so ``acks=all`` survives one broker down), else 1.
     """
-    info = await probe(bootstrap, timeout_ms / 1000)
+    timeout_ms = kafka.request_timeout_ms
+    info = await probe(kafka)
     brokers = len(info.broker_ids)
     rf = replication if replication is not None else min(3, brokers)
     if rf < 1 or rf > brokers:
@@ -169,7 +170,7 @@ async def create_topics(
     wanted = {spec.name(prefix): spec for spec in TOPICS}
     missing = [name for name in wanted if name not in info.topics]
     outcomes: list[TopicOutcome] = []
-    async with admin_client(bootstrap, timeout_ms) as admin:
+    async with admin_client(kafka) as admin:
         if missing:
             new = [
                 NewTopic(
@@ -191,7 +192,7 @@ async def create_topics(
                     raise TopicError(f"creating topic {name} failed (error {code}): {message}")
         # New topics must show every partition; existing ones keep the layout they have.
         expected = {name: (wanted[name].partitions if name in missing else 1) for name in wanted}
-        layout = await _wait_until_ready(bootstrap, expected, timeout_ms / 1000)
+        layout = await _wait_until_ready(kafka, expected)
     for name in wanted:
         partitions = layout[name]["partitions"]
         replicas = len(partitions[0]["replicas"]) if partitions else 0
@@ -213,7 +214,7 @@ def _ready(entry: dict[str, Any], partitions: int) -> bool:
 
 
 async def _wait_until_ready(
-    bootstrap: str, expected: dict[str, int], timeout_s: float
+    kafka: KafkaSettings, expected: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
     """Poll every broker's metadata until each shows every topic with its expected
     partitions, each with a leader.
@@ -223,8 +224,10 @@ async def _wait_until_ready(
     means a client started right after ``topics create`` finds its topic on whichever
     broker it asks.
     """
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    deadline = time.monotonic() + timeout_s
+    client = AIOKafkaClient(
+        bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms
+    )
+    deadline = time.monotonic() + kafka.request_timeout_s
     try:
         await client.bootstrap()
         request = MetadataRequest(list(expected), allow_auto_topic_creation=False)
@@ -246,8 +249,8 @@ async def _wait_until_ready(
                 return layout
             if time.monotonic() >= deadline:
                 raise TopicError(
-                    f"topics not ready after {timeout_s:g}s (no leader for every partition "
-                    f"on every broker): {', '.join(sorted(pending))}"
+                    f"topics not ready after {kafka.request_timeout_s:g}s (no leader for every "
+                    f"partition on every broker): {', '.join(sorted(pending))}"
                 )
             await asyncio.sleep(0.2)
     finally:

@@ -12,15 +12,19 @@ so the state here never holds a change that Kafka does not.
 The rules, per partition and in input order:
 
 - a record that does not decode is dead-lettered (``enforcer.decode``);
-- an approval for a directive that is not held is dead-lettered (``enforcer.approval``);
+- an approval for a directive that is not held in the approval's partition is
+  dead-lettered (``enforcer.approval``);
 - an approval for a held directive re-evaluates it with every approval so far;
-- a directive whose id is held or was decided (until it expires) is a replay: denied, with
-  its input position, and nothing else changes;
+- a directive whose id is held or was decided (until it expires) in its partition is a
+  replay: denied, with its input position, and nothing else changes (a partition's state is
+  its own, so no decision depends on which other partitions the enforcer owns);
 - any other directive is evaluated: HOLD keeps it in the held state, any other verdict ends
   it (a held directive is removed) and marks its id as seen until it expires; ALLOW also
   releases it to the approved topic, naming its decision;
 - a tick denies the partition's held directives that expired and forgets the seen marks of
-  directives that expired.
+  directives that expired; then, if the partition's held topic holds much more after its
+  restore mark than the live state, it writes the oldest live records again (unchanged), so
+  the mark moves on (see :mod:`c2bus.core.held`).
 """
 
 from __future__ import annotations
@@ -113,14 +117,26 @@ class Enforcement:
     """The decision state machine of one enforcer: the policy in force and, per input
     partition, the held directives and the ids seen.
 
-    ``source`` and ``actor`` name the enforcer in the events it writes.
+    ``source`` and ``actor`` name the enforcer in the events it writes. A tick writes up to
+    ``refresh_limit`` live held-state records again once more than ``refresh_span`` records
+    (and twice the live ones) lie after the partition's restore mark.
     """
 
-    def __init__(self, policy: DirectivePolicy | None, *, source: str, actor: str) -> None:
+    def __init__(
+        self,
+        policy: DirectivePolicy | None,
+        *,
+        source: str,
+        actor: str,
+        refresh_span: int = 1_000,
+        refresh_limit: int = 500,
+    ) -> None:
         self._policy = policy
         self.source = source
         self.actor = actor
         self.held = HeldDirectives()
+        self.refresh_span = refresh_span
+        self.refresh_limit = refresh_limit
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -148,8 +164,8 @@ class Enforcement:
             return step
         step.received = event_type(event)
         if isinstance(event, ApprovalEvent):
-            self._approve(event, now, step)
-        elif self.held.known(event.id):
+            self._approve(event, partition, now, step)
+        elif self.held.known(event.id, partition):
             decision = policy.decide(event, now, replay=True)
             self._decision(step, event, decision, now, 0, replay_of=f"{partition}-{offset}")
         else:
@@ -166,14 +182,22 @@ class Enforcement:
         for directive_id in self.held.expired_seen(now, partition):
             key = seen_key(directive_id).encode()
             step.writes.append(Write(Stream.HELD, key, None, partition))
-            self.held.forget_seen(directive_id)
+            self.held.forget_seen(directive_id, partition)
+        for live, value in self.held.stale(partition, self.refresh_span, self.refresh_limit):
+            step.writes.append(Write(Stream.HELD, live.encode(), value, partition))
         return step
 
     # -- the partition's state, as Kafka holds it ----------------------------------------------
 
     def restore(self, records: Iterable[Any]) -> int:
-        """Fold held-topic records (oldest first) into the state; returns how many are held."""
+        """Fold held-topic records (oldest first per partition, each from its mark or its
+        beginning) into the state; returns how many are held."""
         return self.held.restore(records)
+
+    def mark(self, partition: int) -> int:
+        """The held-topic offset a restore of ``partition`` may start from, as of now: commit
+        it with the transaction."""
+        return self.held.mark(partition)
 
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of ``partitions`` (revoked, or their transaction failed)."""
@@ -181,8 +205,8 @@ class Enforcement:
 
     # -- the rules ----------------------------------------------------------------------------
 
-    def _approve(self, event: ApprovalEvent, now: datetime, step: Step) -> None:
-        held = self.held.get(event.data.directive_id)
+    def _approve(self, event: ApprovalEvent, partition: int, now: datetime, step: Step) -> None:
+        held = self.held.get(event.data.directive_id, partition)
         if held is None:
             reason = f"directive {event.data.directive_id} is not held for approval"
             step.dead_letter = DeadLetter("enforcer.approval", InvalidEvent(reason))
@@ -200,7 +224,7 @@ class Enforcement:
             self.held.put(held)
             step.writes.append(Write(Stream.HELD, key, held.encode(), held.partition))
             return
-        if self.held.pop(directive.id) is not None:
+        if self.held.pop(directive.id, held.partition) is not None:
             step.writes.append(Write(Stream.HELD, key, None, held.partition))
         # Remember the id until the directive expires: a copy of it is a replay.
         expires = directive.data.expires

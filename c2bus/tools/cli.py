@@ -58,7 +58,7 @@ def cmd_kafka_start(args: argparse.Namespace) -> int:
     settings = KafkaSettings.from_env()
     if settings.external:
         try:
-            info = asyncio.run(probe(settings.bootstrap, args.timeout or 15))
+            info = asyncio.run(probe(settings, args.timeout or 15))
         except KafkaUnavailable as exc:
             raise KafkaUnavailable(
                 f"{exc} (C2BUS_KAFKA_BOOTSTRAP): {_external_hint(settings)}"
@@ -78,7 +78,7 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
     settings = KafkaSettings.from_env()
     if settings.external:
         try:
-            info = asyncio.run(probe(settings.bootstrap, 10))
+            info = asyncio.run(probe(settings, 10))
         except KafkaUnavailable as exc:
             print(f"external cluster {settings.bootstrap}: unreachable ({exc})")
             return EXIT_NOT_RUNNING
@@ -141,11 +141,10 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     try:
         asyncio.run(
             create_topics(
-                settings.bootstrap,
+                settings,
                 settings.topic_prefix,
                 replication=args.replication_factor,
                 progress=_progress,
-                timeout_ms=settings.request_timeout_ms,
             )
         )
     except KafkaUnavailable as exc:
@@ -315,8 +314,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     try:
         timeline, searched = asyncio.run(
             trace_directive(
-                settings.bootstrap,
-                settings.topic_prefix,
+                settings,
                 args.directive_id,
                 since_s=args.since,
                 timeout_s=args.timeout,

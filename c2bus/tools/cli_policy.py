@@ -65,12 +65,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     topic = TopicNames(kafka.topic_prefix).policy
 
     async def run() -> int:
-        current = (await latest_versions(kafka.bootstrap, topic)).get(doc.policy_set_id)
+        current = (await latest_versions(kafka, topic)).get(doc.policy_set_id)
         if args.if_absent and current is not None:
             print(f"{doc.policy_set_id} version {current.data.version} is already published")
             return 0
         replaces = args.replaces if not args.if_absent else None
-        event = await publish(kafka.bootstrap, topic, doc, replaces, "urn:c2bus:cli")
+        event = await publish(kafka, topic, doc, replaces, "urn:c2bus:cli")
         print(f"published {doc.policy_set_id} version {event.data.version} to {topic}")
         return 0
 
@@ -80,7 +80,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     kafka = KafkaSettings.from_env()
     topic = TopicNames(kafka.topic_prefix).policy
-    latest = asyncio.run(latest_versions(kafka.bootstrap, topic))
+    latest = asyncio.run(latest_versions(kafka, topic))
     if args.set:
         latest = {k: v for k, v in latest.items() if k == args.set}
     if not latest:
@@ -97,7 +97,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     kafka = KafkaSettings.from_env()
     set_id = args.set or ServiceSettings.from_env("enforcer").policy_set_id
-    versions = asyncio.run(history(kafka.bootstrap, TopicNames(kafka.topic_prefix).policy, set_id))
+    versions = asyncio.run(history(kafka, TopicNames(kafka.topic_prefix).policy, set_id))
     if not versions:
         print(f"no version of {set_id} was ever published")
         return 3
@@ -124,9 +124,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     else:
         kafka = KafkaSettings.from_env()
         set_id = args.set or ServiceSettings.from_env("enforcer").policy_set_id
-        latest = asyncio.run(
-            latest_versions(kafka.bootstrap, TopicNames(kafka.topic_prefix).policy)
-        )
+        latest = asyncio.run(latest_versions(kafka, TopicNames(kafka.topic_prefix).policy))
         if set_id not in latest:
             raise C2BusError(f"no version of {set_id} is published: give --policy FILE")
         doc = latest[set_id].data.document
@@ -164,12 +162,12 @@ def cmd_shadow(args: argparse.Namespace) -> int:
     topics = TopicNames(kafka.topic_prefix)
 
     async def run() -> ShadowReport:
-        latest = await latest_versions(kafka.bootstrap, topics.policy)
+        latest = await latest_versions(kafka, topics.policy)
         set_id = candidate.policy.policy_set_id
         if set_id not in latest:
             raise C2BusError(f"no version of {set_id} is published to compare with")
         current = PolicyEvaluator(compile_policy(latest[set_id].data.document))
-        directives = await recorded_directives(kafka.bootstrap, topics.submitted, args.last)
+        directives = await recorded_directives(kafka, topics.submitted, args.last)
         return shadow(directives, current, candidate)
 
     report = asyncio.run(run())

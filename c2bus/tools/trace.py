@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from c2bus.adapters.kafka import LIBRARY_ERRORS, new_consumer, start_client, topic_partitions
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder
 from c2bus.core.events import (
@@ -644,7 +645,7 @@ class _Collector:
 
 
 async def search(
-    bootstrap: str,
+    kafka: KafkaSettings,
     topics: TopicNames,
     directive_id: str,
     *,
@@ -661,9 +662,9 @@ async def search(
     collector = _Collector(Matcher(directive_id, topics))
     try:
         async with asyncio.timeout(timeout_s):
-            tps = await topic_partitions(bootstrap, names, max(1.0, min(timeout_s, 15.0)))
-            consumer = new_consumer(bootstrap, "c2bus-trace", group_id=None)
-            await start_client(consumer, bootstrap)
+            tps = await topic_partitions(kafka, names, max(1.0, min(timeout_s, 15.0)))
+            consumer = new_consumer(kafka, "c2bus-trace", group_id=None)
+            await start_client(consumer, kafka)
             try:
                 await collector.read_window(consumer, tps, since)
             finally:
@@ -686,8 +687,7 @@ async def search(
 
 
 async def trace_directive(
-    bootstrap: str,
-    prefix: str,
+    kafka: KafkaSettings,
     directive_id: str,
     *,
     since_s: float,
@@ -698,16 +698,16 @@ async def trace_directive(
     the window concerns the directive."""
     since = (now or datetime.now(UTC)) - timedelta(seconds=since_s)
     found, searched = await search(
-        bootstrap, TopicNames(prefix), directive_id, since=since, timeout_s=timeout_s
+        kafka, TopicNames(kafka.topic_prefix), directive_id, since=since, timeout_s=timeout_s
     )
     timeline = build_timeline(directive_id, found)
     if not timeline.found and timeline.held is None:
         skipped = f"; {searched.skipped} undecodable skipped" if searched.skipped else ""
         raise DirectiveNotFound(
             f"directive {directive_id!r} not found: no record about it on the "
-            f"'{prefix}.' directive topics since {format_time(since)} ({searched.records} "
-            f"records searched{skipped}): check the id and C2BUS_TOPIC_PREFIX, or search "
-            f"further back with --since"
+            f"'{kafka.topic_prefix}.' directive topics since {format_time(since)} "
+            f"({searched.records} records searched{skipped}): check the id and "
+            "C2BUS_TOPIC_PREFIX, or search further back with --since"
         )
     return timeline, searched
 

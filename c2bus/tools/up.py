@@ -91,7 +91,7 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
     kafka = KafkaSettings.from_env()
     started_cluster: LocalCluster | None = None
     try:
-        await probe(kafka.bootstrap, 3.0)
+        await probe(kafka, 3.0)
         progress(f"Kafka answers at {kafka.bootstrap}; using it")
     except KafkaUnavailable:
         if kafka.external:
@@ -101,7 +101,7 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
     children: list[Child] = []
     prometheus: LocalPrometheus | None = None
     try:
-        await create_topics(kafka.bootstrap, kafka.topic_prefix, progress=progress)
+        await create_topics(kafka, kafka.topic_prefix, progress=progress)
         await _ensure_policy(kafka, progress)
         auth = AuthSettings.from_env()
         load_or_create_key(auth.key_file)
@@ -152,7 +152,7 @@ async def _ensure_policy(kafka: KafkaSettings, progress: Progress) -> None:
     """Publish the configured policy file as version 1 unless a version is already out."""
     settings = ServiceSettings.from_env("enforcer")
     topic = TopicNames(kafka.topic_prefix).policy
-    current = (await latest_versions(kafka.bootstrap, topic)).get(settings.policy_set_id)
+    current = (await latest_versions(kafka, topic)).get(settings.policy_set_id)
     if current is not None:
         progress(f"policy {settings.policy_set_id} version {current.data.version} is in force")
         return
@@ -162,7 +162,7 @@ async def _ensure_policy(kafka: KafkaSettings, progress: Progress) -> None:
             f"{settings.policy_file} holds policy set {doc.policy_set_id}, but the enforcer "
             f"follows {settings.policy_set_id} (C2BUS_POLICY_SET)"
         )
-    await publish(kafka.bootstrap, topic, doc, None, "urn:c2bus:up")
+    await publish(kafka, topic, doc, None, "urn:c2bus:up")
     progress(
         f"published policy {doc.policy_set_id} version {doc.version} from {settings.policy_file}"
     )

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from c2bus.adapters.kafka import (
     start_client,
 )
 from c2bus.adapters.policy_store import publish
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.events import DecisionEvent, DirectiveEvent, SubmittedEvent, Verdict
@@ -123,6 +124,7 @@ class Observer:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap = bootstrap
+        self.kafka = KafkaSettings.at(bootstrap)
         self.topic = topic
         self.committed_ids: Counter[str] = Counter()
         self.uncommitted_records = 0
@@ -137,9 +139,9 @@ class Observer:
     async def start(self) -> None:
         for isolation in ("read_committed", "read_uncommitted"):
             consumer = new_consumer(
-                self.bootstrap, f"observer-{isolation}", group_id=None, isolation_level=isolation
+                self.kafka, f"observer-{isolation}", group_id=None, isolation_level=isolation
             )
-            await start_client(consumer, self.bootstrap)
+            await start_client(consumer, self.kafka)
             tps = await partitions_of(self.bootstrap, self.topic)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -185,7 +187,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    info = await probe(bootstrap)
+    info = await probe(KafkaSettings.at(bootstrap))
     partitions = sorted(info.partitions.get(topic, ()))
     assert partitions, f"topic {topic} has no partitions"
     return [TopicPartition(topic, p) for p in partitions]
@@ -194,8 +196,8 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     """The end offsets (the last stable offsets, for ``read_committed``) of every partition."""
     tps = await partitions_of(bootstrap, topic)
-    consumer = new_consumer(bootstrap, "end-probe", group_id=None)
-    await start_client(consumer, bootstrap)
+    consumer = new_consumer(KafkaSettings.at(bootstrap), "end-probe", group_id=None)
+    await start_client(consumer, KafkaSettings.at(bootstrap))
     try:
         return dict(await consumer.end_offsets(tps))
     finally:
@@ -203,7 +205,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 
 
 async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    async with admin_client(bootstrap, timeout_ms=10_000) as admin:
+    async with admin_client(KafkaSettings(bootstrap, True, "c2", 10_000)) as admin:
         offsets = await admin.list_consumer_group_offsets(group)
     return {tp: meta.offset for tp, meta in offsets.items()}
 
@@ -257,6 +259,7 @@ class Scenario:
     def __init__(self, name: str, bootstrap: str, log_dir: Path, scale: Scale) -> None:
         self.name = name
         self.bootstrap = bootstrap
+        self.kafka = KafkaSettings.at(bootstrap)
         self.prefix = f"f{name.replace('_', '')[:10]}{random.randrange(16**6):06x}"
         self.topics = TopicNames(self.prefix)
         self.group = f"{self.prefix}.enforcer"
@@ -313,8 +316,8 @@ class Scenario:
         return float("nan")
 
     async def _load(self) -> None:
-        producer = new_producer(self.bootstrap, f"load-{self.name}", request_timeout_ms=60_000)
-        await start_client(producer, self.bootstrap)
+        producer = new_producer(replace(self.kafka, request_timeout_ms=60_000), f"load-{self.name}")
+        await start_client(producer, self.kafka)
         rng = random.Random(self.prefix)
         pending: list[asyncio.Future[Any]] = []
         interval = self.scale.duration_s / self.scale.directives
@@ -343,9 +346,9 @@ class Scenario:
         self.log(f"load done: {self.scale.directives} sent, {self.send_failures} failed")
 
     async def run(self, faults: Callable[[Scenario], Awaitable[None]]) -> Report:
-        await create_topics(self.bootstrap, self.prefix)
+        await create_topics(self.kafka, self.prefix)
         doc = load_policy_document(REFERENCE_POLICY.read_bytes())
-        await publish(self.bootstrap, self.topics.policy, doc, None, "urn:faults")
+        await publish(self.kafka, self.topics.policy, doc, None, "urn:faults")
         await self.observer.start()
         try:
             load = asyncio.create_task(self._load())
@@ -379,9 +382,9 @@ class Scenario:
         return report
 
     async def _check(self, report: Report) -> None:
-        submitted = await read_to_end(self.bootstrap, self.topics.submitted)
-        decisions = await read_to_end(self.bootstrap, self.topics.decisions)
-        approved = await read_to_end(self.bootstrap, self.topics.approved)
+        submitted = await read_to_end(self.kafka, self.topics.submitted)
+        decisions = await read_to_end(self.kafka, self.topics.decisions)
+        approved = await read_to_end(self.kafka, self.topics.approved)
         directives = {}
         order: dict[str, list[str]] = defaultdict(list)
         for record in submitted:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from c2bus.adapters.kafka import probe
-from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings, project_root
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.tools.localkafka import LocalCluster
 from tests.integration.services import Env
@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def kafka_bootstrap() -> Iterator[str]:
     external = os.environ.get("C2BUS_KAFKA_BOOTSTRAP", "").strip()
     if external:
-        asyncio.run(probe(external, 15))
+        asyncio.run(probe(KafkaSettings.at(external), 15))
         yield external
         return
     cluster = LocalCluster(local_settings(), nodes=1)
@@ -74,7 +74,7 @@ def group_id(prefix: str) -> str:
 @pytest.fixture
 async def topics(kafka_bootstrap: str, prefix: str) -> AsyncIterator[TopicNames]:
     """The full set of c2bus topics under this test's own prefix."""
-    await create_topics(kafka_bootstrap, prefix)
+    await create_topics(KafkaSettings.at(kafka_bootstrap), prefix)
     yield TopicNames(prefix)
 
 

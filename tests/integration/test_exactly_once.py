@@ -43,8 +43,8 @@ async def submit(env: Env, topic: str, first: int, count: int) -> tuple[list[str
     """Submit ``count`` directives; returns their ids and the busiest input partition."""
     evaluator = reference_evaluator()
     rng = random.Random(first)
-    producer = new_producer(env.bootstrap, "test-load")
-    await start_client(producer, env.bootstrap)
+    producer = new_producer(env.kafka, "test-load")
+    await start_client(producer, env.kafka)
     ids, deliveries = [], []
     try:
         for seq in range(first, first + count):
@@ -88,9 +88,9 @@ async def test_a_fenced_partition_recovers_and_decides_everything_once(
         # Another holder of a partition's transactional id appears (as a new owner would):
         # the enforcer's producer for that partition is fenced from now on.
         intruder = new_producer(
-            env.bootstrap, "intruder", transactional_id=f"{env.prefix}.enforcer.p{busiest}"
+            env.kafka, "intruder", transactional_id=f"{env.prefix}.enforcer.p{busiest}"
         )
-        await start_client(intruder, env.bootstrap)
+        await start_client(intruder, env.kafka)
         await intruder.begin_transaction()
         await intruder.stop()
         second, _ = await submit(env, topics.submitted, 150, 150)

@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from c2bus.adapters.kafka import new_producer, start_client
+from c2bus.adapters.settings import KafkaSettings
 from tests.conftest import ROOT, require_tool
 from tests.integration.test_up import running_up
 from tests.unit.test_cli import run
@@ -62,8 +63,8 @@ def has_data(data: dict[str, Any]) -> bool:
 
 async def bad_records(bootstrap: str) -> None:
     """Records no service can read: each consumer dead-letters them and goes on."""
-    producer = new_producer(bootstrap, "observability-test")
-    await start_client(producer, bootstrap)
+    producer = new_producer(KafkaSettings.at(bootstrap), "observability-test")
+    await start_client(producer, KafkaSettings.at(bootstrap))
     try:
         for topic in ("c2.sa", "c2.directives.submitted"):
             for i in range(3):

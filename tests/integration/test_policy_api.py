@@ -143,6 +143,6 @@ async def test_racing_publishers_cannot_both_win(env: Env, topics: TopicNames) -
         shown = (await admin.get("/v1/policies/alliance-main")).json()
         assert shown["version"] == 2
         assert shown["document"]["description"] == f"candidate {winner}"
-    versions = await history(env.bootstrap, topics.policy, "alliance-main")
+    versions = await history(env.kafka, topics.policy, "alliance-main")
     assert [v.data.version for v in versions] == [1, 2]
     assert versions[1].data.document.description == f"candidate {winner}"

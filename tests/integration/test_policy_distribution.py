@@ -60,7 +60,7 @@ async def test_fail_closed_then_switch_versions_without_restart(
         assert await read_all(env.bootstrap, topics.decisions) == []
 
         v1 = reference()
-        await publish(env.bootstrap, topics.policy, v1, None, "urn:test")
+        await publish(env.kafka, topics.policy, v1, None, "urn:test")
         first = await decisions(env, topics, 1)
         assert first["d-early"].data.verdict.value == "ALLOW"
         assert first["d-early"].data.policy_version == 1
@@ -69,7 +69,7 @@ async def test_fail_closed_then_switch_versions_without_restart(
         v1_doc = yaml.safe_load(REFERENCE_POLICY.read_text())
         transfers = [t for t in v1_doc["transfers"] if t["id"] != "toa-pol-12"]
         v2 = reference(version=2, transfers=transfers)
-        await publish(env.bootstrap, topics.policy, v2, 1, "urn:test")
+        await publish(env.kafka, topics.policy, v2, 1, "urn:test")
         await eventually(lambda: service.policies.current_version == 2)
         await produce(
             env.bootstrap,
@@ -125,16 +125,16 @@ async def test_fail_closed_then_switch_versions_without_restart(
 
 
 async def test_publisher_refuses_invalid_and_stale_versions(env: Env, topics: TopicNames) -> None:
-    await publish(env.bootstrap, topics.policy, reference(), None, "urn:test")
+    await publish(env.kafka, topics.policy, reference(), None, "urn:test")
     with pytest.raises(PolicyConflict, match="stale base version None"):
-        await publish(env.bootstrap, topics.policy, reference(version=2), None, "urn:test")
+        await publish(env.kafka, topics.policy, reference(version=2), None, "urn:test")
     with pytest.raises(PolicyConflict, match="not newer"):
-        await publish(env.bootstrap, topics.policy, reference(version=1), 1, "urn:test")
+        await publish(env.kafka, topics.policy, reference(version=1), 1, "urn:test")
     doc = yaml.safe_load(REFERENCE_POLICY.read_text())
     doc["version"] = 2
     doc["units"][5]["parent"] = "NO-SUCH-HQ"
     invalid = msgspec.convert(doc, PolicyDocument, strict=False)
     with pytest.raises(PolicyInvalid, match="unknown unit NO-SUCH-HQ"):
-        await publish(env.bootstrap, topics.policy, invalid, 1, "urn:test")
-    latest = await latest_versions(env.bootstrap, topics.policy)
+        await publish(env.kafka, topics.policy, invalid, 1, "urn:test")
+    latest = await latest_versions(env.kafka, topics.policy)
     assert latest["alliance-main"].data.version == 1  # nothing else was published

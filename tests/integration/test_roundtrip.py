@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from c2bus.adapters.kafka import read_to_end
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event, encode_event
 from c2bus.core.events import DirectiveEvent, TrackEvent
@@ -74,4 +75,4 @@ async def test_track_and_directive_round_trip(
 
 async def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
     """Every committed record of ``topic`` up to its current end."""
-    return await read_to_end(bootstrap, topic, timeout_s=timeout_s)
+    return await read_to_end(KafkaSettings.at(bootstrap), topic, timeout_s=timeout_s)

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from c2bus.adapters.kafka import probe
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.tools.localkafka import LocalCluster
 from tests.integration.conftest import local_settings
@@ -54,7 +55,7 @@ def test_acks_all_survives_one_broker_killed(cluster: tuple[LocalCluster, dict[s
     bootstrap = three.bootstrap
 
     prefix = "fault"
-    outcomes = asyncio.run(create_topics(bootstrap, prefix))
+    outcomes = asyncio.run(create_topics(KafkaSettings.at(bootstrap), prefix))
     assert {o.replication for o in outcomes} == {3}
     names = TopicNames(prefix)
     configs = asyncio.run(topic_configs(bootstrap, [names.submitted]))
@@ -80,4 +81,4 @@ def test_acks_all_survives_one_broker_killed(cluster: tuple[LocalCluster, dict[s
     assert restarted.returncode == 0, restarted.stderr
     assert "node 2" in restarted.stderr
     assert three.pids(2) and three.pids(2) != [killed]
-    assert len(asyncio.run(probe(bootstrap)).broker_ids) == 3
+    assert len(asyncio.run(probe(KafkaSettings.at(bootstrap))).broker_ids) == 3

@@ -6,6 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from c2bus.adapters.kafka import probe
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TOPICS, TopicNames, create_topics
 
 
@@ -29,7 +30,7 @@ async def topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str,
 async def test_creates_every_topic_with_its_layout_then_is_idempotent(
     kafka_bootstrap: str, prefix: str
 ) -> None:
-    first = await create_topics(kafka_bootstrap, prefix)
+    first = await create_topics(KafkaSettings.at(kafka_bootstrap), prefix)
     names = TopicNames(prefix)
     assert {o.name for o in first} == set(names.all())
     assert all(o.created for o in first)
@@ -37,7 +38,7 @@ async def test_creates_every_topic_with_its_layout_then_is_idempotent(
     for spec in TOPICS:
         assert by_name[spec.name(prefix)].partitions == spec.partitions
 
-    info = await probe(kafka_bootstrap)
+    info = await probe(KafkaSettings.at(kafka_bootstrap))
     assert set(names.all()) <= info.topics
 
     configs = await topic_configs(kafka_bootstrap, list(names.all()))
@@ -47,6 +48,6 @@ async def test_creates_every_topic_with_its_layout_then_is_idempotent(
     expected_isr = "2" if len(info.broker_ids) >= 3 else "1"
     assert {c["min.insync.replicas"] for c in configs.values()} == {expected_isr}
 
-    second = await create_topics(kafka_bootstrap, prefix)
+    second = await create_topics(KafkaSettings.at(kafka_bootstrap), prefix)
     assert not any(o.created for o in second)
     assert [(o.name, o.partitions) for o in second] == [(o.name, o.partitions) for o in first]

@@ -101,14 +101,21 @@ class Record:
     key: bytes
     value: bytes | None
     partition: int
+    offset: int = 0
 
 
 def changelog(*steps: Step) -> list[Record]:
-    return [
+    """The held writes of ``steps``, at consecutive offsets per partition."""
+    records = [
         Record(w.key, w.value, w.partition if w.partition is not None else -1)
         for step in steps
         for w in to(step, Stream.HELD)
     ]
+    ends: dict[int, int] = {}
+    for record in records:
+        record.offset = ends.get(record.partition, 0)
+        ends[record.partition] = record.offset + 1
+    return records
 
 
 def test_an_allowed_directive_is_decided_released_and_remembered(valid_example: Any) -> None:
@@ -276,6 +283,29 @@ def test_state_restored_from_the_held_changelog_decides_the_same(valid_example: 
 
     second.drop({4})
     assert not second.held.known("a") and second.held.get("h") is None
+
+
+def test_each_partition_decides_from_its_own_state_alone(valid_example: Any) -> None:
+    """What a partition decides never depends on which other partitions the enforcer owns:
+    an approval read in another partition than its held directive is dead-lettered, an id
+    held in one partition is a new directive in another, and restoring one partition leaves
+    the other's state under the same id alone."""
+    enforcement = core()
+    held = enforcement.submitted(directive(valid_example, "x", "ENGAGE"), 1, 0, NOW)
+    stray = enforcement.submitted(approval(valid_example, "x", "alice"), 2, 0, NOW)
+    assert stray.dead_letter is not None and stray.dead_letter.stage == "enforcer.approval"
+    assert stray.writes == []
+    other = enforcement.submitted(directive(valid_example, "x"), 2, 1, NOW)
+    assert decisions(other)[0].id == "decision:x"  # decided, not a replay of partition 1's
+    assert decisions(other)[0].data.verdict is Verdict.ALLOW
+
+    enforcement.drop({2})
+    enforcement.restore(changelog(other))
+    assert enforcement.held.get("x", 1) is not None  # partition 1's hold survives
+    assert enforcement.held.known("x", 2) and enforcement.held.get("x", 2) is None
+    enforcement.drop({1})
+    enforcement.restore(changelog(held))
+    assert enforcement.held.known("x", 2)  # and partition 2's seen mark survives that
 
 
 def test_a_switch_decides_later_inputs_with_the_new_version(valid_example: Any) -> None:

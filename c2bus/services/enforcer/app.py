@@ -70,6 +70,7 @@ class Enforcer:
                 Stream.HELD: topics.held,
             },
             DeadLetters(None, topics.dlq, settings.instance, self.registry),
+            self.core.held,
         )
         self.pipeline: Pipeline | None = None
         self.http = HttpServer(
@@ -88,12 +89,12 @@ class Enforcer:
         return self.core.held
 
     async def run(self, stop: asyncio.Event) -> None:
-        bootstrap = self.settings.kafka.bootstrap
-        policy_consumer = new_consumer(bootstrap, f"{self.settings.instance}-policy", group_id=None)
+        kafka = self.settings.kafka
+        policy_consumer = new_consumer(kafka, f"{self.settings.instance}-policy", group_id=None)
         self.http.bind()
-        await start_clients(bootstrap, policy_consumer)
+        await start_clients(kafka, policy_consumer)
         try:
-            await assign_all(policy_consumer, bootstrap, [self.topics.policy], from_start=True)
+            await assign_all(policy_consumer, kafka, [self.topics.policy], from_start=True)
         except BaseException:
             await policy_consumer.stop()
             raise

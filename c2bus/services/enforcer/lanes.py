@@ -17,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
 from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.enforcement import Step, Stream
+from c2bus.core.held import HeldDirectives
 from c2bus.services.enforcer.metrics import Tally
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,26 @@ def _retrieve(delivery: asyncio.Future[Any]) -> None:
         delivery.exception()
 
 
+def _locate(
+    held: HeldDirectives, partition: int, key: bytes, generation: int
+) -> Callable[[asyncio.Future[Any]], None]:
+    """Tell the held state where a record of it landed, once Kafka has it."""
+
+    def located(delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
+            held.located(partition, key.decode(), delivery.result().offset, generation)
+
+    return located
+
+
 @dataclass(frozen=True, slots=True)
 class Outputs:
-    """The topics a lane writes to, by the core's streams, and the dead letters."""
+    """The topics a lane writes to, by the core's streams, the dead letters, and the held
+    state told where its records land (the restore mark follows them)."""
 
     topics: dict[Stream, str]
     dlq: DeadLetters
+    held: HeldDirectives
 
     def topic(self, stream: Stream) -> str:
         return self.topics[stream]
@@ -94,16 +111,17 @@ class Lane:
     # -- Kafka steps ---------------------------------------------------------------------------
 
     async def start(
-        self, bootstrap: str, client_id: str, transactional_id: str, timeout_s: float
+        self, kafka: KafkaSettings, client_id: str, transactional_id: str, timeout_s: float
     ) -> None:
         """Start the lane's transactional producer and open its first transaction. Its id
         names the partition, so this fences any earlier owner and ends its open transaction
         before we read offsets."""
         self.producer = new_producer(
-            bootstrap,
+            kafka,
             client_id,
             transactional_id=transactional_id,
-            request_timeout_ms=10_000,
+            # A request must time out (and be retried) within the commit that waits for it.
+            request_timeout_ms=int(timeout_s * 1000 * 2 / 3),
             # The commit waits for batches still lingering, so lingering only adds latency;
             # under load batches fill while earlier requests are in flight.
             linger_ms=0,
@@ -127,6 +145,7 @@ class Lane:
             with kafka_step("begin"):
                 await self.producer.begin_transaction()
             self.in_transaction = True
+        generation = outputs.held.generation(self.partition)
         with kafka_step("send"):
             for write in step.writes:
                 delivery = await producer.send(
@@ -137,6 +156,10 @@ class Lane:
                     # events in CloudEvents structured mode; held-state records are not events
                     headers=KAFKA_HEADERS if write.kind is not None else None,
                 )
+                if write.stream is Stream.HELD:
+                    delivery.add_done_callback(
+                        _locate(outputs.held, self.partition, write.key, generation)
+                    )
                 self.sent.append(delivery)
             if step.dead_letter is not None:
                 stage, error = step.dead_letter.stage, step.dead_letter.error
@@ -144,13 +167,15 @@ class Lane:
         self.tally.add(step, outputs.topic)
         self.dirty = True
 
-    async def commit(self, tp: TopicPartition, group_id: str, timeout_s: float) -> None:
-        """Commit the open transaction with the lane's input offset."""
+    async def commit(
+        self, offsets: dict[TopicPartition, OffsetAndMetadata], group_id: str, timeout_s: float
+    ) -> None:
+        """Commit the open transaction with the lane's input offset (and its metadata)."""
         producer = self.producer
         assert producer is not None
         with kafka_step("commit"):
             async with asyncio.timeout(timeout_s):
-                await producer.send_offsets_to_transaction({tp: self.position}, group_id)
+                await producer.send_offsets_to_transaction(offsets, group_id)
                 await producer.commit_transaction()
         self.in_transaction = False
 

@@ -21,13 +21,12 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from c2bus.adapters.kafka import (
     kafka_step,
     new_consumer,
     new_producer,
-    read_to_end,
     start_clients,
 )
 from c2bus.adapters.lifecycle import bounded
@@ -40,6 +39,7 @@ from c2bus.core.enforcement import Decided, Enforcement, Step
 from c2bus.errors import KafkaError
 from c2bus.services.enforcer.lanes import Lane, Lanes, Outputs
 from c2bus.services.enforcer.metrics import EnforcerMetrics, TimedPolicy
+from c2bus.services.enforcer.restore import committed, read_held, with_mark
 
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 1.0
@@ -80,17 +80,17 @@ class Pipeline:
         self.ready = False
 
     async def run(self, beat: Heartbeat, stop: asyncio.Event) -> None:
-        bootstrap = self.settings.kafka.bootstrap
+        kafka = self.settings.kafka
         consumer = new_consumer(
-            bootstrap,
+            kafka,
             self.settings.instance,
             group_id=self.group_id,
             session_timeout_ms=self.config.session_timeout_ms,
         )
         exactly_once = self.config.exactly_once
-        shared = None if exactly_once else new_producer(bootstrap, self.settings.instance)
+        shared = None if exactly_once else new_producer(kafka, self.settings.instance)
         self._shared = shared
-        await start_clients(bootstrap, *([shared] if shared else []), consumer)
+        await start_clients(kafka, *([shared] if shared else []), consumer)
         self.consumer = consumer
         try:
             consumer.subscribe([self.input_topic], listener=_LaneListener(self, consumer))
@@ -178,21 +178,24 @@ class Pipeline:
         try:
             with kafka_step("restore"):
                 async with asyncio.timeout(self.config.commit_timeout_s):
+                    tps = [self._tp(lane) for lane in due]
+                    found = await committed(self.settings.kafka, self.group_id, tps)
                     positions: dict[int, int] = {}
+                    marks: dict[int, int] = {}
                     uncommitted: set[int] = set()
-                    for lane in due:
-                        tp = self._tp(lane)
-                        committed = await consumer.committed(tp)
-                        if committed is None:
-                            uncommitted.add(lane.partition)
-                            committed = (await consumer.beginning_offsets([tp]))[tp]
-                        positions[lane.partition] = committed
+                    for tp in tps:
+                        entry = found.get(tp.partition)
+                        if entry is None:
+                            uncommitted.add(tp.partition)
+                            positions[tp.partition] = (await consumer.beginning_offsets([tp]))[tp]
+                            continue
+                        positions[tp.partition] = entry.offset
+                        if entry.mark is not None:
+                            marks[tp.partition] = entry.mark
                     self.core.drop(set(partitions))
-                    records = await read_to_end(
-                        self.settings.kafka.bootstrap, self.held_topic, partitions
-                    )
-                    _check_committed(uncommitted, records)
-                    self.core.restore(records)
+                    held = await read_held(self.settings.kafka, self.held_topic, partitions, marks)
+                    _check_committed(uncommitted, held.records)
+                    self.core.restore(held.records)
                     for lane in due:
                         consumer.seek(self._tp(lane), positions[lane.partition])
         except KafkaError as exc:
@@ -205,13 +208,18 @@ class Pipeline:
             consumer.resume(self._tp(lane))
         log.info(
             "enforcer.partitions_ready",
-            extra={"positions": positions, "held": len(self.core.held)},
+            extra={
+                "positions": positions,
+                "held": len(self.core.held),
+                "held_from": marks,
+                "held_records_read": len(held.records),
+            },
         )
 
     async def _start(self, consumer: AIOKafkaConsumer, lane: Lane) -> bool:
         try:
             await lane.start(
-                self.settings.kafka.bootstrap,
+                self.settings.kafka,
                 f"{self.settings.instance}-p{lane.partition}",
                 f"{self.group_id}.p{lane.partition}",
                 self.config.commit_timeout_s,
@@ -270,7 +278,9 @@ class Pipeline:
                 async with asyncio.timeout(self.config.commit_timeout_s):
                     with timer:
                         await shared.flush()
-                        await consumer.commit({self._tp(lane): lane.position for lane in dirty})
+                        await consumer.commit(
+                            {self._tp(lane): self._offset(lane) for lane in dirty}
+                        )
         except KafkaError as exc:
             for lane in dirty:
                 await self._fail(consumer, lane, "commit", exc)
@@ -280,11 +290,17 @@ class Pipeline:
 
     async def _commit_lane(self, consumer: AIOKafkaConsumer, lane: Lane) -> None:
         try:
-            await lane.commit(self._tp(lane), self.group_id, self.config.commit_timeout_s)
+            await lane.commit(
+                {self._tp(lane): self._offset(lane)}, self.group_id, self.config.commit_timeout_s
+            )
         except KafkaError as exc:
             await self._fail(consumer, lane, "commit", exc)
             return
         self._committed(lane)
+
+    def _offset(self, lane: Lane) -> OffsetAndMetadata:
+        """The lane's input offset, with its held partition's restore mark as of now."""
+        return with_mark(lane.position, self.core.mark(lane.partition))
 
     def _committed(self, lane: Lane) -> None:
         lane.settle()

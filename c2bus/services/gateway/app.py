@@ -72,7 +72,7 @@ class Gateway:
             metrics=self.metrics,
         )
         self.history = History(
-            settings.kafka.bootstrap,
+            settings.kafka,
             settings.instance,
             hub.live_next,
             self.intake.replayed,
@@ -125,17 +125,17 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, accept consoles, route until ``stop``; then close consoles (1001),
         stop replays, flush what is produced and close the clients, each step bounded."""
-        bootstrap = self.settings.kafka.bootstrap
+        kafka = self.settings.kafka
         consumer = new_consumer(
-            bootstrap, self.settings.instance, group_id=None, auto_offset_reset="latest"
+            kafka, self.settings.instance, group_id=None, auto_offset_reset="latest"
         )
-        producer = new_producer(bootstrap, self.settings.instance)
-        await start_clients(bootstrap, producer, consumer)
+        producer = new_producer(kafka, self.settings.instance)
+        await start_clients(kafka, producer, consumer)
         timeout = self.settings.shutdown_timeout_s
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
         server: Server | None = None
         try:
-            await assign_all(consumer, bootstrap, self.intake.topic_names)
+            await assign_all(consumer, kafka, self.intake.topic_names)
             await self.intake.position(consumer, self.config.sa_horizon_s)
             await self.intake.catch_up(consumer, dlq)
             self.reports.producer = producer

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from c2bus.adapters.kafka import kafka_step, new_consumer, start_client
 from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.services.gateway.routing import Session
 from c2bus.services.gateway.signals import signals_of
 
@@ -30,13 +31,13 @@ Deliver = Callable[[Session, object], None]
 class History:
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaSettings,
         client_id: str,
         live_next: dict[TP, int],
         deliver: Deliver,
         concurrency: int = 4,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.client_id = client_id
         self.live_next = live_next  # per partition: the next offset live routing handles
         self.deliver = deliver
@@ -48,8 +49,8 @@ class History:
         """The first offset Kafka still holds in each partition (retention moves it)."""
         async with self._probe_lock:
             if self._probe is None:
-                probe = new_consumer(self.bootstrap, f"{self.client_id}-history", group_id=None)
-                await start_client(probe, self.bootstrap)
+                probe = new_consumer(self.kafka, f"{self.client_id}-history", group_id=None)
+                await start_client(probe, self.kafka)
                 self._probe = probe
             with kafka_step("log starts"):
                 starts = await self._probe.beginning_offsets([TopicPartition(*tp) for tp in tps])
@@ -67,8 +68,8 @@ class History:
         replay has reached live routing's position.
         """
         async with self.slots:
-            consumer = new_consumer(self.bootstrap, f"{self.client_id}-replay", group_id=None)
-            await start_client(consumer, self.bootstrap)
+            consumer = new_consumer(self.kafka, f"{self.client_id}-replay", group_id=None)
+            await start_client(consumer, self.kafka)
             try:
                 with kafka_step("replay"):
                     await self._replay(consumer, session, starts)

@@ -334,10 +334,10 @@ class Ingest:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        bootstrap = self.settings.kafka.bootstrap
-        producer = new_producer(bootstrap, self.settings.instance)
+        kafka = self.settings.kafka
+        producer = new_producer(kafka, self.settings.instance)
         self.http.bind()
-        await start_client(producer, bootstrap)
+        await start_client(producer, kafka)
         self.producer = producer
         log.info("ingest.started", extra={"port": self.http.port})
         timeout = self.settings.shutdown_timeout_s

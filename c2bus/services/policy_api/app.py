@@ -228,7 +228,7 @@ class PolicyApi:
                     )
                 try:
                     event = await publish(
-                        self.settings.kafka.bootstrap,
+                        self.settings.kafka,
                         self.topics.policy,
                         doc,
                         replaces,
@@ -286,7 +286,7 @@ class PolicyApi:
                 candidate = PolicyEvaluator(compile_policy(self._document(await request.body())))
                 current = await self._current(set_id)
                 directives = await recorded_directives(
-                    self.settings.kafka.bootstrap, self.topics.submitted, last
+                    self.settings.kafka, self.topics.submitted, last
                 )
                 report = shadow(directives, current, candidate)
                 return 200, {
@@ -310,7 +310,7 @@ class PolicyApi:
             tasks.create_task(self.http.serve())
             follower = tasks.create_task(
                 follow(
-                    self.settings.kafka.bootstrap,
+                    self.settings.kafka,
                     self.view,
                     stop,
                     caught_up,

@@ -28,7 +28,7 @@ from pathlib import Path
 from string import Template
 
 from c2bus.adapters.kafka import ClusterInfo, probe
-from c2bus.adapters.settings import LocalKafkaSettings
+from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings
 from c2bus.errors import KafkaUnavailable, LocalKafkaError
 from c2bus.tools.localkafka.toolchain import Toolchain
 
@@ -168,7 +168,7 @@ class LocalCluster:
         info: ClusterInfo | None = None
         if any(n.running for n in nodes):
             with contextlib.suppress(KafkaUnavailable):
-                info = asyncio.run(probe(self.bootstrap, probe_timeout_s))
+                info = asyncio.run(probe(KafkaSettings.at(self.bootstrap), probe_timeout_s))
         return ClusterStatus(nodes, self.bootstrap, info)
 
     # --- start ----------------------------------------------------------------------------
@@ -349,7 +349,7 @@ class LocalCluster:
                 if proc.poll() is not None:
                     raise LocalKafkaError(self._exit_cause(node_id, proc.returncode))
             try:
-                info = asyncio.run(probe(self.bootstrap, 3.0))
+                info = asyncio.run(probe(KafkaSettings.at(self.bootstrap), 3.0))
                 if len(info.broker_ids) >= self.nodes:
                     return info
             except KafkaUnavailable:

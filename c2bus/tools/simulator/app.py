@@ -50,8 +50,8 @@ async def simulate(
     rng = random.Random(options.seed)
     tracks = initial_tracks(options.tracks, rng)
     source = f"urn:c2bus:sim:{settings.instance}"
-    producer = new_producer(settings.kafka.bootstrap, settings.instance, linger_ms=20)
-    await start_client(producer, settings.kafka.bootstrap)
+    producer = new_producer(settings.kafka, settings.instance, linger_ms=20)
+    await start_client(producer, settings.kafka)
     interval = 1.0 / options.rate_hz
     began = last = time.monotonic()
     next_directive_at = began + min(1.0, options.directive_every_s)
