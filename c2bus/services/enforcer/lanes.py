@@ -84,6 +84,10 @@ class Lane:
     sent: list[asyncio.Future[Any]] = field(default_factory=list)
     failures: int = 0
     retry_at: float = 0.0
+    #: the held-topic restore mark committed last (-1: none since set-up), and the one the
+    #: commit under way carries
+    committed_mark: int = -1
+    committing_mark: int = -1
 
     def settle(self) -> bool:
         """Forget the deliveries (their errors are retrieved); True if any was fenced."""
@@ -107,6 +111,7 @@ class Lane:
         self.tally.clear()
         self.settle()
         self.retry_at = retry_at
+        self.committed_mark = self.committing_mark = -1
 
     # -- Kafka steps ---------------------------------------------------------------------------
 
@@ -141,10 +146,7 @@ class Lane:
         self, step: Step, record: Any, producer: AIOKafkaProducer, outputs: Outputs
     ) -> None:
         """Write a step's records (and its dead letter) in the open transaction."""
-        if self.producer is not None and not self.in_transaction:
-            with kafka_step("begin"):
-                await self.producer.begin_transaction()
-            self.in_transaction = True
+        await self.touch()
         generation = outputs.held.generation(self.partition)
         with kafka_step("send"):
             for write in step.writes:
@@ -165,6 +167,13 @@ class Lane:
                 stage, error = step.dead_letter.stage, step.dead_letter.error
                 self.sent.append(await outputs.dlq.send(record, stage, error, producer))
         self.tally.add(step, outputs.topic)
+
+    async def touch(self) -> None:
+        """Open a transaction if none is (exactly once) and have the window commit it."""
+        if self.producer is not None and not self.in_transaction:
+            with kafka_step("begin"):
+                await self.producer.begin_transaction()
+            self.in_transaction = True
         self.dirty = True
 
     async def commit(

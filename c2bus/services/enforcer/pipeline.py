@@ -248,16 +248,20 @@ class Pipeline:
             _log(step, record)
 
     async def _expire(self, consumer: AIOKafkaConsumer, lane: Lane) -> None:
-        """Deny the lane's held directives that expired; forget ids whose directives expired."""
+        """Deny the lane's held directives that expired; forget ids whose directives expired;
+        commit the restore mark where it moved on since the last commit (a quiet lane's
+        last transaction carried a mark from before its records were acknowledged)."""
         step = self.core.tick(lane.partition, self.clock())
-        if not step:
-            return
         try:
-            await lane.write(step, None, self._producer(lane), self.outputs)
+            if step:
+                await lane.write(step, None, self._producer(lane), self.outputs)
+            elif self.core.mark(lane.partition) != lane.committed_mark:
+                await lane.touch()
         except KafkaError as exc:
             await self._fail(consumer, lane, "expire", exc)
             return
-        _log(step, None)
+        if step:
+            _log(step, None)
 
     # -- commit and failure ------------------------------------------------------------------
 
@@ -300,9 +304,11 @@ class Pipeline:
 
     def _offset(self, lane: Lane) -> OffsetAndMetadata:
         """The lane's input offset, with its held partition's restore mark as of now."""
-        return with_mark(lane.position, self.core.mark(lane.partition))
+        lane.committing_mark = self.core.mark(lane.partition)
+        return with_mark(lane.position, lane.committing_mark)
 
     def _committed(self, lane: Lane) -> None:
+        lane.committed_mark = lane.committing_mark
         lane.settle()
         self.metrics.committed(lane.tally, self.clock())
         lane.tally.clear()
