@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from c2bus.adapters.settings import LocalKafkaSettings, project_root
+from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings, project_root
 from c2bus.tools.localkafka import LocalCluster
 
 ROOT = project_root()
@@ -49,29 +51,43 @@ class Bench:
     def __init__(self, quick: bool, bootstrap: str | None, stack: contextlib.ExitStack) -> None:
         self.quick = quick
         self._bootstrap = bootstrap
+        self._kafka: KafkaSettings | None = None
         self._stack = stack
+        self._workdir: Path | None = None
         self.scenario = ""
 
     def say(self, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         print(f"[bench {stamp}] {self.scenario}: {message}", file=sys.stderr, flush=True)
 
-    def bootstrap(self) -> str:
-        """The Kafka cluster to use: the given one, or a local broker started once."""
-        if self._bootstrap is None:
-            settings = LocalKafkaSettings.from_env(
-                {
-                    "C2BUS_HOME": str(ROOT / ".c2bus" / "bench"),
-                    "C2BUS_KAFKA_PORT": BENCH_PORT,
-                    **{k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"},
-                }
-            )
-            cluster = LocalCluster(settings, nodes=1)
-            started = not cluster.status().running
-            if started:
-                cluster.reset()  # every run starts from empty topics
-            info = cluster.start(progress=self.say)
-            if started:
-                self._stack.callback(cluster.stop, progress=self.say)
-            self._bootstrap = info.bootstrap
-        return self._bootstrap
+    def workdir(self) -> Path:
+        """A private directory for the run's files, removed at the end."""
+        if self._workdir is None:
+            self._workdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory()))
+        return self._workdir
+
+    def kafka(self) -> KafkaSettings:
+        """The Kafka cluster to use, as its admin: the given one (credentials from the
+        ``C2BUS_KAFKA_*`` variables), or a secured local broker started once."""
+        if self._kafka is not None:
+            return self._kafka
+        if self._bootstrap is not None:
+            env = {**os.environ, "C2BUS_KAFKA_BOOTSTRAP": self._bootstrap}
+            self._kafka = KafkaSettings.from_env(env)
+            return self._kafka
+        settings = LocalKafkaSettings.from_env(
+            {
+                "C2BUS_HOME": str(ROOT / ".c2bus" / "bench"),
+                "C2BUS_KAFKA_PORT": BENCH_PORT,
+                **{k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"},
+            }
+        )
+        cluster = LocalCluster(settings, nodes=1)
+        started = not cluster.status().running
+        if started:
+            cluster.reset()  # every run starts from empty topics
+        cluster.start(progress=self.say)
+        if started:
+            self._stack.callback(cluster.stop, progress=self.say)
+        self._kafka = cluster.client()
+        return self._kafka

@@ -64,9 +64,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from c2bus.adapters.acls import grant
 from c2bus.adapters.auth import mint
 from c2bus.adapters.kafka import (
     assign_all,
+    java_client_config,
     new_consumer,
     new_producer,
     start_client,
@@ -88,6 +90,7 @@ from c2bus.core.labels import Classification
 from c2bus.core.policy.compiler import compile_policy, load_policy_document
 from c2bus.core.policy.evaluator import PolicyEvaluator
 from c2bus.core.protocol import Area
+from c2bus.tools.localkafka.secrets import write_secret
 from c2bus.tools.localkafka.toolchain import Toolchain
 from c2bus.tools.simulator.model import (
     DEFAULT_BOX,
@@ -127,23 +130,24 @@ class Deployment:
     """One scenario's world: its topics under a fresh prefix, the policy published on them,
     and the token key its gateway checks."""
 
-    bootstrap: str
+    kafka: KafkaSettings
     topics: TopicNames
     key: bytes
     key_file: Path
 
     @classmethod
-    async def create(cls, bootstrap: str, tag: str, workdir: Path) -> Deployment:
+    async def create(cls, kafka: KafkaSettings, tag: str, workdir: Path) -> Deployment:
         prefix = f"e2e{tag}{secrets.token_hex(3)}"
-        await create_topics(KafkaSettings.at(bootstrap), prefix)
+        await create_topics(kafka, prefix)
+        await grant(kafka, prefix)
         topics = TopicNames(prefix)
         doc = load_policy_document(POLICY.read_bytes())
-        await publish(KafkaSettings.at(bootstrap), topics.policy, doc, None, SOURCE)
+        await publish(kafka, topics.policy, doc, None, SOURCE)
         key = secrets.token_urlsafe(48).encode()
         key_file = workdir / f"{prefix}.key"
         key_file.write_bytes(key)
         key_file.chmod(0o600)
-        return cls(bootstrap, topics, key, key_file)
+        return cls(kafka, topics, key, key_file)
 
     def token(self, subject: str, unit: str) -> str:
         identity = Identity(subject, NATION, CLEARANCE, unit, frozenset({"console"}))
@@ -177,7 +181,7 @@ async def gateway(world: Deployment) -> AsyncIterator[int]:
     log_path = LOG_DIR / f"{world.topics.prefix}-gateway.log"
     env = {
         **os.environ,
-        "C2BUS_KAFKA_BOOTSTRAP": world.bootstrap,
+        **world.kafka.environment(),
         "C2BUS_TOPIC_PREFIX": world.topics.prefix,
         "C2BUS_JWT_KEY_FILE": str(world.key_file),
         "C2BUS_GATEWAY_PORT": str(port),
@@ -536,11 +540,11 @@ def bucket_quantile(cumulative: dict[float, float], q: float) -> float:
 
 @contextlib.asynccontextmanager
 async def sa_rig(
-    bench: Bench, bootstrap: str, tag: str, per_area: int, max_seconds: float
+    bench: Bench, kafka: KafkaSettings, tag: str, per_area: int, max_seconds: float
 ) -> AsyncIterator[SaRig]:
     """Topics, a gateway process, SA consoles (``per_area`` per sector) and a producer."""
     with tempfile.TemporaryDirectory(prefix="c2bus-e2e-") as workdir:
-        world = await Deployment.create(bootstrap, tag, Path(workdir))
+        world = await Deployment.create(kafka, tag, Path(workdir))
         areas = sectors(SECTORS)
         bench.say(f"topics under {world.topics.prefix}; starting the gateway")
         async with gateway(world) as port:
@@ -548,8 +552,8 @@ async def sa_rig(
             bench.say(f"gateway ready on :{port}; connecting {len(specs)} consoles")
             async with consoles(port, specs, max_seconds) as clients:
                 # the project's producer as ingest runs it (idempotent, acks=all, linger 5 ms)
-                producer = new_producer(KafkaSettings.at(bootstrap), f"bench-{world.topics.prefix}")
-                await start_client(producer, KafkaSettings.at(bootstrap))
+                producer = new_producer(kafka, f"bench-{world.topics.prefix}")
+                await start_client(producer, kafka)
                 try:
                     yield SaRig(world, port, clients, producer, areas, per_area)
                 finally:
@@ -581,10 +585,10 @@ def kafka_tool(bench: Bench, main: str, args: list[str], timeout_s: float) -> st
     return out.stdout
 
 
-async def baseline_topic(bootstrap: str, tag: str) -> str:
+async def baseline_topic(kafka: KafkaSettings, tag: str) -> str:
     """A fresh topic laid out as our SA topic (partitions, configuration)."""
     prefix = f"e2e{tag}{secrets.token_hex(3)}"
-    await create_topics(KafkaSettings.at(bootstrap), prefix)
+    await create_topics(kafka, prefix)  # the tools run as the admin: no grants needed
     return TopicNames(prefix).sa
 
 
@@ -592,14 +596,23 @@ _PERCENTILES = re.compile(r"50th = (\d+), 99th = (\d+), 99\.9th = (\d+)")
 _AVERAGE = re.compile(r"Avg latency: ([\d.]+) ms")
 
 
+def java_config(bench: Bench, kafka: KafkaSettings) -> Path:
+    """A client configuration file for Kafka's own tools (the admin's credentials, 0600)."""
+    path = bench.workdir() / "java-client.properties"
+    lines = "".join(f"{k}={v}\n" for k, v in java_client_config(kafka).items())
+    write_secret(path, lines.encode())
+    return path
+
+
 def end_to_end_latency(bench: Bench, records: int, size: int) -> dict[str, float]:
     """Kafka's ``EndToEndLatency``: one record at a time, produced (``acks=all``) and
     consumed back; its average and percentiles (whole milliseconds, as it prints them)."""
-    bootstrap = bench.bootstrap()
-    topic = asyncio.run(baseline_topic(bootstrap, "lat"))
+    kafka = bench.kafka()
+    topic = asyncio.run(baseline_topic(kafka, "lat"))
     bench.say(f"baseline: EndToEndLatency, {records:,} records of {size} bytes, acks=all")
-    args = ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records)]
-    args += ["--producer-acks", "all", "--record-size", str(size)]
+    args = ["--bootstrap-server", kafka.bootstrap, "--topic", topic]
+    args += ["--num-records", str(records), "--producer-acks", "all", "--record-size", str(size)]
+    args += ["--command-config", str(java_config(bench, kafka))]
     out = kafka_tool(bench, "org.apache.kafka.tools.EndToEndLatency", args, 600)
     found, average = _PERCENTILES.search(out), _AVERAGE.search(out)
     if found is None or average is None:
@@ -613,11 +626,12 @@ _THROUGHPUT = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
 
 def producer_performance(bench: Bench, records: int, size: int) -> float:
     """Kafka's ``ProducerPerformance`` unthrottled (``acks=all``): records/s."""
-    bootstrap = bench.bootstrap()
-    topic = asyncio.run(baseline_topic(bootstrap, "perf"))
+    kafka = bench.kafka()
+    topic = asyncio.run(baseline_topic(kafka, "perf"))
     bench.say(f"baseline: ProducerPerformance, {records:,} records of {size} bytes, acks=all")
-    args = ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records)]
-    args += ["--record-size", str(size), "--throughput", "-1"]
+    args = ["--bootstrap-server", kafka.bootstrap, "--topic", topic]
+    args += ["--num-records", str(records), "--record-size", str(size), "--throughput", "-1"]
+    args += ["--command-config", str(java_config(bench, kafka))]
     args += ["--command-property", "acks=all"]
     out = kafka_tool(bench, "org.apache.kafka.tools.ProducerPerformance", args, 600)
     summary = [m for m in _THROUGHPUT.finditer(out) if int(m.group(1)) == records]
@@ -632,10 +646,10 @@ def producer_performance(bench: Bench, records: int, size: int) -> float:
 def sa_scenario(bench: Bench) -> list[Result]:
     seconds = 3.0 if bench.quick else 10.0
     size = mean_sa_size()
-    bootstrap = bench.bootstrap()  # (not inside the event loop: it runs one of its own)
+    kafka = bench.kafka()  # (not inside the event loop: it runs one of its own)
 
     async def run() -> SaStep:
-        async with sa_rig(bench, bootstrap, "sa", PER_SECTOR, 300 + seconds) as rig:
+        async with sa_rig(bench, kafka, "sa", PER_SECTOR, 300 + seconds) as rig:
             bench.say(f"warm-up: {SA_RATE:,}/s for 1 s")
             await rig.step(SA_RATE, 1.0)
             bench.say(f"measuring: {SA_RATE:,} events/s for {seconds:g} s")
@@ -728,7 +742,7 @@ class DirectiveRun:
     """Directives through an enforcer and a gateway to a console of each target unit."""
 
     bench: Bench
-    bootstrap: str
+    kafka: KafkaSettings
     plan: list[Planned]
     warm: int  # the first ``warm`` of the plan warm up, sent at once and not measured
     seconds: float
@@ -762,11 +776,11 @@ class DirectiveRun:
             await asyncio.sleep(0.25)
 
     async def run(self) -> None:
-        bootstrap = self.bootstrap
+        kafka = self.kafka
         with tempfile.TemporaryDirectory(prefix="c2bus-e2e-") as workdir:
-            world = await Deployment.create(bootstrap, "dir", Path(workdir))
+            world = await Deployment.create(kafka, "dir", Path(workdir))
             self.bench.say(f"topics under {world.topics.prefix}; starting enforcer and gateway")
-            with Enforcer(bootstrap, world.topics.prefix, True, self.interval_ms):
+            with Enforcer(kafka, world.topics.prefix, True, self.interval_ms):
                 async with gateway(world) as port:
                     subscribe = {"id": "s", "streams": ["directives"], "snapshot": False}
                     specs = [
@@ -778,13 +792,9 @@ class DirectiveRun:
                     ]
                     self.bench.say(f"gateway on :{port}; {len(specs)} consoles, one per target")
                     async with consoles(port, specs, 300 + self.seconds) as clients:
-                        producer = new_producer(
-                            KafkaSettings.at(bootstrap), f"bench-{world.topics.prefix}"
-                        )
-                        observer = new_consumer(
-                            KafkaSettings.at(bootstrap), "bench-observer", group_id=None
-                        )
-                        await start_clients(KafkaSettings.at(bootstrap), producer, observer)
+                        producer = new_producer(kafka, f"bench-{world.topics.prefix}")
+                        observer = new_consumer(kafka, "bench-observer", group_id=None)
+                        await start_clients(kafka, producer, observer)
                         watching = asyncio.create_task(self._watch(observer, world))
                         try:
                             await self._load(world, clients, producer)
@@ -797,7 +807,7 @@ class DirectiveRun:
 
     async def _watch(self, observer: AIOKafkaConsumer, world: Deployment) -> None:
         """Stamp each approved directive when a read_committed reader gets it."""
-        await assign_all(observer, KafkaSettings.at(self.bootstrap), [world.topics.approved])
+        await assign_all(observer, self.kafka, [world.topics.approved])
         while True:
             batch = await observer.getmany(timeout_ms=200)
             now = time.time()
@@ -853,7 +863,7 @@ def directive_scenario(bench: Bench) -> list[Result]:
     interval = EnforcerSettings.from_env().commit_interval_ms
     warm = DIRECTIVE_RATE  # one second's worth
     plan = plan_directives(warm + int(DIRECTIVE_RATE * seconds))
-    run = DirectiveRun(bench, bench.bootstrap(), plan, warm, seconds, interval)
+    run = DirectiveRun(bench, bench.kafka(), plan, warm, seconds, interval)
     asyncio.run(run.run())
     lat, committed = run.latencies(), run.committed()
     bench.say(f"{lat.text()}, {lat.missing} allowed directives missing")
@@ -940,10 +950,10 @@ async def _climb(bench: Bench, rig: SaRig, seconds: float, refinements: int) -> 
 def pipeline_scenario(bench: Bench) -> list[Result]:
     seconds = 2.0 if bench.quick else 5.0
     size = mean_sa_size()
-    bootstrap = bench.bootstrap()
+    kafka = bench.kafka()
 
     async def run() -> list[SaStep]:
-        async with sa_rig(bench, bootstrap, "pipe", PIPELINE_PER_SECTOR, 900) as rig:
+        async with sa_rig(bench, kafka, "pipe", PIPELINE_PER_SECTOR, 900) as rig:
             bench.say("warm-up: 1,000/s for 1 s")
             await rig.step(1_000, 1.0)
             return await _climb(bench, rig, seconds, 1 if bench.quick else 2)

@@ -40,6 +40,7 @@ import orjson
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
+from c2bus.adapters.acls import grant
 from c2bus.adapters.kafka import admin_client, new_consumer, new_producer, probe, start_client
 from c2bus.adapters.policy_store import publish
 from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings, project_root
@@ -64,18 +65,20 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
+def broker(bootstrap: str | None) -> Iterator[KafkaSettings]:
+    """The cluster to use, as its admin: the given one (its credentials from the
+    ``C2BUS_KAFKA_*`` variables), or a local broker of the benchmarks' own."""
     if bootstrap:
-        yield bootstrap
+        yield KafkaSettings.from_env({**os.environ, "C2BUS_KAFKA_BOOTSTRAP": bootstrap})
         return
     settings = LocalKafkaSettings.from_env(
         {"C2BUS_HOME": str(ROOT / ".c2bus" / "bench"), "C2BUS_KAFKA_PORT": BENCH_PORT}
     )
     cluster = LocalCluster(settings, nodes=1)
     started = not cluster.status().running
-    info = cluster.start(progress=say)
+    cluster.start(progress=say)
     try:
-        yield info.bootstrap
+        yield cluster.client()
     finally:
         if started:
             cluster.stop(progress=say)
@@ -102,10 +105,10 @@ class Enforcer:
 
     command = ("-m", "c2bus.services.enforcer")
 
-    def __init__(self, bootstrap: str, prefix: str, exactly_once: bool, interval_ms: int):
+    def __init__(self, kafka: KafkaSettings, prefix: str, exactly_once: bool, interval_ms: int):
         self.env = {
             **os.environ,
-            "C2BUS_KAFKA_BOOTSTRAP": bootstrap,
+            **kafka.environment(),
             "C2BUS_TOPIC_PREFIX": prefix,
             "C2BUS_ENFORCER_PORT": "0",
             "C2BUS_ENFORCER_EXACTLY_ONCE": str(exactly_once).lower(),
@@ -140,10 +143,10 @@ class Relay(Enforcer):
 
     copies = 1
 
-    def __init__(self, bootstrap: str, prefix: str, exactly_once: bool, interval_ms: int):
-        super().__init__(bootstrap, prefix, exactly_once, interval_ms)
+    def __init__(self, kafka: KafkaSettings, prefix: str, exactly_once: bool, interval_ms: int):
+        super().__init__(kafka, prefix, exactly_once, interval_ms)
         self.command = (
-            *("-m", "loadtests.relay", bootstrap, prefix),
+            *("-m", "loadtests.relay", prefix),
             *("--interval-ms", str(interval_ms), "--copies", str(self.copies)),
         )
 
@@ -154,12 +157,13 @@ class Relay4(Relay):
     copies = 4
 
 
-async def prepare(bootstrap: str, tag: str) -> TopicNames:
+async def prepare(kafka: KafkaSettings, tag: str) -> TopicNames:
     prefix = f"bench{tag}{secrets.token_hex(3)}"
-    await create_topics(KafkaSettings.at(bootstrap), prefix)
+    await create_topics(kafka, prefix)
+    await grant(kafka, prefix)
     topics = TopicNames(prefix)
     await publish(
-        KafkaSettings.at(bootstrap),
+        kafka,
         topics.policy,
         load_policy_document(POLICY.read_bytes()),
         None,
@@ -168,9 +172,9 @@ async def prepare(bootstrap: str, tag: str) -> TopicNames:
     return topics
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = new_producer(KafkaSettings.at(bootstrap), "bench-load", linger_ms=20)
-    await start_client(producer, KafkaSettings.at(bootstrap))
+async def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = new_producer(kafka, "bench-load", linger_ms=20)
+    await start_client(producer, kafka)
     try:
         sends = [await producer.send(topic, value, key=key) for key, value in records]
         await asyncio.gather(*sends)
@@ -190,21 +194,21 @@ async def committed_total(admin: object, group: str, tps: list[TopicPartition]) 
 
 
 async def throughput(
-    bootstrap: str,
+    kafka: KafkaSettings,
     records: list[tuple[bytes, bytes]],
     exactly_once: bool,
     interval_ms: int,
     process: type[Enforcer] = Enforcer,
 ) -> float:
-    topics = await prepare(bootstrap, "t")
-    await produce(bootstrap, topics.submitted, records)
-    info = await probe(KafkaSettings.at(bootstrap))
+    topics = await prepare(kafka, "t")
+    await produce(kafka, topics.submitted, records)
+    info = await probe(kafka)
     tps = [TopicPartition(topics.submitted, p) for p in info.partitions[topics.submitted]]
     total = len(records)
     group = f"{topics.prefix}.enforcer"
     start_at: float | None = None
-    async with admin_client(KafkaSettings.at(bootstrap)) as admin:
-        with process(bootstrap, topics.prefix, exactly_once, interval_ms):
+    async with admin_client(kafka) as admin:
+        with process(kafka, topics.prefix, exactly_once, interval_ms):
             async with asyncio.timeout(600):
                 while True:
                     done = await committed_total(admin, group, tps)
@@ -228,16 +232,16 @@ class Latency:
 
 
 async def latency(
-    bootstrap: str, exactly_once: bool, interval_ms: int, rate: int, seconds: float
+    kafka: KafkaSettings, exactly_once: bool, interval_ms: int, rate: int, seconds: float
 ) -> Latency:
-    topics = await prepare(bootstrap, "l")
+    topics = await prepare(kafka, "l")
     warm_up = rate * 2
     records = directives(int(rate * seconds) + warm_up, seed=interval_ms)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
-    consumer = new_consumer(KafkaSettings.at(bootstrap), "bench-observer", group_id=None)
-    await start_client(consumer, KafkaSettings.at(bootstrap))
-    info = await probe(KafkaSettings.at(bootstrap))
+    consumer = new_consumer(kafka, "bench-observer", group_id=None)
+    await start_client(consumer, kafka)
+    info = await probe(kafka)
     tps = [TopicPartition(topics.decisions, p) for p in info.partitions[topics.decisions]]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
@@ -254,11 +258,11 @@ async def latency(
             async with changed:
                 changed.notify_all()
 
-    producer = new_producer(KafkaSettings.at(bootstrap), "bench-paced", linger_ms=0)
-    await start_client(producer, KafkaSettings.at(bootstrap))
+    producer = new_producer(kafka, "bench-paced", linger_ms=0)
+    await start_client(producer, kafka)
     observer = asyncio.create_task(observe())
     try:
-        with Enforcer(bootstrap, topics.prefix, exactly_once, interval_ms):
+        with Enforcer(kafka, topics.prefix, exactly_once, interval_ms):
             # Warm up: every partition's lane set up, every output partition's metadata known.
             warm = [directive_id(value) for _, value in records[:warm_up]]
             for key, value in records[:warm_up]:
@@ -286,12 +290,12 @@ async def latency(
     return Latency(cuts[49], cuts[94], cuts[98])
 
 
-async def main(args: argparse.Namespace, bootstrap: str) -> None:
+async def main(args: argparse.Namespace, kafka: KafkaSettings) -> None:
     records = directives(args.directives)
     rates: dict[bool, list[float]] = {True: [], False: []}
     for round_ in range(1, args.rounds + 1):
         for exactly_once in (True, False):
-            rate = await throughput(bootstrap, records, exactly_once, 100)
+            rate = await throughput(kafka, records, exactly_once, 100)
             rates[exactly_once].append(rate)
             mode = "exactly-once " if exactly_once else "at-least-once"
             say(f"round {round_}/{args.rounds} {mode}: {rate:,.0f} directives/s")
@@ -307,14 +311,14 @@ async def main(args: argparse.Namespace, bootstrap: str) -> None:
     runs = [(True, ms) for ms in args.intervals] + [(False, 100)]
     for exactly_once, interval in runs:
         say(f"latency: {'exactly-once' if exactly_once else 'at-least-once'} {interval} ms")
-        lat = await latency(bootstrap, exactly_once, interval, args.rate, args.seconds)
+        lat = await latency(kafka, exactly_once, interval, args.rate, args.seconds)
         mode = "exactly-once" if exactly_once else "at-least-once"
         print(f"  {mode:<15}{interval:>8} ms{lat.p50:>10.1f}{lat.p95:>10.1f}{lat.p99:>10.1f}")
 
 
 def scenario(bench: Bench) -> list[Result]:
     count, rounds = (15_000, 1) if bench.quick else (30_000, 3)
-    bootstrap = bench.bootstrap()
+    kafka = bench.kafka()
     records = directives(count)
     processes: dict[str, type[Enforcer]] = {"enforcer": Enforcer, "relay": Relay, "relay4": Relay4}
     rates: dict[str, list[float]] = {name: [] for name in processes}
@@ -323,7 +327,7 @@ def scenario(bench: Bench) -> list[Result]:
         for round_ in range(1, rounds + 1):
             order = list(processes) if round_ % 2 else list(processes)[::-1]
             for name in order:
-                rate = await throughput(bootstrap, records, True, 100, processes[name])
+                rate = await throughput(kafka, records, True, 100, processes[name])
                 rates[name].append(rate)
                 bench.say(f"round {round_}/{rounds} {name}: {rate:,.0f} directives/s")
 
@@ -377,8 +381,8 @@ def cli() -> None:
     parser.add_argument("--bootstrap", help="an existing cluster (default: a local broker)")
     args = parser.parse_args()
     quiet()
-    with broker(args.bootstrap or os.environ.get("C2BUS_KAFKA_BOOTSTRAP")) as bootstrap:
-        asyncio.run(main(args, bootstrap))
+    with broker(args.bootstrap or os.environ.get("C2BUS_KAFKA_BOOTSTRAP")) as kafka:
+        asyncio.run(main(args, kafka))
 
 
 if __name__ == "__main__":

@@ -25,18 +25,14 @@ from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 
 
-async def relay(bootstrap: str, prefix: str, interval_ms: int, copies: int = 1) -> None:
+async def relay(kafka: KafkaSettings, prefix: str, interval_ms: int, copies: int = 1) -> None:
     topics = TopicNames(prefix)
     outputs = (topics.decisions, topics.status, topics.held, topics.approved)[:copies]
     group = f"{prefix}.enforcer"
-    consumer = new_consumer(
-        KafkaSettings.at(bootstrap), "bench-relay", topics.submitted, group_id=group
-    )
-    producer = new_producer(
-        KafkaSettings.at(bootstrap), "bench-relay", transactional_id=f"{group}.relay"
-    )
-    await start_client(producer, KafkaSettings.at(bootstrap))
-    await start_client(consumer, KafkaSettings.at(bootstrap))
+    consumer = new_consumer(kafka, "bench-relay", topics.submitted, group_id=group)
+    producer = new_producer(kafka, "bench-relay", transactional_id=f"{group}.p-relay")
+    await start_client(producer, kafka)
+    await start_client(consumer, kafka)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -63,12 +59,13 @@ async def relay(bootstrap: str, prefix: str, interval_ms: int, copies: int = 1) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bootstrap")
     parser.add_argument("prefix")
     parser.add_argument("--interval-ms", type=int, default=100)
     parser.add_argument("--copies", type=int, choices=(1, 2, 3, 4), default=1)
     args = parser.parse_args()
-    asyncio.run(relay(args.bootstrap, args.prefix, args.interval_ms, args.copies))
+    # the enforcer's principal and client settings, from the environment the enforcer gets
+    kafka = KafkaSettings.from_env(principal="enforcer")
+    asyncio.run(relay(kafka, args.prefix, args.interval_ms, args.copies))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +28,13 @@ from aiokafka.errors import (
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
 
-from c2bus.adapters.settings import KafkaSettings
+from c2bus.adapters.settings import KafkaSecurity, KafkaSettings
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.codec import encode_event
 from c2bus.core.events import Envelope
-from c2bus.errors import KafkaError, KafkaUnavailable, ProducerFencedOut
+from c2bus.errors import ConfigError, KafkaError, KafkaUnavailable, ProducerFencedOut
+
+log = logging.getLogger(__name__)
 
 #: what aiokafka raises once a newer producer has taken the transactional id
 _FENCING = (ProducerFenced, InvalidProducerEpoch)
@@ -72,6 +77,100 @@ def kafka_step(step: str) -> Iterator[None]:
         raise translate(step, exc) from exc
 
 
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """What every aiokafka client is built with: where Kafka is, how long a request may
+    take, and how the client authenticates and checks the brokers."""
+    security = kafka.security
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap,
+        "request_timeout_ms": kafka.request_timeout_ms,
+        "security_protocol": security.protocol,
+    }
+    if security.protocol == "PLAINTEXT":
+        _warn_plaintext(kafka.bootstrap)
+        return options
+    if not kafka.external and security.ca_file is not None and not security.ca_file.exists():
+        # the local broker makes its credentials when it first starts: it never has
+        raise KafkaUnavailable(f"no local Kafka answered at {kafka.bootstrap}")
+    options["ssl_context"] = _ssl_context(security)
+    if security.protocol == "SASL_SSL":
+        options["sasl_mechanism"] = security.mechanism
+        options["sasl_plain_username"] = security.user
+        options["sasl_plain_password"] = security.password()
+    return options
+
+
+def librdkafka_config(kafka: KafkaSettings) -> dict[str, str]:
+    """The same connection for a librdkafka client (kcat, confluent-kafka): its property
+    names, the password inlined (librdkafka reads no password file)."""
+    security = kafka.security
+    config = {"bootstrap.servers": kafka.bootstrap, "security.protocol": security.protocol}
+    if security.protocol != "PLAINTEXT" and security.ca_file is not None:
+        config["ssl.ca.location"] = str(security.ca_file)
+    if security.protocol == "SSL":
+        config["ssl.certificate.location"] = str(security.cert_file)
+        config["ssl.key.location"] = str(security.key_file)
+    if security.protocol == "SASL_SSL":
+        config["sasl.mechanisms"] = security.mechanism
+        config["sasl.username"] = security.user or ""
+        config["sasl.password"] = security.password()
+    return config
+
+
+def java_client_config(kafka: KafkaSettings) -> dict[str, str]:
+    """The same connection for a Java client or Kafka's own tools (``--command-config``)."""
+    security = kafka.security
+    config = {"bootstrap.servers": kafka.bootstrap, "security.protocol": security.protocol}
+    if security.protocol != "PLAINTEXT" and security.ca_file is not None:
+        config["ssl.truststore.type"] = "PEM"
+        config["ssl.truststore.location"] = str(security.ca_file)
+    if security.protocol == "SASL_SSL":
+        config["sasl.mechanism"] = security.mechanism
+        config["sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{security.user}" password="{security.password()}";'
+        )
+    return config
+
+
+@functools.cache
+def _ssl_context(security: KafkaSecurity) -> ssl.SSLContext:
+    """One TLS context per security settings: the CA to check the brokers against (their
+    host names included) and, for ``SSL``, the client certificate."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(security.ca_file) if security.ca_file else None
+        )
+        if security.cert_file is not None:
+            context.load_cert_chain(
+                str(security.cert_file), str(security.key_file) if security.key_file else None
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the Kafka TLS files (CA {security.ca_file}, certificate "
+            f"{security.cert_file}): {exc}: check C2BUS_KAFKA_CA_FILE, C2BUS_KAFKA_CERT_FILE "
+            "and C2BUS_KAFKA_KEY_FILE"
+        ) from None
+    if security.protocol == "SSL" and security.cert_file is None:
+        raise ConfigError(
+            "C2BUS_KAFKA_SECURITY_PROTOCOL=SSL needs a client certificate: set "
+            "C2BUS_KAFKA_CERT_FILE and C2BUS_KAFKA_KEY_FILE"
+        )
+    return context
+
+
+@functools.cache
+def _warn_plaintext(bootstrap: str) -> None:
+    log.warning(
+        "kafka.plaintext",
+        extra={
+            "bootstrap": bootstrap,
+            "detail": "C2BUS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT: no authentication, no "
+            "encryption; anyone on the network can read and write every topic",
+        },
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterInfo:
     """What a metadata request told us about a cluster."""
@@ -89,8 +188,7 @@ async def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> Cluster
     bootstrap = kafka.bootstrap
     timeout_s = kafka.request_timeout_s if timeout_s is None else timeout_s
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
+        **{**client_options(kafka), "request_timeout_ms": int(timeout_s * 1000)},
         retry_backoff_ms=200,
         metadata_max_age_ms=60_000,
     )
@@ -118,9 +216,7 @@ async def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> Cluster
 @contextlib.asynccontextmanager
 async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed on exit; unreachable clusters raise KafkaUnavailable."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms
-    )
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     try:
         await admin.start()
     except (AioKafkaError, OSError) as exc:
@@ -151,14 +247,13 @@ def new_producer(
     if request_timeout_ms is not None:
         timeout_ms = min(timeout_ms, request_timeout_ms)
     return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap,
+        **{**client_options(kafka), "request_timeout_ms": timeout_ms},
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
         transactional_id=transactional_id,
         transaction_timeout_ms=transaction_timeout_ms,
         retry_backoff_ms=retry_backoff_ms,
-        request_timeout_ms=timeout_ms,
         linger_ms=linger_ms,
     )
 
@@ -176,9 +271,8 @@ def new_consumer(
     """A ``read_committed`` consumer with manual commits (offsets are ours to place)."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=kafka.bootstrap,
+        **client_options(kafka),
         client_id=client_id,
-        request_timeout_ms=kafka.request_timeout_ms,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,
@@ -310,7 +404,8 @@ async def read_topic(
     records: list[Any] = []
     if not tps:
         return Reading(records, {})
-    consumer = new_consumer(kafka, "c2bus-reader", group_id=None)
+    # a short long-poll: closing the consumer waits for the fetch in flight (TLS)
+    consumer = new_consumer(kafka, "c2bus-reader", group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, kafka)
     try:
         consumer.assign(tps)

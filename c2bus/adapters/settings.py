@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from c2bus.errors import ConfigError
@@ -36,9 +36,97 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+SECURITY_PROTOCOLS = ("SASL_SSL", "SSL", "PLAINTEXT")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+#: the Kafka principal each process authenticates as unless C2BUS_KAFKA_USER says otherwise
+PRINCIPALS = {
+    "ingest": "ingest",
+    "enforcer": "enforcer",
+    "gateway": "gateway",
+    "policy_api": "policy-api",
+    "simulator": "simulator",
+    "reader": "reader",
+    "admin": "admin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How a client proves to Kafka who it is, and how it checks that Kafka is Kafka.
+
+    ``SASL_SSL`` (the default): TLS, then SCRAM with ``user`` and the password in
+    ``password_file``. ``SSL``: TLS with a client certificate (``cert_file``, ``key_file``).
+    ``PLAINTEXT``: neither, only by explicit choice. ``ca_file`` is the CA the brokers'
+    certificates are checked against (None: the system's). The password is read from its file
+    when a client is built, so it is in no settings object, log or repr.
+    """
+
+    protocol: str = "SASL_SSL"
+    mechanism: str = "SCRAM-SHA-512"
+    user: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], principal: str, secrets_dir: Path | None
+    ) -> KafkaSecurity:
+        protocol = (env.get("C2BUS_KAFKA_SECURITY_PROTOCOL") or "SASL_SSL").upper()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"C2BUS_KAFKA_SECURITY_PROTOCOL={protocol!r} is not supported: use "
+                + ", ".join(SECURITY_PROTOCOLS)
+            )
+        mechanism = (env.get("C2BUS_KAFKA_SASL_MECHANISM") or "SCRAM-SHA-512").upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"C2BUS_KAFKA_SASL_MECHANISM={mechanism!r} is not supported: use "
+                + ", ".join(SASL_MECHANISMS)
+            )
+        secrets = _path(env.get("C2BUS_KAFKA_SECRETS_DIR")) or secrets_dir
+        user = env.get("C2BUS_KAFKA_USER") or principal
+        password = _path(env.get("C2BUS_KAFKA_PASSWORD_FILE")) or (
+            secrets / f"{user}.password" if secrets else None
+        )
+        ca = _path(env.get("C2BUS_KAFKA_CA_FILE")) or (secrets / "ca.crt" if secrets else None)
+        return cls(
+            protocol=protocol,
+            mechanism=mechanism,
+            user=user,
+            password_file=password,
+            ca_file=ca,
+            cert_file=_path(env.get("C2BUS_KAFKA_CERT_FILE")),
+            key_file=_path(env.get("C2BUS_KAFKA_KEY_FILE")),
+        )
+
+    def password(self) -> str:
+        """The SCRAM password, read from its file now."""
+        if self.password_file is None:
+            raise ConfigError(
+                f"Kafka user {self.user!r} has no password: set C2BUS_KAFKA_PASSWORD_FILE"
+            )
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the Kafka password of {self.user!r} from {self.password_file} "
+                f"({exc.strerror}): set C2BUS_KAFKA_PASSWORD_FILE, or run `c2bus kafka start` "
+                "to create the local credentials"
+            ) from None
+
+    def as_user(self, user: str) -> KafkaSecurity:
+        """The same settings for another principal of the same secrets directory."""
+        folder = self.password_file.parent if self.password_file else None
+        return replace(
+            self, user=user, password_file=folder / f"{user}.password" if folder else None
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    """Where Kafka is and how topics are named.
+    """Where Kafka is, how topics are named and how clients authenticate.
 
     ``bootstrap``: ``C2BUS_KAFKA_BOOTSTRAP`` when it points at an existing cluster, else the
     local broker's address. ``external`` says which.
@@ -48,18 +136,40 @@ class KafkaSettings:
     external: bool
     topic_prefix: str
     request_timeout_ms: int = 30_000
+    security: KafkaSecurity = KafkaSecurity()
 
     @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000
 
-    @classmethod
-    def at(cls, bootstrap: str, topic_prefix: str = "c2") -> KafkaSettings:
-        """Settings for a cluster at a known address (the local tooling, tests, benchmarks)."""
-        return cls(bootstrap, True, topic_prefix)
+    def environment(self) -> dict[str, str]:
+        """The ``C2BUS_KAFKA_*`` variables that point another c2bus process at this cluster,
+        authenticating as its own principal with its password from the same secrets
+        directory (the topic prefix is the caller's to set)."""
+        security = self.security
+        env = {
+            "C2BUS_KAFKA_BOOTSTRAP": self.bootstrap,
+            "C2BUS_KAFKA_SECURITY_PROTOCOL": security.protocol,
+            "C2BUS_KAFKA_SASL_MECHANISM": security.mechanism,
+            "C2BUS_KAFKA_REQUEST_TIMEOUT_MS": str(self.request_timeout_ms),
+        }
+        if security.password_file is not None:
+            env["C2BUS_KAFKA_SECRETS_DIR"] = str(security.password_file.parent)
+        if security.ca_file is not None:
+            env["C2BUS_KAFKA_CA_FILE"] = str(security.ca_file)
+        return env
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
+    def at(cls, bootstrap: str, security: KafkaSecurity, topic_prefix: str = "c2") -> KafkaSettings:
+        """Settings for a cluster at a known address (the local tooling, tests, benchmarks)."""
+        return cls(bootstrap, True, topic_prefix, security=security)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, principal: str = "admin"
+    ) -> KafkaSettings:
+        """Read the settings; ``principal`` is who this process is unless C2BUS_KAFKA_USER
+        says otherwise (its password in ``<secrets>/<principal>.password``)."""
         env = os.environ if env is None else env
         prefix = env.get("C2BUS_TOPIC_PREFIX") or "c2"
         if not _PREFIX_RE.match(prefix):
@@ -69,17 +179,21 @@ class KafkaSettings:
         timeout_ms = _int(env, "C2BUS_KAFKA_REQUEST_TIMEOUT_MS", 30_000, 1_000, 600_000)
         external = (env.get("C2BUS_KAFKA_BOOTSTRAP") or "").strip()
         if external:
-            return cls(external, True, prefix, timeout_ms)
+            security = KafkaSecurity.from_env(env, principal, None)
+            return cls(external, True, prefix, timeout_ms, security)
         local = LocalKafkaSettings.from_env(env)
-        return cls(local.bootstrap(nodes=1), False, prefix, timeout_ms)
+        security = KafkaSecurity.from_env(env, principal, local.secrets_dir)
+        return cls(local.bootstrap(nodes=1), False, prefix, timeout_ms, security)
 
 
 @dataclass(frozen=True, slots=True)
 class LocalKafkaSettings:
     """The project's own broker(s): ports, heap, and where jars and data live.
 
-    Node ``i`` (0-based) listens for clients on ``base_port + 2*i`` and for the controller
-    quorum on ``base_port + 2*i + 1``: 9092/9093 for one node; 9092, 9094, 9096 for three.
+    Node ``i`` (0-based) listens for clients on ``base_port + 2*i`` (SASL_SSL), for the
+    controller quorum on ``base_port + 2*i + 1``, and for clients with certificates on
+    ``base_port + 10 + i``: 9092/9093/9102 for one node; 9092, 9094, 9096 (9102-9104) for
+    three.
     """
 
     home: Path
@@ -107,8 +221,20 @@ class LocalKafkaSettings:
             start_timeout_s=_int(env, "C2BUS_KAFKA_START_TIMEOUT_S", 120, 5, 1800),
         )
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the local cluster's CA, broker certificate and passwords are."""
+        return self.home / "secrets"
+
     def broker_port(self, index: int) -> int:
         return self.base_port + 2 * index
+
+    def mtls_port(self, index: int) -> int:
+        """Where node ``index`` takes clients that authenticate with a certificate."""
+        return self.base_port + 10 + index
+
+    def mtls_bootstrap(self, nodes: int) -> str:
+        return ",".join(f"{self.host}:{self.mtls_port(i)}" for i in range(nodes))
 
     def controller_port(self, index: int) -> int:
         return self.base_port + 2 * index + 1
@@ -271,7 +397,7 @@ class ServiceSettings:
         return cls(
             service=service,
             instance=env.get("C2BUS_INSTANCE") or f"{service}-{os.getpid()}",
-            kafka=KafkaSettings.from_env(env),
+            kafka=KafkaSettings.from_env(env, PRINCIPALS.get(service, service)),
             auth=AuthSettings.from_env(env),
             host=env.get("C2BUS_HOST") or "127.0.0.1",
             port=_int(env, f"C2BUS_{upper}_PORT", DEFAULT_PORTS.get(service, 0), 0, 65535),

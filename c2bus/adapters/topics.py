@@ -13,7 +13,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from c2bus.adapters.kafka import admin_client, probe
+from c2bus.adapters.kafka import admin_client, client_options, probe
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.errors import TopicError
 
@@ -224,9 +224,7 @@ async def _wait_until_ready(
     means a client started right after ``topics create`` finds its topic on whichever
     broker it asks.
     """
-    client = AIOKafkaClient(
-        bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms
-    )
+    client = AIOKafkaClient(**client_options(kafka))
     deadline = time.monotonic() + kafka.request_timeout_s
     try:
         await client.bootstrap()

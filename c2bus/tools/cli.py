@@ -12,10 +12,12 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from c2bus import __version__
-from c2bus.adapters.kafka import probe
+from c2bus.adapters.acls import ACL_FILE, Roles, describe, grant
+from c2bus.adapters.kafka import librdkafka_config, probe
 from c2bus.adapters.settings import (
     AuthSettings,
     KafkaSettings,
@@ -28,7 +30,8 @@ from c2bus.core.schemas import generate, render
 from c2bus.errors import C2BusError, KafkaUnavailable
 from c2bus.tools import cli_policy
 from c2bus.tools.localkafka import LocalCluster, kafka_version
-from c2bus.tools.localkafka.toolchain import fetch_jars, find_java
+from c2bus.tools.localkafka.onboarding import Onboarding, registered
+from c2bus.tools.localkafka.toolchain import Toolchain, fetch_jars, find_java
 from c2bus.tools.progress import progress as _progress
 from c2bus.tools.simulator import command as sim_command
 
@@ -122,6 +125,96 @@ def cmd_kafka_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kafka_client_config(args: argparse.Namespace) -> int:
+    """A librdkafka configuration (kcat, confluent-kafka) for one principal."""
+    settings = KafkaSettings.from_env(principal=args.principal)
+    if not settings.external:
+        cluster = LocalCluster(LocalKafkaSettings.from_env(), args.nodes)
+        cluster.secrets.ensure([])  # the CA, if no broker has started yet
+        settings = (
+            cluster.mtls_client(args.principal) if args.mtls else cluster.client(args.principal)
+        )
+    elif args.mtls:
+        raise C2BusError(
+            "--mtls prints the local cluster's certificates: for an external cluster set "
+            "C2BUS_KAFKA_SECURITY_PROTOCOL=SSL, C2BUS_KAFKA_CERT_FILE and C2BUS_KAFKA_KEY_FILE"
+        )
+    for key, value in librdkafka_config(settings).items():
+        print(f"{key}={value}")
+    return 0
+
+
+def cmd_kafka_acls_show(args: argparse.Namespace) -> int:
+    """The ACL file's bindings for the topic prefix, each marked by whether the cluster has
+    it, then any binding the cluster has that the file does not."""
+    settings = KafkaSettings.from_env()
+    prefix = settings.topic_prefix
+    wanted = Roles.load().bindings(prefix, _added(settings))
+    if args.file_only:
+        for binding in wanted:
+            print(binding)
+        return 0
+    present = set(asyncio.run(describe(settings, prefix)))
+    for binding in wanted:
+        print(f"{'ok     ' if binding in present else 'MISSING'} {binding}")
+    for binding in sorted(present - set(wanted)):
+        print(f"EXTRA   {binding}")
+    missing = [b for b in wanted if b not in present]
+    return EXIT_FAILURE if missing else 0
+
+
+def cmd_kafka_acls_apply(args: argparse.Namespace) -> int:
+    settings = KafkaSettings.from_env()
+    bindings = asyncio.run(grant(settings, settings.topic_prefix, _added(settings)))
+    _progress(f"granted {len(bindings)} ACLs for {settings.topic_prefix}. ({ACL_FILE.name})")
+    return 0
+
+
+def _secrets_dir(settings: KafkaSettings) -> Path:
+    folder = settings.security.password_file
+    if folder is None:
+        raise C2BusError(
+            "no secrets directory for the new credential: set C2BUS_KAFKA_SECRETS_DIR "
+            "(the local cluster's is C2BUS_HOME/secrets)"
+        )
+    return folder.parent
+
+
+def _added(settings: KafkaSettings) -> list[tuple[str, str]]:
+    """The principals added with `c2bus kafka principal add`, with their roles."""
+    folder = settings.security.password_file
+    return list(registered(folder.parent).items()) if folder is not None else []
+
+
+def _onboarding() -> tuple[KafkaSettings, Onboarding]:
+    """The admin's settings, and the onboarding of principals on that cluster."""
+    settings = KafkaSettings.from_env()
+    local = LocalKafkaSettings.from_env()
+    toolchain = Toolchain.prepare(local.deploy_dir, local.jars_dir, _progress)
+    return settings, Onboarding(settings, _secrets_dir(settings), toolchain)
+
+
+def cmd_kafka_principal_add(args: argparse.Namespace) -> int:
+    settings, onboarding = _onboarding()
+    onboarding.check_new(args.name, args.role)
+    granted = asyncio.run(onboarding.add(args.name, args.role, settings.topic_prefix))
+    _progress(
+        f"added {args.name} (role {args.role}): a SCRAM credential and {granted} ACLs for "
+        f"{settings.topic_prefix}.; its client configuration:"
+    )
+    client = replace(settings, security=settings.security.as_user(args.name))
+    for key, value in librdkafka_config(client).items():
+        print(f"{key}={value}")
+    return 0
+
+
+def cmd_kafka_principal_remove(args: argparse.Namespace) -> int:
+    _, onboarding = _onboarding()
+    revoked = asyncio.run(onboarding.remove(args.name))
+    _progress(f"removed {args.name}: its credential and {revoked} ACLs")
+    return 0
+
+
 def cmd_kafka_reset(args: argparse.Namespace) -> int:
     if not args.yes:
         raise C2BusError(
@@ -138,15 +231,16 @@ def cmd_kafka_reset(args: argparse.Namespace) -> int:
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
     settings = KafkaSettings.from_env()
-    try:
-        asyncio.run(
-            create_topics(
-                settings,
-                settings.topic_prefix,
-                replication=args.replication_factor,
-                progress=_progress,
-            )
+
+    async def create() -> None:
+        await create_topics(
+            settings, settings.topic_prefix, replication=args.replication_factor, progress=_progress
         )
+        bindings = await grant(settings, settings.topic_prefix, _added(settings))
+        _progress(f"granted {len(bindings)} ACLs for {settings.topic_prefix}. ({ACL_FILE.name})")
+
+    try:
+        asyncio.run(create())
     except KafkaUnavailable as exc:
         raise KafkaUnavailable(f"{exc}: {_external_hint(settings)}") from exc
     return 0
@@ -310,7 +404,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     from c2bus.tools.trace import as_json, render_text, trace_directive
 
-    settings = KafkaSettings.from_env()
+    settings = KafkaSettings.from_env(principal="reader")
     try:
         timeline, searched = asyncio.run(
             trace_directive(
@@ -374,6 +468,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = kafka_cmds.add_parser("reset", help="stop the local broker(s) and delete their data")
     p.add_argument("--yes", action="store_true", help="confirm deleting all local Kafka data")
     p.set_defaults(func=cmd_kafka_reset)
+    p = kafka_cmds.add_parser(
+        "client-config", help="print a librdkafka (kcat) configuration for a principal"
+    )
+    p.add_argument("--principal", default="reader", help="who the client is (reader)")
+    p.add_argument(
+        "--mtls", action="store_true", help="a client certificate instead of SCRAM (local only)"
+    )
+    p.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="the local cluster")
+    p.set_defaults(func=cmd_kafka_client_config)
+    acls = kafka_cmds.add_parser("acls", help="the ACLs of deploy/kafka/acls.yaml")
+    acl_cmds = acls.add_subparsers(dest="acl_action", required=True, metavar="ACTION")
+    p = acl_cmds.add_parser(
+        "show", help="the file's ACLs for C2BUS_TOPIC_PREFIX and whether Kafka has each"
+    )
+    p.add_argument("--file-only", action="store_true", help="print the file's ACLs only")
+    p.set_defaults(func=cmd_kafka_acls_show)
+    p = acl_cmds.add_parser("apply", help="grant the file's ACLs for C2BUS_TOPIC_PREFIX")
+    p.set_defaults(func=cmd_kafka_acls_apply)
+    principal = kafka_cmds.add_parser(
+        "principal", help="add or remove a principal in a role of deploy/kafka/acls.yaml"
+    )
+    principal_cmds = principal.add_subparsers(
+        dest="principal_action", required=True, metavar="ACTION"
+    )
+    p = principal_cmds.add_parser(
+        "add", help="a credential, the role's ACLs and a client configuration for NAME"
+    )
+    p.add_argument("--role", required=True, help="a role of deploy/kafka/acls.yaml (e.g. sensor)")
+    p.add_argument("name", help="the principal: lower-case letters, digits, '.', '_', '-'")
+    p.set_defaults(func=cmd_kafka_principal_add)
+    p = principal_cmds.add_parser("remove", help="revoke NAME's ACLs and delete its credential")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_kafka_principal_remove)
 
     topics = commands.add_parser("topics", help="the c2bus topics")
     topic_cmds = topics.add_subparsers(dest="action", required=True, metavar="ACTION")

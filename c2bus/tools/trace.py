@@ -663,7 +663,7 @@ async def search(
     try:
         async with asyncio.timeout(timeout_s):
             tps = await topic_partitions(kafka, names, max(1.0, min(timeout_s, 15.0)))
-            consumer = new_consumer(kafka, "c2bus-trace", group_id=None)
+            consumer = new_consumer(kafka, "c2bus-trace", group_id=None, fetch_max_wait_ms=100)
             await start_client(consumer, kafka)
             try:
                 await collector.read_window(consumer, tps, since)

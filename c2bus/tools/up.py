@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from c2bus.adapters.acls import grant
 from c2bus.adapters.auth import load_or_create_key
 from c2bus.adapters.kafka import probe
 from c2bus.adapters.lifecycle import stop_on_signals
@@ -36,6 +37,7 @@ from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.core.policy.compiler import load_policy_document
 from c2bus.errors import C2BusError, KafkaUnavailable
 from c2bus.tools.localkafka import LocalCluster
+from c2bus.tools.localkafka.storage import principals
 from c2bus.tools.prometheus import LocalPrometheus, local_config
 
 Progress = Callable[[str], None]
@@ -90,6 +92,9 @@ def _last_line(log: Path) -> str:
 async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int:
     kafka = KafkaSettings.from_env()
     started_cluster: LocalCluster | None = None
+    if not kafka.external:  # the local credentials exist before anything connects
+        for made in LocalCluster(LocalKafkaSettings.from_env()).secrets.ensure(principals()):
+            progress(f"created {made}")
     try:
         await probe(kafka, 3.0)
         progress(f"Kafka answers at {kafka.bootstrap}; using it")
@@ -102,6 +107,8 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
     prometheus: LocalPrometheus | None = None
     try:
         await create_topics(kafka, kafka.topic_prefix, progress=progress)
+        bindings = await grant(kafka, kafka.topic_prefix)
+        progress(f"granted {len(bindings)} ACLs for {kafka.topic_prefix}. (deploy/kafka/acls.yaml)")
         await _ensure_policy(kafka, progress)
         auth = AuthSettings.from_env()
         load_or_create_key(auth.key_file)

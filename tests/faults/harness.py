@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from c2bus.adapters.acls import grant
 from c2bus.adapters.kafka import (
     admin_client,
     new_consumer,
@@ -42,6 +43,7 @@ from c2bus.core.policy.compiler import compile_policy, load_policy_document
 from c2bus.core.policy.evaluator import PolicyEvaluator
 from c2bus.tools.simulator.model import next_directive
 from tests.conftest import ROOT
+from tests.integration.services import kafka_vars
 
 REFERENCE_POLICY = ROOT / "deploy" / "policies" / "alliance.yaml"
 SESSION_TIMEOUT_MS = 6_000  # the enforcers' group session: the broker's minimum
@@ -122,9 +124,8 @@ class Observer:
     see; any aborted record leaking through would show as a duplicate) and
     ``read_uncommitted`` (to show that aborted transactions really happened)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.kafka = KafkaSettings.at(bootstrap)
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka = kafka
         self.topic = topic
         self.committed_ids: Counter[str] = Counter()
         self.uncommitted_records = 0
@@ -142,7 +143,7 @@ class Observer:
                 self.kafka, f"observer-{isolation}", group_id=None, isolation_level=isolation
             )
             await start_client(consumer, self.kafka)
-            tps = await partitions_of(self.bootstrap, self.topic)
+            tps = await partitions_of(self.kafka, self.topic)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             self.consumers.append(consumer)
@@ -177,35 +178,35 @@ def _id(value: bytes) -> str:
     return DECISIONS.decode_event(value).id
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+async def group_lag(kafka: KafkaSettings, group: str, topic: str) -> int | None:
     """Records of ``topic`` the group has not committed yet (None: no commit yet)."""
-    committed = await committed_offsets(bootstrap, group)
-    ends = await end_offsets(bootstrap, topic)
+    committed = await committed_offsets(kafka, group)
+    ends = await end_offsets(kafka, topic)
     if not ends or any(tp not in committed for tp, end in ends.items() if end > 0):
         return None
     return sum(end - committed.get(tp, 0) for tp, end in ends.items())
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    info = await probe(KafkaSettings.at(bootstrap))
+async def partitions_of(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
+    info = await probe(kafka)
     partitions = sorted(info.partitions.get(topic, ()))
     assert partitions, f"topic {topic} has no partitions"
     return [TopicPartition(topic, p) for p in partitions]
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+async def end_offsets(kafka: KafkaSettings, topic: str) -> dict[TopicPartition, int]:
     """The end offsets (the last stable offsets, for ``read_committed``) of every partition."""
-    tps = await partitions_of(bootstrap, topic)
-    consumer = new_consumer(KafkaSettings.at(bootstrap), "end-probe", group_id=None)
-    await start_client(consumer, KafkaSettings.at(bootstrap))
+    tps = await partitions_of(kafka, topic)
+    consumer = new_consumer(kafka, "end-probe", group_id=None)
+    await start_client(consumer, kafka)
     try:
         return dict(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    async with admin_client(KafkaSettings(bootstrap, True, "c2", 10_000)) as admin:
+async def committed_offsets(kafka: KafkaSettings, group: str) -> dict[TopicPartition, int]:
+    async with admin_client(replace(kafka, request_timeout_ms=10_000)) as admin:
         offsets = await admin.list_consumer_group_offsets(group)
     return {tp: meta.offset for tp, meta in offsets.items()}
 
@@ -256,10 +257,9 @@ class Report:
 class Scenario:
     """One scenario's world: its own topics on the shared cluster, enforcers, load, oracle."""
 
-    def __init__(self, name: str, bootstrap: str, log_dir: Path, scale: Scale) -> None:
+    def __init__(self, name: str, kafka: KafkaSettings, log_dir: Path, scale: Scale) -> None:
         self.name = name
-        self.bootstrap = bootstrap
-        self.kafka = KafkaSettings.at(bootstrap)
+        self.kafka = kafka
         self.prefix = f"f{name.replace('_', '')[:10]}{random.randrange(16**6):06x}"
         self.topics = TopicNames(self.prefix)
         self.group = f"{self.prefix}.enforcer"
@@ -267,14 +267,14 @@ class Scenario:
         self.scale = scale
         self.evaluator = reference_evaluator()
         self.enforcers: list[EnforcerProcess] = []
-        self.observer = Observer(bootstrap, self.topics.decisions)
+        self.observer = Observer(kafka, self.topics.decisions)
         self.heal_at: float | None = None
         self.heal_ends: dict[TopicPartition, int] = {}
         self.load_ended_at: float | None = None
         self.recovery: asyncio.Task[float] | None = None
         self.send_failures = 0
         self.env = {
-            "C2BUS_KAFKA_BOOTSTRAP": bootstrap,
+            **kafka_vars(kafka),
             "C2BUS_TOPIC_PREFIX": self.prefix,
             "C2BUS_ENFORCER_PORT": "0",
             "C2BUS_ENFORCER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
@@ -301,7 +301,7 @@ class Scenario:
         """The fault is over: remember when and how far the input had got, and start
         timing how long the enforcers take to decide all of that (while the load goes on)."""
         self.heal_at = time.monotonic()
-        self.heal_ends = await end_offsets(self.bootstrap, self.topics.submitted)
+        self.heal_ends = await end_offsets(self.kafka, self.topics.submitted)
         self.recovery = asyncio.create_task(self._recovered(self.heal_at, self.heal_ends))
         self.log(f"healed at {sum(self.heal_ends.values())} directives submitted")
 
@@ -309,7 +309,7 @@ class Scenario:
         """Seconds from ``since`` until the group has committed up to ``ends`` (nan: not
         within 90 s)."""
         while time.monotonic() < since + 90:
-            committed = await committed_offsets(self.bootstrap, self.group)
+            committed = await committed_offsets(self.kafka, self.group)
             if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
                 return time.monotonic() - since
             await asyncio.sleep(0.25)
@@ -347,6 +347,7 @@ class Scenario:
 
     async def run(self, faults: Callable[[Scenario], Awaitable[None]]) -> Report:
         await create_topics(self.kafka, self.prefix)
+        await grant(self.kafka, self.prefix)
         doc = load_policy_document(REFERENCE_POLICY.read_bytes())
         await publish(self.kafka, self.topics.policy, doc, None, "urn:faults")
         await self.observer.start()
@@ -373,7 +374,7 @@ class Scenario:
         assert self.recovery is not None and self.load_ended_at is not None
         report.recover_s = await self.recovery
         while time.monotonic() < self.load_ended_at + 90:
-            lag = await group_lag(self.bootstrap, self.group, self.topics.submitted)
+            lag = await group_lag(self.kafka, self.group, self.topics.submitted)
             if lag == 0:
                 report.drain_s = time.monotonic() - self.load_ended_at
                 break

@@ -22,6 +22,8 @@ import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition
 
+from c2bus.adapters.kafka import client_options
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.tools.localkafka import LocalCluster
 from tests.faults.conftest import REPORTS
 from tests.faults.harness import SESSION_TIMEOUT_MS, Scale, Scenario
@@ -30,8 +32,8 @@ Fault = Callable[[Scenario], Awaitable[None]]
 SESSION_S = SESSION_TIMEOUT_MS / 1000
 
 
-async def leader_of(bootstrap: str, topic: str, partition: int) -> int:
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+async def leader_of(kafka: KafkaSettings, topic: str, partition: int) -> int:
+    client = AIOKafkaClient(**client_options(kafka))
     await client.bootstrap()
     try:
         await client.force_metadata_update()
@@ -47,13 +49,13 @@ async def leader_under_load(s: Scenario) -> int:
     s.enforcer("a")
     s.enforcer("b")
     await s.progress(0.3)
-    return await leader_of(s.bootstrap, s.topics.submitted, 0)
+    return await leader_of(s.kafka, s.topics.submitted, 0)
 
 
 def run_scenario(
     name: str, cluster: LocalCluster, scale: Scale, log_dir: Path, fault: Fault
 ) -> None:
-    scenario = Scenario(name, cluster.bootstrap, log_dir, scale)
+    scenario = Scenario(name, cluster.client(), log_dir, scale)
     report = asyncio.run(scenario.run(fault))
     REPORTS.append(report)
     scenario.log(

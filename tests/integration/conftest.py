@@ -1,6 +1,9 @@
 """A real Kafka for the integration tests, started through the project's own tooling.
 
-With ``C2BUS_KAFKA_BOOTSTRAP`` set the tests use that cluster instead. Otherwise the session
+The broker is secured as every local broker is (TLS, SCRAM, ACLs): the tests' clients
+authenticate as the admin, their services each as its own principal. With
+``C2BUS_KAFKA_BOOTSTRAP`` set the tests use that cluster instead (its admin credentials from
+the ``C2BUS_KAFKA_*`` variables). Otherwise the session
 starts a fresh single local node under ``.c2bus/test`` on ``C2BUS_TEST_KAFKA_PORT`` (default
 19092, so a broker from ``make run`` on 9092 is left alone) and stops it at the end, unless
 ``C2BUS_TEST_KEEP_KAFKA=1`` (a kept broker is reused by the next session). Every test
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from c2bus.adapters.acls import grant
 from c2bus.adapters.kafka import probe
 from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings, project_root
 from c2bus.adapters.topics import TopicNames, create_topics
@@ -43,10 +47,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    external = os.environ.get("C2BUS_KAFKA_BOOTSTRAP", "").strip()
-    if external:
-        asyncio.run(probe(KafkaSettings.at(external), 15))
+def kafka() -> Iterator[KafkaSettings]:
+    """The secured cluster, as its admin sees it."""
+    if os.environ.get("C2BUS_KAFKA_BOOTSTRAP", "").strip():
+        external = KafkaSettings.from_env(principal="admin")
+        asyncio.run(probe(external, 15))
         yield external
         return
     cluster = LocalCluster(local_settings(), nodes=1)
@@ -54,10 +59,15 @@ def kafka_bootstrap() -> Iterator[str]:
         cluster.reset()  # a fresh broker per session: no topics left from earlier runs
     cluster.start(progress=lambda m: print(f"[kafka] {m}"))
     try:
-        yield cluster.bootstrap
+        yield cluster.client()
     finally:
         if os.environ.get("C2BUS_TEST_KEEP_KAFKA") != "1":
             cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka: KafkaSettings) -> str:
+    return kafka.bootstrap
 
 
 @pytest.fixture
@@ -72,13 +82,15 @@ def group_id(prefix: str) -> str:
 
 
 @pytest.fixture
-async def topics(kafka_bootstrap: str, prefix: str) -> AsyncIterator[TopicNames]:
-    """The full set of c2bus topics under this test's own prefix."""
-    await create_topics(KafkaSettings.at(kafka_bootstrap), prefix)
+async def topics(kafka: KafkaSettings, prefix: str) -> AsyncIterator[TopicNames]:
+    """The full set of c2bus topics under this test's own prefix, with the ACL file's grants
+    for it."""
+    await create_topics(kafka, prefix)
+    await grant(kafka, prefix)
     yield TopicNames(prefix)
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
+def env(kafka: KafkaSettings, prefix: str, topics: TopicNames, tmp_path: Path) -> Env:
     """This test's topics, a signing key and the settings its services run with."""
-    return Env.create(kafka_bootstrap, prefix, tmp_path)
+    return Env.create(kafka, prefix, tmp_path)

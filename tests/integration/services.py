@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,33 +34,46 @@ from c2bus.services.gateway.app import Gateway
 from c2bus.services.ingest.app import Ingest
 from tests.conftest import ROOT
 
+
+def kafka_vars(kafka: KafkaSettings) -> dict[str, str]:
+    """The environment that points a c2bus process at ``kafka``: it authenticates as its own
+    principal (its role's), with the password and CA from the same secrets directory."""
+    return kafka.environment()
+
+
 AUDIENCE = "c2bus"
 ISSUER = "c2bus-local"
 
 
 @dataclass
 class Env:
-    """Settings for services of one test: its topic prefix, a fresh key, ephemeral ports."""
+    """Settings for services of one test: its topic prefix, a fresh key, ephemeral ports, and
+    the secured cluster (``kafka``: the admin's settings; each service authenticates as its
+    own principal, with its password from the same secrets directory)."""
 
-    bootstrap: str
+    kafka: KafkaSettings
     prefix: str
     key_file: Path
     key: bytes
 
     @classmethod
-    def create(cls, bootstrap: str, prefix: str, tmp_path: Path) -> Env:
+    def create(cls, kafka: KafkaSettings, prefix: str, tmp_path: Path) -> Env:
         key = secrets.token_urlsafe(48).encode()
         key_file = tmp_path / "jwt.key"
         key_file.write_bytes(key)
-        return cls(bootstrap, prefix, key_file, key)
+        return cls(replace(kafka, topic_prefix=prefix), prefix, key_file, key)
 
     @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings.at(self.bootstrap, self.prefix)
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    def as_principal(self, principal: str) -> KafkaSettings:
+        """The cluster's settings for a client authenticating as ``principal``."""
+        return replace(self.kafka, security=self.kafka.security.as_user(principal))
 
     def vars(self, **extra: str) -> dict[str, str]:
         return {
-            "C2BUS_KAFKA_BOOTSTRAP": self.bootstrap,
+            **kafka_vars(self.kafka),
             "C2BUS_TOPIC_PREFIX": self.prefix,
             "C2BUS_JWT_KEY_FILE": str(self.key_file),
             "C2BUS_SHUTDOWN_TIMEOUT_S": "5",

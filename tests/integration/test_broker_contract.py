@@ -10,16 +10,18 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from c2bus.adapters.kafka import client_options
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 from tests.integration.test_roundtrip import consume
 
 
 async def test_read_committed_sees_committed_once_and_never_aborted(
-    kafka_bootstrap: str, topics: TopicNames, prefix: str
+    kafka: KafkaSettings, topics: TopicNames, prefix: str
 ) -> None:
     topic = topics.approved
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, transactional_id=f"{prefix}-txn", acks="all"
+        **client_options(kafka), transactional_id=f"{prefix}-txn", acks="all"
     )
     await producer.start()
     try:
@@ -37,29 +39,25 @@ async def test_read_committed_sees_committed_once_and_never_aborted(
     finally:
         await producer.stop()
 
-    committed = await consume(
-        kafka_bootstrap, topic, 10, f"{prefix}-rc", isolation_level="read_committed"
-    )
+    committed = await consume(kafka, topic, 10, f"{prefix}-rc", isolation_level="read_committed")
     values = [r.value.decode() for r in committed]
     expected = [f"committed-a-{i}" for i in range(5)] + [f"committed-b-{i}" for i in range(5)]
     assert values == expected  # once each, in order, nothing aborted in between
 
     # The aborted records really reached the log: read_uncommitted sees them.
-    everything = await consume(
-        kafka_bootstrap, topic, 15, f"{prefix}-ru", isolation_level="read_uncommitted"
-    )
+    everything = await consume(kafka, topic, 15, f"{prefix}-ru", isolation_level="read_uncommitted")
     assert sorted(r.value.decode() for r in everything) == sorted(
         expected + [f"aborted-{i}" for i in range(5)]
     )
 
 
 async def test_offsets_commit_with_the_transaction_or_not_at_all(
-    kafka_bootstrap: str, topics: TopicNames, prefix: str
+    kafka: KafkaSettings, topics: TopicNames, prefix: str
 ) -> None:
     group = f"{prefix}-enforcer"
     tp = TopicPartition(topics.submitted, 0)
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, transactional_id=f"{prefix}-offsets", acks="all"
+        **client_options(kafka), transactional_id=f"{prefix}-offsets", acks="all"
     )
     await producer.start()
     try:
@@ -73,9 +71,7 @@ async def test_offsets_commit_with_the_transaction_or_not_at_all(
     finally:
         await producer.stop()
 
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
-    )
+    reader = AIOKafkaConsumer(**client_options(kafka), group_id=group, enable_auto_commit=False)
     await reader.start()
     try:
         assert await reader.committed(tp) == 7

@@ -40,13 +40,13 @@ async def test_bad_records_on_both_input_topics_are_dead_lettered(
         Console.connect(gw.port, env.token(unit="MNC-NE")) as console,
     ):
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.sa,
             *bad_inputs(valid_example, "sa-track"),
             (b"TRK-4711", track(valid_example, "good-track", "NATO SECRET", "NATO")),
         )
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             *bad_inputs(valid_example, "directive"),
             (b"POL-12BDE", directive(valid_example, "good-directive", "MNC-NE", "POL-12BDE")),
@@ -55,16 +55,16 @@ async def test_bad_records_on_both_input_topics_are_dead_lettered(
         await console.events_until(lambda f: event_id(f) == "good-track")
         await console.events_until(lambda f: event_id(f) == "good-directive")
 
-    [decision] = await consume(env.bootstrap, topics.decisions, 1, f"{env.prefix}-d")
+    [decision] = await consume(env.kafka, topics.decisions, 1, f"{env.prefix}-d")
     decided = decode_event(decision.value)
     assert isinstance(decided, DecisionEvent)
     assert decided.data.directive_id == "good-directive"
 
-    letters = await consume(env.bootstrap, topics.dlq, 6, f"{env.prefix}-dlq")
+    letters = await consume(env.kafka, topics.dlq, 6, f"{env.prefix}-dlq")
     originals = {
         (topic, r.key): r
         for topic in (topics.sa, topics.submitted)
-        for r in await read_all(env.bootstrap, topic)
+        for r in await read_all(env.kafka, topic)
     }
     by_source = {(headers(r)[PREFIX + "topic"], r.key): r for r in letters}
     assert len(by_source) == 6

@@ -64,7 +64,7 @@ async def submit(env: Env, topic: str, first: int, count: int) -> tuple[list[str
 async def decided(env: Env, topics: TopicNames, count: int, timeout_s: float = 60) -> Counter[str]:
     async with asyncio.timeout(timeout_s):
         while True:
-            records = await read_all(env.bootstrap, topics.decisions)
+            records = await read_all(env.kafka, topics.decisions)
             per_directive = Counter(
                 DECISIONS.decode_event(r.value).data.directive_id for r in records
             )
@@ -98,7 +98,7 @@ async def test_a_fenced_partition_recovers_and_decides_everything_once(
         assert set(per_directive) == set(first + second)
         assert all(n == 1 for n in per_directive.values()), per_directive.most_common(3)
         assert lane_failures(service, "ProducerFenced") >= 1
-    status = [STATUS.decode_event(r.value) for r in await read_all(env.bootstrap, topics.status)]
+    status = [STATUS.decode_event(r.value) for r in await read_all(env.kafka, topics.status)]
     assert Counter(s.data.directive_id for s in status) == per_directive  # DECIDED, once each
     assert {s.data.state.value for s in status} == {"DECIDED"}
 

@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from c2bus.adapters.auth import mint, verifier_for
+from c2bus.adapters.kafka import client_options
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
@@ -54,7 +55,7 @@ def unsigned(claims: dict[str, object]) -> str:
 
 async def test_tokens_that_must_not_connect(env: Env, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
-    other = Env.create(env.bootstrap, env.prefix, tmp_path / "other")
+    other = Env.create(env.kafka, env.prefix, tmp_path / "other")
     expired = env.token(ttl_s=60, now=time.time() - 3600)
     valid = jwt.decode(env.token(), options={"verify_signature": False})
     async with gateway(env) as gw:
@@ -174,7 +175,7 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
         reading = asyncio.create_task(
             healthy.events_until(lambda _: len(healthy.frames) > count, 90)
         )
-        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=20)
+        producer = AIOKafkaProducer(**client_options(env.kafka), linger_ms=20)
         await producer.start()
         try:
             for i in range(count + 1):
@@ -294,7 +295,7 @@ async def test_a_stalled_console_is_closed_and_the_others_get_every_event(
         return json.dumps(doc).encode()
 
     async def phase(start: int, count: int, consoles: list[Console]) -> list[Any]:
-        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, linger_ms=0)
+        producer = AIOKafkaProducer(**client_options(env.kafka), linger_ms=0)
         await producer.start()
         readers = [
             asyncio.create_task(c.events_with({f"e-{i}" for i in range(start, start + count)}, 60))

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from c2bus.adapters.kafka import client_options
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.labels import Classification
 from tests.integration.corpus import TOPIC_ROLE, Corpus, Viewer, random_viewer
@@ -41,7 +42,7 @@ def token(env: Env, viewer: Viewer) -> str:
 
 
 async def publish(env: Env, topics: TopicNames, corpus: Corpus, start: int = 0) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(env.kafka), acks="all", linger_ms=5)
     await producer.start()
     try:
         for stream, key, event in corpus.events[start:]:
@@ -93,7 +94,7 @@ async def test_no_path_delivers_what_policy_forbids_or_misses_what_it_allows(
                 got = [event_id(f) for f in c.frames]  # complete once it is live
                 assert sorted(got) == sorted(corpus.visible(viewer)), viewer
         # No console was a directive's target, so the topics held the corpus alone.
-        status = await read_all(env.bootstrap, topics.status)
+        status = await read_all(env.kafka, topics.status)
         assert len(status) == sum(1 for stream, _, _ in corpus.events if stream == "status")
         assert gw.registry.get_sample_value("c2bus_gateway_conflated_total") == 0
 

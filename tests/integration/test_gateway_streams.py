@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from c2bus.adapters.kafka import client_options
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.labels import Classification
 from tests.integration.services import (
@@ -56,7 +57,7 @@ async def test_snapshot_gives_the_latest_state_in_scope_then_live(
         (b"T1", track(valid_example, "t1-new", "T1", lat=52.3)),
         (b"T4", track(valid_example, "t4-aus-only", "T4", releasable="AUS")),
     ]
-    await produce(env.bootstrap, topics.sa, *history)
+    await produce(env.kafka, topics.sa, *history)
     netherlands = {"south": 50.7, "west": 3.3, "north": 53.6, "east": 7.3}
     # The gateway starts after the history: it reads it back at start-up.
     async with (
@@ -80,14 +81,14 @@ async def test_snapshot_gives_the_latest_state_in_scope_then_live(
         # snapshot_end names every SA partition: a console can resume from there
         partitions = await _partitions(env, topics.sa)
         assert set(everything.positions) == {f"{topics.sa}/{p}" for p in partitions}
-        await produce(env.bootstrap, topics.sa, (b"T3", track(valid_example, "t3-live", "T3")))
+        await produce(env.kafka, topics.sa, (b"T3", track(valid_example, "t3-live", "T3")))
         for console in (everything, dutch_aoi, no_snapshot):
             await console.events_until(lambda f: event_id(f) == "t3-live")
             assert [event_id(f) for f in console.frames] == ["t3-live"]  # no history
 
 
 async def _partitions(env: Env, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(env.kafka))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -116,14 +117,14 @@ async def test_resume_sends_exactly_what_was_missed_and_then_live(
     async with gateway(env) as gw:
         token = env.token(clearance=Classification.NATO_RESTRICTED)  # never sees the secret fifth
         async with Console.connect(gw.port, token, ("sa",)) as first:
-            await produce(env.bootstrap, topics.sa, *batch("a", 40))
+            await produce(env.kafka, topics.sa, *batch("a", 40))
             await first.events_until(lambda f: event_id(f) == "a-39")
             positions = dict(first.positions)
             before = [event_id(f) for f in first.frames]  # others may still be on their way
-        await produce(env.bootstrap, topics.sa, *batch("b", 60))  # while disconnected
+        await produce(env.kafka, topics.sa, *batch("b", 60))  # while disconnected
         async with Console.connect(gw.port, token, ("sa",), positions=positions) as again:
             assert again.states == []  # a resume is not a snapshot
-            await produce(env.bootstrap, topics.sa, *batch("c", 20))
+            await produce(env.kafka, topics.sa, *batch("c", 20))
             allowed = [
                 f"{t}-{i}" for t, n in (("a", 40), ("b", 60), ("c", 20)) for i in range(n) if i % 5
             ]
@@ -142,17 +143,17 @@ async def test_resync_when_retention_dropped_what_the_console_missed(
 ) -> None:
     async with gateway(env) as gw:
         async with Console.connect(gw.port, env.token(), ("sa",)) as first:
-            await produce(env.bootstrap, topics.sa, (b"T1", track(valid_example, "x-0", "T1")))
+            await produce(env.kafka, topics.sa, (b"T1", track(valid_example, "x-0", "T1")))
             await first.events_until(lambda f: event_id(f) == "x-0")
             positions = dict(first.positions)
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.sa,
             *[(b"T1", track(valid_example, f"x-{i}", "T1")) for i in range(1, 6)],
         )
         # Retention takes the partition's history, including what the console missed.
         partition = int(next(k for k, v in positions.items() if v >= 0).rpartition("/")[2])
-        admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(env.kafka))
         await admin.start()
         try:
             tp = TopicPartition(topics.sa, partition)
@@ -263,7 +264,7 @@ async def test_two_gateway_processes_serve_their_consoles_alike_and_a_console_ca
         Console.connect(a, env.token(), ("sa",), area=narrow) as narrow_a,
         Console.connect(b, env.token(), ("sa",), area=narrow) as narrow_b,
     ):
-        await produce(env.bootstrap, topics.sa, *records[:30])
+        await produce(env.kafka, topics.sa, *records[:30])
         everything = {f"e-{i}" for i in range(30)}
         in_area = {f"e-{i}" for i in range(30) if i % 5 in (0, 1)}
         for console, expected in ((on_a, everything), (on_b, everything)):
@@ -276,7 +277,7 @@ async def test_two_gateway_processes_serve_their_consoles_alike_and_a_console_ca
         got_on_a = [event_id(f) for f in on_a.frames]
     # Gateway A is gone; the console resumes on a new gateway where it left off.
     async with gateway_process(env, "gw-c") as c:
-        await produce(env.bootstrap, topics.sa, *records[30:])
+        await produce(env.kafka, topics.sa, *records[30:])
         async with Console.connect(c, env.token(), ("sa",), positions=positions) as moved:
             got = got_on_a + await moved.events_with({f"e-{i}" for i in range(30, 60)})
             await moved.drain()

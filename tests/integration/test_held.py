@@ -55,7 +55,7 @@ def approval(directive_id: str, approver: str, roles: list[str]) -> bytes:
 async def records_eventually(env: Env, topic: str) -> list[Any]:
     async with asyncio.timeout(30):
         while True:
-            records = await read_all(env.bootstrap, topic)
+            records = await read_all(env.kafka, topic)
             if records:
                 return records
             await asyncio.sleep(0.3)
@@ -65,7 +65,7 @@ async def decisions_for(env: Env, topics: TopicNames, directive_id: str, count: 
     async with asyncio.timeout(40):
         while True:
             found = []
-            for record in await read_all(env.bootstrap, topics.decisions):
+            for record in await read_all(env.kafka, topics.decisions):
                 event = decode_event(record.value)
                 assert isinstance(event, DecisionEvent)
                 if event.data.directive_id == directive_id:
@@ -81,7 +81,7 @@ async def test_released_after_two_approvals_across_a_restart(
     far = datetime.now(UTC) + timedelta(hours=2)
     async with enforcer(env):
         await produce(
-            env.bootstrap, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-engage", far))
+            env.kafka, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-engage", far))
         )
         [held] = await decisions_for(env, topics, "d-engage", 1)
         assert held.data.verdict.value == "HOLD"
@@ -89,14 +89,14 @@ async def test_released_after_two_approvals_across_a_restart(
         assert [r.rule for r in held.data.reasons] == ["approval.two-person"]
         # One approver, and one without the approver role: still held.
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", approval("d-engage", "alice", ["approver"])),
             (b"POL-12BDE", approval("d-engage", "mallory", ["console"])),
         )
         steps = await decisions_for(env, topics, "d-engage", 3)
         assert [d.data.verdict.value for d in steps] == ["HOLD", "HOLD", "HOLD"]
-    assert await read_all(env.bootstrap, topics.approved) == []
+    assert await read_all(env.kafka, topics.approved) == []
 
     # A new enforcer instance restores the held directive from Kafka.
     async with enforcer(env, publish_policy=False) as second:
@@ -104,18 +104,18 @@ async def test_released_after_two_approvals_across_a_restart(
         await eventually(lambda: second.held.get("d-engage") is not None)
         assert {a.approver for a in second.held.get("d-engage").approvals} == {"alice", "mallory"}
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", approval("d-engage", "bob", ["approver"])),
         )
         final = (await decisions_for(env, topics, "d-engage", 4))[-1]
         assert final.data.verdict.value == "ALLOW"
         assert final.id == "decision:d-engage"
-    [released] = await read_all(env.bootstrap, topics.approved)
+    [released] = await read_all(env.kafka, topics.approved)
     event = decode_event(released.value)
     assert isinstance(event, DirectiveEvent)
     assert (event.id, event.decisionid) == ("d-engage", "decision:d-engage")
-    held_log = await read_all(env.bootstrap, topics.held)
+    held_log = await read_all(env.kafka, topics.held)
     entries = [r for r in held_log if r.key == b"d-engage"]
     assert entries[-1].value is None  # resolved: tombstoned
     assert any(r.key == b"seen:d-engage" and r.value for r in held_log)  # replay protection
@@ -127,7 +127,7 @@ async def test_a_held_directive_is_denied_when_it_expires(
     soon = datetime.now(UTC) + timedelta(seconds=4)
     async with enforcer(env) as service:
         await produce(
-            env.bootstrap, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-brief", soon))
+            env.kafka, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-brief", soon))
         )
         held, denied = await decisions_for(env, topics, "d-brief", 2)
         assert held.data.verdict.value == "HOLD"

@@ -40,9 +40,9 @@ async def test_publish_single_and_batch(env: Env, topics: TopicNames, valid_exam
         sent = await http.post("/v1/directives", json=directive)
         assert sent.status_code == 202, sent.text
 
-    sa = await read_all(env.bootstrap, topics.sa)
+    sa = await read_all(env.kafka, topics.sa)
     assert sorted(r.key for r in sa) == [b"POL-12BDE", b"TRK-4711", b"TRK-4711"]
-    [submitted] = await read_all(env.bootstrap, topics.submitted)
+    [submitted] = await read_all(env.kafka, topics.submitted)
     assert submitted.key == b"NLD-11AMB"  # keyed by target unit
     assert decode_event(submitted.value).id == directive["id"]
 
@@ -80,7 +80,7 @@ async def test_invalid_bodies_list_every_problem(
         assert wrong_kind.status_code == 422
         assert wrong_kind.json()["problems"][0]["path"] == "$.type"
 
-    assert await read_all(env.bootstrap, topics.sa) == []  # nothing produced, not even `good`
+    assert await read_all(env.kafka, topics.sa) == []  # nothing produced, not even `good`
 
 
 async def test_callers_must_be_authorised(env: Env, valid_example: Any) -> None:

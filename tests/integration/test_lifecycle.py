@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.tools.localkafka import LocalCluster
 from tests.integration.conftest import local_settings
+from tests.integration.services import kafka_vars
 from tests.unit.test_cli import run
 
 PORT = "21092"  # below the ephemeral port range
@@ -70,8 +72,9 @@ def test_restart_keeps_the_data_and_the_cluster_id(home: Path) -> None:
     assert (cluster.dir / "cluster.id").read_text() == cluster_id
 
 
-def test_bootstrap_variable_uses_the_existing_cluster(kafka_bootstrap: str, home: Path) -> None:
-    env = {"C2BUS_KAFKA_BOOTSTRAP": kafka_bootstrap, "C2BUS_HOME": str(home)}
+def test_bootstrap_variable_uses_the_existing_cluster(kafka: KafkaSettings, home: Path) -> None:
+    kafka_bootstrap = kafka.bootstrap
+    env = {**kafka_vars(kafka), "C2BUS_HOME": str(home)}
     started = run("kafka", "start", env=env)
     assert started.returncode == 0, started.stderr
     assert f"using the existing cluster at {kafka_bootstrap}" in started.stderr

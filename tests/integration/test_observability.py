@@ -61,10 +61,10 @@ def has_data(data: dict[str, Any]) -> bool:
     return False
 
 
-async def bad_records(bootstrap: str) -> None:
+async def bad_records(kafka: KafkaSettings) -> None:
     """Records no service can read: each consumer dead-letters them and goes on."""
-    producer = new_producer(KafkaSettings.at(bootstrap), "observability-test")
-    await start_client(producer, KafkaSettings.at(bootstrap))
+    producer = new_producer(kafka, "observability-test")
+    await start_client(producer, kafka)
     try:
         for topic in ("c2.sa", "c2.directives.submitted"):
             for i in range(3):
@@ -106,7 +106,7 @@ def test_every_dashboard_panel_shows_data_from_a_running_system(tmp_path: Path) 
     with running_up(tmp_path, KAFKA_PORT, args, SERVICES, {"C2BUS_PROMETHEUS_SCRAPE_S": "1"}) as up:
         prometheus = f"http://127.0.0.1:{up.ports['PROMETHEUS']}"
         assert prometheus in up.output  # `make run` prints where Prometheus is
-        asyncio.run(bad_records(f"localhost:{KAFKA_PORT}"))
+        asyncio.run(bad_records(up.cluster.client()))
         asyncio.run(refused_handshake(f"ws://127.0.0.1:{up.ports['GATEWAY']}"))
         post_sa(up.env, up.ports["INGEST"], track)
 

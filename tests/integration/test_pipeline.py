@@ -10,6 +10,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from c2bus.adapters.kafka import client_options
+from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event
 from c2bus.core.events import DecisionEvent, DirectiveEvent
@@ -18,8 +20,8 @@ from tests.integration.services import Console, Env, enforcer, event_id, gateway
 from tests.integration.test_roundtrip import consume, read_all
 
 
-async def produce(bootstrap: str, topic: str, *records: tuple[bytes, bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def produce(kafka: KafkaSettings, topic: str, *records: tuple[bytes, bytes]) -> None:
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for key, value in records:
@@ -59,7 +61,7 @@ async def test_sa_reaches_only_consoles_cleared_and_released(
         # Same key, so one partition: every console sees them in this order, and the
         # marker arriving proves the secret event before it was filtered, not late.
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.sa,
             (b"TRK-4711", track(valid_example, "secret-nato", "NATO SECRET", "NATO")),
             (b"TRK-4711", track(valid_example, "marker", "NATO UNCLASSIFIED", "NATO,AUS")),
@@ -92,7 +94,7 @@ async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
         Console.connect(gw.port, env.token(unit="ITA-ARIETE", nation="ITA"), STREAMS) as bystander,
     ):
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", directive(valid_example, "d-denied", "JFC-NAPLES", "POL-12BDE")),
             (b"POL-12BDE", directive(valid_example, "d-allowed", "MNC-NE", "POL-12BDE")),
@@ -112,7 +114,7 @@ async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
         assert all(event_id(f) != "d-denied" for f in issuer.frames + target.frames)
         assert bystander.frames == []
 
-    decisions = await consume(env.bootstrap, topics.decisions, 2, f"{env.prefix}-audit")
+    decisions = await consume(env.kafka, topics.decisions, 2, f"{env.prefix}-audit")
     by_directive = {}
     for record in decisions:
         event = decode_event(record.value)
@@ -127,15 +129,15 @@ async def test_allowed_directive_reaches_its_target_denied_one_reaches_nobody(
     assert denied.data.policy_set_id == "alliance-main"
     assert denied.data.policy_hash.startswith("sha256:")
 
-    approved = await read_all(env.bootstrap, topics.approved)
+    approved = await read_all(env.kafka, topics.approved)
     assert len(approved) == 1  # exactly the allowed one
     released = decode_event(approved[0].value)
     assert isinstance(released, DirectiveEvent)
     assert released.id == "d-allowed"
     # Every event the enforcer wrote says it is a CloudEvent in structured mode (the Kafka
     # protocol binding); the held-state records, which are not events, do not.
-    status = await read_all(env.bootstrap, topics.status)
+    status = await read_all(env.kafka, topics.status)
     for record in [*decisions, *approved, *status]:
         assert dict(record.headers).get("content-type") == b"application/cloudevents+json"
-    held = await read_all(env.bootstrap, topics.held)
+    held = await read_all(env.kafka, topics.held)
     assert held and all(not record.headers for record in held)

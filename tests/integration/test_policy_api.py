@@ -84,7 +84,7 @@ async def test_validate_publish_and_show(env: Env) -> None:
 async def test_dry_run_and_shadow(env: Env, topics: TopicNames, valid_example: Any) -> None:
     await publish_reference_policy(env)
     await produce(
-        env.bootstrap,
+        env.kafka,
         topics.submitted,
         (b"POL-12BDE", directive(valid_example, "s-pol", "MNC-NE", "POL-12BDE")),
         (b"DEU-PZBRIG-41", directive(valid_example, "s-deu", "MNC-NE", "DEU-PZBRIG-41")),

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
+from c2bus.adapters.kafka import client_options
 from c2bus.adapters.policy_store import PolicyConflict, latest_versions, policy_event, publish
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event, encode_event
@@ -35,7 +36,7 @@ async def decisions(env: Env, topics: TopicNames, count: int) -> dict[str, Decis
     found: dict[str, DecisionEvent] = {}
     async with asyncio.timeout(30):
         while len(found) < count:
-            for record in await read_all(env.bootstrap, topics.decisions):
+            for record in await read_all(env.kafka, topics.decisions):
                 event = decode_event(record.value)
                 assert isinstance(event, DecisionEvent)
                 found[event.data.directive_id] = event
@@ -51,13 +52,13 @@ async def test_fail_closed_then_switch_versions_without_restart(
     task = asyncio.create_task(service.run(stop))
     try:
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", directive(valid_example, "d-early", "MNC-NE", "POL-12BDE")),
         )
         await asyncio.sleep(3)
         assert not service.ready  # no policy: nothing is decided
-        assert await read_all(env.bootstrap, topics.decisions) == []
+        assert await read_all(env.kafka, topics.decisions) == []
 
         v1 = reference()
         await publish(env.kafka, topics.policy, v1, None, "urn:test")
@@ -72,7 +73,7 @@ async def test_fail_closed_then_switch_versions_without_restart(
         await publish(env.kafka, topics.policy, v2, 1, "urn:test")
         await eventually(lambda: service.policies.current_version == 2)
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", directive(valid_example, "d-after-v2", "MNC-NE", "POL-12BDE")),
         )
@@ -95,7 +96,7 @@ async def test_fail_closed_then_switch_versions_without_restart(
             ),
         )
         stale = policy_event(reference(version=4), 1, "urn:rogue")
-        producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, acks="all")
+        producer = AIOKafkaProducer(**client_options(env.kafka), acks="all")
         await producer.start()
         try:
             for event in (raw_broken, stale):
@@ -113,7 +114,7 @@ async def test_fail_closed_then_switch_versions_without_restart(
         )
         assert service.policies.current_version == 2
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", directive(valid_example, "d-after-bad", "MNC-NE", "POL-12BDE")),
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from c2bus.adapters.kafka import read_to_end
+from c2bus.adapters.kafka import client_options, read_to_end
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event, encode_event
@@ -16,11 +16,16 @@ from c2bus.core.events import DirectiveEvent, TrackEvent
 
 
 async def consume(
-    bootstrap: str, topic: str, count: int, group_id: str, timeout_s: float = 30.0, **kwargs: Any
+    kafka: KafkaSettings,
+    topic: str,
+    count: int,
+    group_id: str,
+    timeout_s: float = 30.0,
+    **kwargs: Any,
 ) -> list[Any]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(kafka),
         group_id=group_id,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -40,16 +45,14 @@ async def consume(
 
 
 async def test_track_and_directive_round_trip(
-    kafka_bootstrap: str, topics: TopicNames, group_id: str, valid_example: Any
+    kafka: KafkaSettings, topics: TopicNames, group_id: str, valid_example: Any
 ) -> None:
     track = decode_event(json.dumps(valid_example("sa-track")))
     directive = decode_event(json.dumps(valid_example("directive")))
     assert isinstance(track, TrackEvent)
     assert isinstance(directive, DirectiveEvent)
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         sent_track = await producer.send_and_wait(
@@ -61,8 +64,8 @@ async def test_track_and_directive_round_trip(
     finally:
         await producer.stop()
 
-    [sa_record] = await consume(kafka_bootstrap, topics.sa, 1, group_id)
-    [dir_record] = await consume(kafka_bootstrap, topics.submitted, 1, group_id + "-d")
+    [sa_record] = await consume(kafka, topics.sa, 1, group_id)
+    [dir_record] = await consume(kafka, topics.submitted, 1, group_id + "-d")
 
     assert sa_record.key == b"TRK-4711"
     assert sa_record.partition == sent_track.partition
@@ -73,6 +76,6 @@ async def test_track_and_directive_round_trip(
     assert received.label.allows(directive.classification, "NLD")
 
 
-async def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+async def read_all(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> list[Any]:
     """Every committed record of ``topic`` up to its current end."""
-    return await read_to_end(KafkaSettings.at(bootstrap), topic, timeout_s=timeout_s)
+    return await read_to_end(kafka, topic, timeout_s=timeout_s)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from c2bus.adapters.kafka import probe
+from c2bus.adapters.kafka import client_options, probe
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.tools.localkafka import LocalCluster
@@ -32,9 +33,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, dict[str, str]]]:
     assert all(three.pids(i) == [] for i in three.node_ids())
 
 
-async def produce(bootstrap: str, topic: str, start: int, count: int) -> None:
+async def produce(kafka: KafkaSettings, topic: str, start: int, count: int) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=20000
+        **client_options(replace(kafka, request_timeout_ms=20_000)),
+        acks="all",
+        enable_idempotence=True,
     )
     await producer.start()
     try:
@@ -52,10 +55,10 @@ def test_acks_all_survives_one_broker_killed(cluster: tuple[LocalCluster, dict[s
     started = run("kafka", "start", "--nodes", "3", env=env)
     assert started.returncode == 0, started.stderr
     assert "ready: 3 brokers" in started.stderr
-    bootstrap = three.bootstrap
+    bootstrap = three.client()
 
     prefix = "fault"
-    outcomes = asyncio.run(create_topics(KafkaSettings.at(bootstrap), prefix))
+    outcomes = asyncio.run(create_topics(bootstrap, prefix))
     assert {o.replication for o in outcomes} == {3}
     names = TopicNames(prefix)
     configs = asyncio.run(topic_configs(bootstrap, [names.submitted]))
@@ -81,4 +84,4 @@ def test_acks_all_survives_one_broker_killed(cluster: tuple[LocalCluster, dict[s
     assert restarted.returncode == 0, restarted.stderr
     assert "node 2" in restarted.stderr
     assert three.pids(2) and three.pids(2) != [killed]
-    assert len(asyncio.run(probe(KafkaSettings.at(bootstrap))).broker_ids) == 3
+    assert len(asyncio.run(probe(bootstrap)).broker_ids) == 3

@@ -21,6 +21,7 @@ from tests.integration.services import (
     enforcer,
     event_id,
     gateway,
+    kafka_vars,
     publish_reference_policy,
 )
 from tests.integration.test_held import approval, decisions_for, engage
@@ -30,7 +31,8 @@ from tests.integration.test_pipeline import produce
 @pytest.fixture
 def cli_env(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The command's environment: this test's broker and topic prefix."""
-    monkeypatch.setenv("C2BUS_KAFKA_BOOTSTRAP", env.bootstrap)
+    for name, value in kafka_vars(env.kafka).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("C2BUS_TOPIC_PREFIX", env.prefix)
     level = logging.getLogger("aiokafka").level  # main() quietens aiokafka: put it back
     yield
@@ -168,16 +170,16 @@ async def test_a_held_directive_shows_as_waiting_and_bad_records_are_skipped(
     far = datetime.now(UTC) + timedelta(hours=2)
     async with enforcer(env):
         await produce(
-            env.bootstrap, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-held", far))
+            env.kafka, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-held", far))
         )
         await decisions_for(env, topics, "d-held", 1)
         await produce(
-            env.bootstrap,
+            env.kafka,
             topics.submitted,
             (b"POL-12BDE", approval("d-held", "alice", ["approver"])),
         )
         await decisions_for(env, topics, "d-held", 2)
-    await produce(env.bootstrap, topics.status, (b"d-held", b"{not an event"))
+    await produce(env.kafka, topics.status, (b"d-held", b"{not an event"))
 
     code, out, err = await c2bus(capsys, "trace", "d-held", "--json")
     assert code == 0, err

@@ -38,6 +38,8 @@ class Up:
     process: subprocess.Popen[str]
     ports: dict[str, int]
     env: dict[str, str]
+    #: the broker it runs on (clients authenticate with its credentials)
+    cluster: LocalCluster
     lines: list[str] = field(default_factory=list)
 
     @property
@@ -75,7 +77,8 @@ def running_up(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    up = Up(process, ports, env)
+    cluster = LocalCluster(local_settings(C2BUS_HOME=str(home), C2BUS_KAFKA_PORT=kafka_port))
+    up = Up(process, ports, env, cluster)
     reader = threading.Thread(target=lambda: up.lines.extend(iter(process.stdout.readline, "")))  # type: ignore[union-attr]
     reader.start()
     try:

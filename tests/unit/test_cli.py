@@ -55,17 +55,30 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert "invalid choice" in result.stderr
 
 
-def test_unreachable_bootstrap_is_one_line_naming_the_variable() -> None:
+def test_unreachable_bootstrap_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "admin.password").write_text("secret")
     env = {
         "C2BUS_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}",
         "C2BUS_KAFKA_REQUEST_TIMEOUT_MS": "2000",
+        "C2BUS_KAFKA_PASSWORD_FILE": str(tmp_path / "admin.password"),
     }
     assert_one_line_error(run("topics", "create", env=env), "C2BUS_KAFKA_BOOTSTRAP", "127.0.0.1")
     assert_one_line_error(run("kafka", "start", "--timeout", "2", env=env), "C2BUS_KAFKA_BOOTSTRAP")
 
 
-def test_status_of_an_unreachable_external_cluster_exits_3() -> None:
+def test_an_external_cluster_without_credentials_is_one_line_naming_the_fix() -> None:
     env = {"C2BUS_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}"}
+    assert_one_line_error(
+        run("topics", "create", env=env), "'admin' has no password", "C2BUS_KAFKA_PASSWORD_FILE"
+    )
+
+
+def test_status_of_an_unreachable_external_cluster_exits_3(tmp_path: Path) -> None:
+    (tmp_path / "admin.password").write_text("secret")
+    env = {
+        "C2BUS_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}",
+        "C2BUS_KAFKA_PASSWORD_FILE": str(tmp_path / "admin.password"),
+    }
     result = run("kafka", "status", env=env)
     assert result.returncode == 3
     assert "unreachable" in result.stdout

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,9 +12,14 @@ import pytest
 from c2bus.adapters import kafka
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.services.enforcer.lanes import Lane
+from c2bus.tools.localkafka.secrets import LocalSecrets
 
 SETTINGS = KafkaSettings.from_env(
-    {"C2BUS_KAFKA_BOOTSTRAP": "k1:9092", "C2BUS_KAFKA_REQUEST_TIMEOUT_MS": "4321"}
+    {
+        "C2BUS_KAFKA_BOOTSTRAP": "k1:9092",
+        "C2BUS_KAFKA_REQUEST_TIMEOUT_MS": "4321",
+        "C2BUS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+    }
 )
 
 
@@ -72,3 +79,32 @@ async def test_a_lane_times_requests_out_within_its_commit(
         with pytest.raises(Started):
             await Lane(0).start(settings, "e", "g.p0", commit_s)
         assert clients["AIOKafkaProducer"].built[-1]["request_timeout_ms"] == expected
+
+
+def test_clients_authenticate_with_scram_over_tls_by_default(
+    clients: dict[str, Recorder], tmp_path: Path
+) -> None:
+    LocalSecrets(tmp_path).ensure(["gateway"])
+    env = {"C2BUS_KAFKA_BOOTSTRAP": "k1:9093", "C2BUS_KAFKA_SECRETS_DIR": str(tmp_path)}
+    settings = KafkaSettings.from_env(env, principal="gateway")
+    password = (tmp_path / "gateway.password").read_text()
+    assert password not in repr(settings)  # the password is read when a client is built
+    kafka.new_consumer(settings, "c", group_id=None)
+    (config,) = clients["AIOKafkaConsumer"].built
+    assert config["security_protocol"] == "SASL_SSL"
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl_plain_username"] == "gateway"
+    assert config["sasl_plain_password"] == password
+    context = config["ssl_context"]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert kafka.librdkafka_config(settings)["ssl.ca.location"] == str(tmp_path / "ca.crt")
+
+
+def test_plaintext_is_an_explicit_choice_and_is_warned_about(
+    clients: dict[str, Recorder], caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = dataclasses.replace(SETTINGS, bootstrap="k2:9092")
+    kafka.new_producer(plain, "p")
+    (config,) = clients["AIOKafkaProducer"].built
+    assert config["security_protocol"] == "PLAINTEXT" and "ssl_context" not in config
+    assert [r.message for r in caplog.records] == ["kafka.plaintext"]

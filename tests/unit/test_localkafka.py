@@ -15,7 +15,7 @@ import pytest
 from c2bus.adapters.settings import LocalKafkaSettings, project_root
 from c2bus.errors import LocalKafkaError
 from c2bus.tools.localkafka import LocalCluster, kafka_version
-from c2bus.tools.localkafka.cluster import new_cluster_id
+from c2bus.tools.localkafka.storage import new_cluster_id, principals
 from c2bus.tools.localkafka.toolchain import fetch_jars, find_java
 
 
@@ -87,13 +87,20 @@ def test_data_directory_of_another_cluster_is_refused(tmp_path: Path) -> None:
 
 def test_three_node_configs_name_every_voter(tmp_path: Path) -> None:
     cluster = LocalCluster(settings(tmp_path, port=28092), nodes=3)
+    cluster.secrets.ensure(principals())
     for node_id in cluster.node_ids():
-        cluster._render(node_id)
-    props = cluster.properties_path(2).read_text()
+        cluster.files.render(node_id)
+    path = cluster.properties_path(2)
+    props = path.read_text()
     assert "node.id=2" in props
     voters = "1@localhost:28093,2@localhost:28095,3@localhost:28097"
     assert f"controller.quorum.voters={voters}" in props
-    assert "listeners=PLAINTEXT://localhost:28094,CONTROLLER://localhost:28095" in props
+    assert "listeners=SASL_SSL://localhost:28094,CONTROLLER://localhost:28095" in props
+    assert "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL" in props
+    assert "allow.everyone.if.no.acl.found=false" in props
+    assert "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT" in props
+    assert cluster.secrets.password("broker") in props  # the brokers' own login
+    assert path.stat().st_mode & 0o777 == 0o600
     assert "min.insync.replicas=2" in props
     assert "offsets.topic.replication.factor=3" in props
     assert "${" not in props

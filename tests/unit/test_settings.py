@@ -121,3 +121,40 @@ def test_each_service_validates_only_its_own_settings() -> None:
         ServiceSettings.from_env("gateway", bad)
     with pytest.raises(ConfigError, match="C2BUS_ENFORCER_COMMIT_INTERVAL_MS=0"):
         ServiceSettings.from_env("enforcer", bad)
+
+
+def test_kafka_security_defaults_to_scram_over_tls_as_the_services_own_principal(
+    tmp_path: Path,
+) -> None:
+    env = {"C2BUS_HOME": str(tmp_path)}
+    enforcer = ServiceSettings.from_env("enforcer", env).kafka.security
+    assert (enforcer.protocol, enforcer.mechanism, enforcer.user) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "enforcer",
+    )
+    assert enforcer.password_file == tmp_path.resolve() / "secrets" / "enforcer.password"
+    assert enforcer.ca_file == tmp_path.resolve() / "secrets" / "ca.crt"
+    assert ServiceSettings.from_env("policy_api", env).kafka.security.user == "policy-api"
+    assert KafkaSettings.from_env(env).security.user == "admin"  # the CLI's
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"C2BUS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "'SASL_PLAINTEXT' is not supported"),
+        ({"C2BUS_KAFKA_SASL_MECHANISM": "PLAIN"}, "C2BUS_KAFKA_SASL_MECHANISM='PLAIN'"),
+    ],
+)
+def test_unsupported_kafka_security_is_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        KafkaSettings.from_env(env)
+
+
+def test_a_missing_password_file_names_the_user_the_file_and_the_fix(tmp_path: Path) -> None:
+    env = {"C2BUS_KAFKA_BOOTSTRAP": "k:9093", "C2BUS_KAFKA_SECRETS_DIR": str(tmp_path)}
+    security = KafkaSettings.from_env(env, principal="gateway").security
+    with pytest.raises(ConfigError) as err:
+        security.password()
+    assert "'gateway'" in str(err.value) and "gateway.password" in str(err.value)
+    assert "C2BUS_KAFKA_PASSWORD_FILE" in str(err.value)

@@ -49,7 +49,9 @@ class History:
         """The first offset Kafka still holds in each partition (retention moves it)."""
         async with self._probe_lock:
             if self._probe is None:
-                probe = new_consumer(self.kafka, f"{self.client_id}-history", group_id=None)
+                probe = new_consumer(
+                    self.kafka, f"{self.client_id}-history", group_id=None, fetch_max_wait_ms=100
+                )
                 await start_client(probe, self.kafka)
                 self._probe = probe
             with kafka_step("log starts"):
@@ -68,7 +70,10 @@ class History:
         replay has reached live routing's position.
         """
         async with self.slots:
-            consumer = new_consumer(self.kafka, f"{self.client_id}-replay", group_id=None)
+            # a short long-poll: stopping waits for the fetch in flight
+            consumer = new_consumer(
+                self.kafka, f"{self.client_id}-replay", group_id=None, fetch_max_wait_ms=100
+            )
             await start_client(consumer, self.kafka)
             try:
                 with kafka_step("replay"):

@@ -13,7 +13,6 @@ a lost pid file never leaves an untracked broker behind.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import shutil
@@ -21,15 +20,15 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 
 from c2bus.adapters.kafka import ClusterInfo, probe
-from c2bus.adapters.settings import KafkaSettings, LocalKafkaSettings
+from c2bus.adapters.settings import KafkaSecurity, KafkaSettings, LocalKafkaSettings
 from c2bus.errors import KafkaUnavailable, LocalKafkaError
+from c2bus.tools.localkafka.secrets import ADMIN, LocalSecrets
+from c2bus.tools.localkafka.storage import NodeFiles, principals
 from c2bus.tools.localkafka.toolchain import Toolchain
 
 Progress = Callable[[str], None]
@@ -53,24 +52,6 @@ _CAUSES = (
 
 def _noop(_: str) -> None:
     return None
-
-
-def new_cluster_id() -> str:
-    """A random KRaft cluster id (URL-safe base64 of a UUID, as Kafka's own tool makes)."""
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
-
-
-def _read_properties(path: Path) -> dict[str, str]:
-    props: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            props[key.strip()] = value.strip()
-    return props
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -140,14 +121,38 @@ class LocalCluster:
         self.nodes = nodes
         self.dir = settings.home / "kafka" / f"{nodes}-node"
         self.bootstrap = settings.bootstrap(nodes)
+        self.secrets = LocalSecrets(settings.secrets_dir, (settings.host,))
+        self.files = NodeFiles(settings, nodes, self.dir, self.secrets)
+
+    def client(self, principal: str = ADMIN) -> KafkaSettings:
+        """Settings for a client of this cluster authenticating as ``principal``."""
+        security = KafkaSecurity(
+            user=principal,
+            password_file=self.secrets.password_file(principal),
+            ca_file=self.secrets.ca_file,
+        )
+        return KafkaSettings.at(self.bootstrap, security)
+
+    def mtls_client(self, principal: str) -> KafkaSettings:
+        """Settings for a client of this cluster with a certificate for ``principal`` (made
+        on first use), on the nodes' MTLS listener."""
+        cert, key = self.secrets.client_cert(principal)
+        security = KafkaSecurity(
+            protocol="SSL",
+            user=principal,
+            ca_file=self.secrets.ca_file,
+            cert_file=cert,
+            key_file=key,
+        )
+        return KafkaSettings.at(self.settings.mtls_bootstrap(self.nodes), security)
 
     # --- layout ---------------------------------------------------------------------------
 
     def node_dir(self, node_id: int) -> Path:
-        return self.dir / f"node-{node_id}"
+        return self.files.node_dir(node_id)
 
     def properties_path(self, node_id: int) -> Path:
-        return self.node_dir(node_id) / "server.properties"
+        return self.files.properties_path(node_id)
 
     def node_ids(self) -> range:
         return range(1, self.nodes + 1)
@@ -168,7 +173,7 @@ class LocalCluster:
         info: ClusterInfo | None = None
         if any(n.running for n in nodes):
             with contextlib.suppress(KafkaUnavailable):
-                info = asyncio.run(probe(KafkaSettings.at(self.bootstrap), probe_timeout_s))
+                info = asyncio.run(probe(self.client(), probe_timeout_s))
         return ClusterStatus(nodes, self.bootstrap, info)
 
     # --- start ----------------------------------------------------------------------------
@@ -186,17 +191,21 @@ class LocalCluster:
                     f"a local {other}-node Kafka is running: stop it first with `c2bus kafka stop`"
                 )
         to_start = [i for i in self.node_ids() if not self.pids(i)]
+        for node_id in set(self.node_ids()) - set(to_start):
+            self.files.check_secured(node_id)
         if not to_start:
             info = self._wait_ready([], progress, timeout)
             progress(f"already running: {self._describe(info)}")
             return info
         # Cheap local checks first, then Java and the jars (which may need the network).
         self._check_ports(to_start)
-        cluster_id = self._cluster_id()
+        for made in self.secrets.ensure(principals()):
+            progress(f"created {made} under {self.secrets.dir}")
+        cluster_id = self.files.cluster_id()
         toolchain = Toolchain.prepare(self.settings.deploy_dir, self.settings.jars_dir, progress)
         for node_id in to_start:
-            self._render(node_id)
-            self._format(toolchain, node_id, cluster_id)
+            self.files.render(node_id)
+            self.files.format(toolchain, node_id, cluster_id)
         procs = [self._spawn(toolchain, node_id) for node_id in to_start]
         for node_id, proc in zip(to_start, procs, strict=True):
             progress(
@@ -221,85 +230,13 @@ class LocalCluster:
             for port in (
                 self.settings.broker_port(node_id - 1),
                 self.settings.controller_port(node_id - 1),
+                self.settings.mtls_port(node_id - 1),
             ):
                 if not _port_free(self.settings.host, port):
                     raise LocalKafkaError(
                         f"port {port} on {self.settings.host} is in use by another process: "
                         "stop that process or set C2BUS_KAFKA_PORT to a free base port"
                     )
-
-    def _cluster_id(self) -> str:
-        """The stored cluster id, checked against every node's formatted storage."""
-        id_file = self.dir / "cluster.id"
-        found: dict[int, str] = {}
-        for node_id in self.node_ids():
-            meta = self.node_dir(node_id) / "data" / "meta.properties"
-            if meta.is_file():
-                cid = _read_properties(meta).get("cluster.id")
-                if cid:
-                    found[node_id] = cid
-        if id_file.is_file():
-            cluster_id = id_file.read_text(encoding="utf-8").strip()
-        elif found:
-            cluster_id = found[min(found)]  # adopt the storage we find
-        else:
-            cluster_id = new_cluster_id()
-        for node_id, cid in found.items():
-            if cid != cluster_id:
-                raise LocalKafkaError(
-                    f"data directory {self.node_dir(node_id) / 'data'} belongs to Kafka cluster "
-                    f"{cid}, not {cluster_id}: run `c2bus kafka reset` to wipe local Kafka data"
-                )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(cluster_id + "\n", encoding="utf-8")
-        return cluster_id
-
-    def _render(self, node_id: int) -> None:
-        name = "single-node.properties" if self.nodes == 1 else "three-node.properties"
-        template = self.settings.deploy_dir / "kafka" / "config" / name
-        try:
-            text = template.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LocalKafkaError(f"cannot read the broker config template {template}") from exc
-        host = self.settings.host
-        voters = ",".join(
-            f"{i}@{host}:{self.settings.controller_port(i - 1)}" for i in self.node_ids()
-        )
-        node = self.node_dir(node_id)
-        (node / "logs").mkdir(parents=True, exist_ok=True)
-        try:
-            rendered = Template(text).substitute(
-                node_id=node_id,
-                voters=voters,
-                host=host,
-                broker_port=self.settings.broker_port(node_id - 1),
-                controller_port=self.settings.controller_port(node_id - 1),
-                data_dir=node / "data",
-            )
-        except (KeyError, ValueError) as exc:
-            raise LocalKafkaError(f"broker config template {template} is invalid: {exc}") from exc
-        self.properties_path(node_id).write_text(rendered, encoding="utf-8")
-
-    def _format(self, toolchain: Toolchain, node_id: int, cluster_id: str) -> None:
-        if (self.node_dir(node_id) / "data" / "meta.properties").is_file():
-            return
-        cmd = [
-            str(toolchain.java),
-            "-Xmx256m",
-            "-cp",
-            toolchain.classpath,
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            cluster_id,
-            "-c",
-            str(self.properties_path(node_id)),
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-        if out.returncode != 0:
-            lines = [ln for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
-            detail = lines[-1] if lines else f"exit status {out.returncode}"
-            raise LocalKafkaError(f"formatting storage of node {node_id} failed: {detail}")
 
     def _heap_mb(self) -> int:
         if self.settings.heap_mb is not None:
@@ -349,7 +286,7 @@ class LocalCluster:
                 if proc.poll() is not None:
                     raise LocalKafkaError(self._exit_cause(node_id, proc.returncode))
             try:
-                info = asyncio.run(probe(KafkaSettings.at(self.bootstrap), 3.0))
+                info = asyncio.run(probe(self.client(), 3.0))
                 if len(info.broker_ids) >= self.nodes:
                     return info
             except KafkaUnavailable:
