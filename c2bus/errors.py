@@ -10,6 +10,8 @@ The tree::
     ├── Refused                a request refused, with its code (HTTP status, console error)
     └── KafkaError             a Kafka step failed; ``retriable`` and ``fenced`` say what next
         ├── KafkaUnavailable   no broker answered at the configured bootstrap address
+        ├── KafkaRefused       a broker answered and refused us: credentials, certificate,
+        │                      protocol or ACLs (names which, and the setting to check)
         ├── ProducerFencedOut  a newer producer took our transactional id (``fenced``)
         ├── TopicError         topics could not be created or inspected
         └── LocalKafkaError    the local broker tooling failed: Java or Maven missing,
@@ -115,6 +117,11 @@ class KafkaError(C2BusError):
 
 class KafkaUnavailable(KafkaError):
     """No broker answered at the configured bootstrap address."""
+
+
+class KafkaRefused(KafkaError):
+    """A broker answered and refused the client: its credentials, the broker's certificate,
+    the security protocol, or an ACL. Retrying the same settings cannot help."""
 
 
 class ProducerFencedOut(KafkaError):

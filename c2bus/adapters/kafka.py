@@ -32,7 +32,13 @@ from c2bus.adapters.settings import KafkaSecurity, KafkaSettings
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.codec import encode_event
 from c2bus.core.events import Envelope
-from c2bus.errors import ConfigError, KafkaError, KafkaUnavailable, ProducerFencedOut
+from c2bus.errors import (
+    ConfigError,
+    KafkaError,
+    KafkaRefused,
+    KafkaUnavailable,
+    ProducerFencedOut,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,16 +198,20 @@ async def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> Cluster
         retry_backoff_ms=200,
         metadata_max_age_ms=60_000,
     )
-    try:
-        async with asyncio.timeout(timeout_s):
-            await client.bootstrap()
-            metadata = await client.fetch_all_metadata()
-    except (TimeoutError, AioKafkaError, OSError) as exc:
-        raise KafkaUnavailable(
-            f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s"
-        ) from exc
-    finally:
-        await client.close()
+    with _reasons() as reasons:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.bootstrap()
+                metadata = await client.fetch_all_metadata()
+        except (TimeoutError, AioKafkaError, OSError) as exc:
+            error = refusal(kafka, reasons.last, exc)
+            if isinstance(error, KafkaRefused):
+                raise error from exc
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s"
+            ) from exc
+        finally:
+            await client.close()
     return ClusterInfo(
         bootstrap=bootstrap,
         broker_ids=tuple(sorted(b.nodeId for b in metadata.brokers())),
@@ -294,14 +304,82 @@ async def send_event(
     return delivery
 
 
-async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
-    """Start a client, translating connection failures into :class:`KafkaUnavailable`."""
+class _Reasons(logging.Handler):
+    """What aiokafka logs while a client bootstraps: the broker's reason for refusing it
+    (aiokafka raises only "Unable to bootstrap")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+
+@contextlib.contextmanager
+def _reasons() -> Iterator[_Reasons]:
+    """Listen to aiokafka's errors for a moment; where they were silenced (the CLI quietens
+    aiokafka), they are heard here and stay silent elsewhere."""
+    library = logging.getLogger("aiokafka")
+    reasons = _Reasons()
+    level, propagate = library.level, library.propagate
+    if library.getEffectiveLevel() > logging.ERROR:
+        library.setLevel(logging.ERROR)
+        library.propagate = False
+    library.addHandler(reasons)
     try:
-        await client.start()
-    except (AioKafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await client.stop()
-        raise KafkaUnavailable(f"no Kafka broker answered at {kafka.bootstrap}") from exc
+        yield reasons
+    finally:
+        library.removeHandler(reasons)
+        library.setLevel(level)
+        library.propagate = propagate
+
+
+def refusal(kafka: KafkaSettings, reason: str | None, exc: BaseException) -> KafkaError:
+    """The c2bus error for a client that could not start: :class:`KafkaRefused` naming the
+    setting to check when a broker answered and refused, else :class:`KafkaUnavailable`."""
+    where, security = kafka.bootstrap, kafka.security
+    text = reason or ""
+    if isinstance(exc, AioKafkaError) and "AuthorizationFailed" in type(exc).__name__:
+        return KafkaRefused(
+            f"Kafka at {where}: {security.user!r} is not allowed to {exc}: check the ACLs for "
+            "its role (`c2bus kafka acls show`, deploy/kafka/acls.yaml)",
+            cause=type(exc).__name__,
+        )
+    if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+        return KafkaRefused(
+            f"Kafka at {where} refused the credentials of {security.user!r} "
+            f"({security.mechanism}): check C2BUS_KAFKA_USER and C2BUS_KAFKA_PASSWORD_FILE "
+            f"({security.password_file})",
+            cause="SaslAuthenticationFailed",
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = text.split("certificate verify failed:")[-1].split("(_ssl")[0].strip()
+        return KafkaRefused(
+            f"the certificate of Kafka at {where} is not trusted ({detail}): check "
+            f"C2BUS_KAFKA_CA_FILE ({security.ca_file or 'the system CAs'})",
+            cause="SSLCertVerificationError",
+        )
+    if security.protocol == "PLAINTEXT" and text.endswith("closed"):
+        return KafkaRefused(
+            f"Kafka at {where} closed the connection of a PLAINTEXT client: it expects TLS; "
+            "check C2BUS_KAFKA_SECURITY_PROTOCOL",
+            cause="KafkaConnectionError",
+        )
+    suffix = f" ({text[:200]})" if text else ""
+    return KafkaUnavailable(f"no Kafka broker answered at {where}{suffix}")
+
+
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
+    """Start a client; a failure comes out as :class:`KafkaRefused` (a broker said no, and
+    why) or :class:`KafkaUnavailable` (none answered)."""
+    with _reasons() as reasons:
+        try:
+            await client.start()
+        except (AioKafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            raise refusal(kafka, reasons.last, exc) from exc
 
 
 async def start_clients(

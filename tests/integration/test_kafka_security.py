@@ -232,3 +232,21 @@ async def test_a_sensor_feed_is_onboarded_and_removed_with_one_command_each(
     await asyncio.sleep(1)  # the deletion reaches the broker's credential cache
     gone = dataclasses.replace(sensor.security, password_file=kept)
     assert await refused(dataclasses.replace(sensor, security=gone))
+
+
+def test_a_refused_client_is_told_why_in_one_line(env: Env, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password")
+    other = LocalSecrets(tmp_path / "other")  # a CA that did not sign the brokers' certificate
+    other.ensure([])
+    base = {**env.kafka.environment(), "C2BUS_TOPIC_PREFIX": env.prefix}
+    cases = {
+        "refused the credentials of 'admin'": {"C2BUS_KAFKA_PASSWORD_FILE": str(wrong)},
+        "is not trusted": {"C2BUS_KAFKA_CA_FILE": str(other.ca_file)},
+        "expects TLS": {"C2BUS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+    }
+    for needle, override in cases.items():
+        result = run("topics", "create", env={**base, **override})
+        lines = [ln for ln in result.stderr.splitlines() if ln.startswith("c2bus: error:")]
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert needle in lines[0] and "Traceback" not in result.stderr
