@@ -52,6 +52,7 @@ class Bench:
         self.quick = quick
         self._bootstrap = bootstrap
         self._kafka: KafkaSettings | None = None
+        self._cluster: LocalCluster | None = None
         self._stack = stack
         self._workdir: Path | None = None
         self.scenario = ""
@@ -79,10 +80,13 @@ class Bench:
             {
                 "C2BUS_HOME": str(ROOT / ".c2bus" / "bench"),
                 "C2BUS_KAFKA_PORT": BENCH_PORT,
+                # an open listener beside the secured one, to measure what security costs
+                "C2BUS_KAFKA_PLAINTEXT_PORT": str(int(BENCH_PORT) + 100),
                 **{k: v for k, v in os.environ.items() if k == "C2BUS_KAFKA_JARS_DIR"},
             }
         )
         cluster = LocalCluster(settings, nodes=1)
+        self._cluster = cluster
         started = not cluster.status().running
         if started:
             cluster.reset()  # every run starts from empty topics
@@ -91,3 +95,13 @@ class Bench:
             self._stack.callback(cluster.stop, progress=self.say)
         self._kafka = cluster.client()
         return self._kafka
+
+    def open_kafka(self) -> KafkaSettings:
+        """The benchmark broker's open PLAINTEXT listener (anonymous super users): the
+        baseline of what security costs. Only the local benchmark broker has one."""
+        self.kafka()
+        if self._cluster is None:
+            raise RuntimeError(
+                "the cost of security is measured on the local benchmark broker only"
+            )
+        return self._cluster.open_client()

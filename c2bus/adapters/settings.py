@@ -203,6 +203,9 @@ class LocalKafkaSettings:
     heap_mb: int | None
     start_timeout_s: int
     host: str = "localhost"
+    #: an open PLAINTEXT listener (base port, one per node) whose anonymous clients are super
+    #: users: only to measure what security costs (``make bench``), never for real use
+    plaintext_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalKafkaSettings:
@@ -219,6 +222,11 @@ class LocalKafkaSettings:
             base_port=_int(env, "C2BUS_KAFKA_PORT", _DEFAULT_BROKER_PORT, 1024, 65000),
             heap_mb=_int(env, "C2BUS_KAFKA_HEAP_MB", 0, 128, 8192) if heap else None,
             start_timeout_s=_int(env, "C2BUS_KAFKA_START_TIMEOUT_S", 120, 5, 1800),
+            plaintext_port=(
+                _int(env, "C2BUS_KAFKA_PLAINTEXT_PORT", 0, 1024, 65000)
+                if env.get("C2BUS_KAFKA_PLAINTEXT_PORT")
+                else None
+            ),
         )
 
     @property

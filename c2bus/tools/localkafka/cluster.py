@@ -133,6 +133,15 @@ class LocalCluster:
         )
         return KafkaSettings.at(self.bootstrap, security)
 
+    def open_client(self) -> KafkaSettings:
+        """Settings for an anonymous PLAINTEXT client of the open listener, where the cluster
+        has one (C2BUS_KAFKA_PLAINTEXT_PORT: for measuring the cost of security only)."""
+        base = self.settings.plaintext_port
+        if base is None:
+            raise LocalKafkaError("this cluster has no open listener (C2BUS_KAFKA_PLAINTEXT_PORT)")
+        bootstrap = ",".join(f"{self.settings.host}:{base + i}" for i in range(self.nodes))
+        return KafkaSettings.at(bootstrap, KafkaSecurity(protocol="PLAINTEXT"))
+
     def mtls_client(self, principal: str) -> KafkaSettings:
         """Settings for a client of this cluster with a certificate for ``principal`` (made
         on first use), on the nodes' MTLS listener."""
@@ -231,6 +240,11 @@ class LocalCluster:
                 self.settings.broker_port(node_id - 1),
                 self.settings.controller_port(node_id - 1),
                 self.settings.mtls_port(node_id - 1),
+                *(
+                    [self.settings.plaintext_port + node_id - 1]
+                    if self.settings.plaintext_port is not None
+                    else []
+                ),
             ):
                 if not _port_free(self.settings.host, port):
                     raise LocalKafkaError(

@@ -56,6 +56,18 @@ class NodeFiles:
     def node_dir(self, node_id: int) -> Path:
         return self.dir / f"node-{node_id}"
 
+    def _open_listener(self, node_id: int) -> dict[str, str]:
+        """The template's extra listener: none, unless C2BUS_KAFKA_PLAINTEXT_PORT asks for
+        an open one (anonymous super users: for measuring the cost of security only)."""
+        base = self.settings.plaintext_port
+        if base is None:
+            return dict.fromkeys(("extra_listeners", "extra_protocols", "extra_super_users"), "")
+        return {
+            "extra_listeners": f",OPEN://{self.settings.host}:{base + node_id - 1}",
+            "extra_protocols": ",OPEN:PLAINTEXT",
+            "extra_super_users": ";User:ANONYMOUS",
+        }
+
     def properties_path(self, node_id: int) -> Path:
         return self.node_dir(node_id) / "server.properties"
 
@@ -122,6 +134,7 @@ class NodeFiles:
                 broker_port=self.settings.broker_port(node_id - 1),
                 controller_port=self.settings.controller_port(node_id - 1),
                 mtls_port=self.settings.mtls_port(node_id - 1),
+                **self._open_listener(node_id),
                 data_dir=node / "data",
                 secrets_dir=self.secrets.dir,
                 broker_password=self.secrets.password(BROKER),
