@@ -76,4 +76,5 @@ def test_every_operational_alert_is_defined() -> None:
         "C2busSaSilence",
         "C2busSlowConsoleDisconnects",
         "C2busTransactionAborts",
+        "C2busKafkaRefused",
     } <= names
