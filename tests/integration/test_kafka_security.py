@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import warnings
 from pathlib import Path
 
 import pytest
@@ -169,6 +168,7 @@ async def refused(kafka: KafkaSettings) -> bool:
         await producer.stop()
 
 
+@pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")  # see the end
 async def test_clients_without_valid_credentials_are_refused(env: Env, tmp_path: Path) -> None:
     admin = env.kafka
     wrong = tmp_path / "wrong.password"
@@ -190,9 +190,7 @@ async def test_clients_without_valid_credentials_are_refused(env: Env, tmp_path:
     assert not await refused(admin)  # and the real credentials get in
     # aiokafka leaves the socket of a connection refused during its handshake to the
     # garbage collector: collect it here, not in whichever test runs next
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    gc.collect()
 
 
 def test_the_secrets_are_readable_by_their_owner_only(kafka: KafkaSettings) -> None:
