@@ -28,6 +28,8 @@ from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 
 SUBPROTOCOL = "c2bus.v1"
+#: The role a console needs to submit directives (acknowledging needs only to be the target).
+COMMANDER_ROLE = "commander"
 
 
 class CloseCode(enum.IntEnum):

@@ -28,6 +28,16 @@ def test_the_file_grants_each_role_its_topics_groups_and_transactional_ids() -> 
     assert who(Resource.TOPIC, "c2.directives.held", Operation.WRITE) == {"enforcer"}
     assert who(Resource.TOPIC, "c2.policy", Operation.WRITE) == {"policy-api"}
     assert who(Resource.TOPIC, "c2.sa", Operation.WRITE) == {"ingest", "simulator"}
+    # directives enter at the edges that bind their issuer: the ingest and the gateway
+    assert who(Resource.TOPIC, "c2.directives.submitted", Operation.WRITE) == {
+        "ingest",
+        "gateway",
+    }
+    simulator = {b for b in bindings if b.principal == "simulator"}
+    assert {(b.name, b.operation) for b in simulator} == {
+        ("c2.sa", Operation.WRITE),
+        ("c2.sa", Operation.DESCRIBE),
+    }
     assert who(Resource.TOPIC, "c2.sa", Operation.READ) == {"gateway", "reader"}
     assert who(Resource.GROUP, "c2.enforcer", Operation.READ) == {"enforcer"}
     assert who(Resource.TRANSACTIONAL_ID, "c2.enforcer.p3", Operation.WRITE) == {"enforcer"}

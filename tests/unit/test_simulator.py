@@ -1,4 +1,5 @@
-"""The simulator's model: tracks stay in their box and move; directives mix allow and deny."""
+"""The simulator's model: tracks stay in their box and move; directives mix allow and deny
+and are submitted by their issuer's command post."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from c2bus.core.codec import decode_event, encode_event
 from c2bus.core.events import Verdict
 from c2bus.core.policy.compiler import load_policy
 from c2bus.core.policy.evaluator import PolicyEvaluator
+from c2bus.core.protocol import COMMANDER_ROLE, Submit, parse_client_message
 from c2bus.tools.simulator.model import (
     DEFAULT_BOX,
     initial_tracks,
@@ -17,6 +19,7 @@ from c2bus.tools.simulator.model import (
     step,
     track_event,
 )
+from c2bus.tools.simulator.posts import post_identity, submit_message
 from tests.unit.test_policy import POLICY_FILE
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -66,3 +69,29 @@ def test_a_course_just_short_of_north_is_reported_as_north() -> None:
     almost_north = dataclasses.replace(track, course_deg=359.96)
     event = decode_event(encode_event(track_event(almost_north, NOW, "urn:test", 1)))
     assert event.data.course_deg == 0.0  # type: ignore[union-attr]
+
+
+def test_a_post_submits_its_units_directive_as_any_console_would() -> None:
+    """The simulator writes no directive to Kafka: its issuer's command post submits it
+    over the gateway's documented request, as a commander of that unit."""
+    evaluator = PolicyEvaluator(load_policy(POLICY_FILE.read_bytes()))
+    directive = next_directive(evaluator, random.Random(5), NOW, "urn:test", 1)
+    request = parse_client_message(submit_message(directive, "d1"))
+    assert isinstance(request, Submit)
+    assert (request.id, request.directive_id) == ("d1", directive.id)
+    assert (request.classification, request.releasableto) == (
+        directive.classification,
+        directive.releasableto,
+    )
+    data = directive.data
+    body = request.directive
+    assert (body.kind, body.target, body.expires, body.area, body.text) == (
+        data.kind,
+        data.target,
+        data.expires,
+        data.area,
+        data.text,
+    )
+    post = post_identity(data.issuer, "DEU")
+    assert post.unit == data.issuer and post.has_role(COMMANDER_ROLE)
+    assert post_identity("JFC-BRUNSSUM", "NATO").nation == "NLD"  # a member's officer

@@ -18,6 +18,7 @@ from c2bus.core.cloudevents import new_event
 from c2bus.core.events import DirectiveData, DirectiveEvent, DirectiveState
 from c2bus.core.labels import SecurityLabel, parse_releasability
 from c2bus.core.protocol import (
+    COMMANDER_ROLE,
     Ack,
     BadMessage,
     ClientMessage,
@@ -45,8 +46,6 @@ from c2bus.services.gateway.routing import (
 from c2bus.services.gateway.state import DirectiveDirectory, LatestSa
 
 log = logging.getLogger(__name__)
-#: The role a console needs to submit directives (acknowledging needs only to be the target).
-COMMANDER_ROLE = "commander"
 #: Starts a session's resume replay in the session's own task group, ending the one before
 #: it (None: just end it).
 Spawn = Callable[[Coroutine[Any, Any, None] | None], None]

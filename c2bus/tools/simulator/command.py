@@ -18,7 +18,13 @@ def add_traffic_options(p: argparse.ArgumentParser) -> None:
     """The options ``c2bus up`` passes on to the simulator."""
     p.add_argument("--tracks", type=int, default=50, help="moving tracks (50)")
     p.add_argument("--rate", type=float, default=1.0, help="updates per track per second (1)")
-    p.add_argument("--directive-every", type=float, default=5.0, metavar="S", help="seconds (5)")
+    p.add_argument(
+        "--directive-every",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="issue a directive every S seconds from its issuer's command post (5; needs --posts)",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--posts",
         default=None,
         metavar="URL",
-        help="also run a command post per unit on the gateway at URL (e.g. ws://127.0.0.1:8765) "
-        "that acknowledges the directives addressed to its unit (WILCO, then HAVE_DO)",
+        help="run a command post per unit on the gateway at URL (e.g. ws://127.0.0.1:8765): "
+        "the posts issue the simulated directives and acknowledge those addressed to their "
+        "units (WILCO, then HAVE_DO); without it the simulator publishes SA only",
     )
 
 
@@ -51,14 +58,19 @@ def run(args: argparse.Namespace) -> int:
     async def simulate_until_stopped() -> tuple[int, int]:
         stop = stop_on_signals()
         progress(
-            f"simulating {options.tracks} tracks at {options.rate_hz:g} Hz and a directive "
-            f"every {options.directive_every_s:g}s into {settings.kafka.bootstrap} "
-            f"(topics '{settings.kafka.topic_prefix}.'); Ctrl-C stops"
+            f"simulating {options.tracks} tracks at {options.rate_hz:g} Hz into "
+            f"{settings.kafka.bootstrap} (topics '{settings.kafka.topic_prefix}.')"
+            + (
+                f" and a directive every {options.directive_every_s:g}s"
+                if options.gateway_url
+                else ""
+            )
+            + "; Ctrl-C stops"
         )
         return await simulate(settings, options, stop, progress)
 
     sa, directives = asyncio.run(simulate_until_stopped())
-    progress(f"done: {sa} SA events and {directives} directives published")
+    progress(f"done: {sa} SA events published, {directives} directives issued")
     return 0
 
 

@@ -1,13 +1,16 @@
 """Simulated command posts: one console per unit of the policy, connected to the gateway,
-acknowledging the directives addressed to its unit.
+issuing its unit's directives and acknowledging the directives addressed to its unit.
 
-Each post holds a token for its unit (minted with the local key), subscribes to the
-``sa`` and ``directives`` streams (a staff watches its picture) and, for every directive
-whose target is its unit, answers ``WILCO``
-after a short, random delay and ``HAVE_DO`` a little later, as a staff would. That gives
-every directive from the simulator its whole lifecycle (submitted, decided, delivered,
-acknowledged), which ``c2bus trace`` and the dashboards show. A post that loses its link
-connects again after a second.
+Each post holds a token for its unit (minted with the local key) and subscribes to the
+``sa`` and ``directives`` streams (a staff watches its picture). The simulator's directives
+are submitted by the post of their issuer, over the gateway's ``submit`` request, like any
+console's: the gateway takes the issuer from the post's token, and the simulator itself
+writes nothing to Kafka but SA (its principal has the sensor role). For every directive
+whose target is its unit, a post answers ``WILCO`` after a short, random delay and
+``HAVE_DO`` a little later, as a staff would. That gives every directive from the
+simulator its whole lifecycle (submitted, decided, delivered, acknowledged), which
+``c2bus trace`` and the dashboards show. A post that loses its link connects again after
+a second; while a directive's issuer has no post connected, the simulator draws another.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from c2bus.core.events import DirectiveEvent
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from c2bus.core.protocol import SUBPROTOCOL
+from c2bus.core.protocol import COMMANDER_ROLE, SUBPROTOCOL, DirectiveBody, Submit
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +44,36 @@ NATO_STAFF_NATION = "NLD"
 
 def post_identity(unit: str, nation: str) -> Identity:
     """The staff console of ``unit``: cleared NATO SECRET, of the unit's nation (a member
-    nation's officer at a NATO headquarters)."""
+    nation's officer at a NATO headquarters), a commander who may issue directives."""
     return Identity(
         subject=f"sim-post-{unit.lower()}",
         nation=NATO_STAFF_NATION if nation == "NATO" else nation,
         clearance=Classification.NATO_SECRET,
         unit=unit,
-        roles=frozenset(),
+        roles=frozenset({COMMANDER_ROLE}),
+    )
+
+
+def submit_message(directive: DirectiveEvent, correlation: str) -> bytes:
+    """The ``submit`` request that issues ``directive`` from its issuer's console."""
+    data = directive.data
+    body = DirectiveBody(
+        kind=data.kind,
+        target=data.target,
+        expires=data.expires,
+        valid_from=data.valid_from,
+        area=data.area,
+        text=data.text,
+        parameters=data.parameters,
+    )
+    return msgspec.json.encode(
+        Submit(
+            directive=body,
+            classification=directive.classification,
+            releasableto=directive.releasableto,
+            id=correlation,
+            directive_id=directive.id,
+        )
     )
 
 
@@ -67,8 +95,23 @@ class CommandPost:
         self.wilco_after_s = wilco_after_s
         self.done_after_s = done_after_s
         self.acknowledged = 0
+        #: directives the gateway took from this post (``submitted`` frames)
+        self.submitted = 0
         self._answered: set[str] = set()
         self._seq = 0
+        self._ws: ClientConnection | None = None
+
+    async def submit(self, directive: DirectiveEvent) -> bool:
+        """Issue ``directive`` (its issuer is this post's unit); False if not connected."""
+        ws = self._ws
+        if ws is None:
+            return False
+        self._seq += 1
+        try:
+            await ws.send(submit_message(directive, f"d{self._seq}"))
+        except WebSocketException:
+            return False
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -93,14 +136,19 @@ class CommandPost:
         await ws.send(orjson.dumps(subscription))
         async with asyncio.TaskGroup() as tasks:
             closer = tasks.create_task(self._close_on(stop, ws))
+            self._ws = ws
             try:
                 async for raw in ws:
                     message = orjson.loads(raw)
-                    if message.get("op") == "event" and message["stream"] == "directives":
+                    op = message.get("op")
+                    if op == "event" and message["stream"] == "directives":
                         self._on_directive(message["event"], ws, tasks)
-                    elif message.get("op") == "error":
+                    elif op == "submitted":
+                        self.submitted += 1
+                    elif op == "error":
                         log.info("post.refused", extra={"unit": self.identity.unit, **message})
             finally:
+                self._ws = None
                 closer.cancel()
 
     @staticmethod
@@ -134,17 +182,33 @@ class CommandPost:
         await ws.send(orjson.dumps(message))
 
 
-async def run_posts(
-    url: str,
-    units: dict[str, str],
-    mint: Mint,
-    stop: asyncio.Event,
-    rng: random.Random,
-) -> int:
-    """Run a post per unit (``units``: unit → nation) until ``stop``; returns the number
-    of directives carried out (HAVE_DO sent)."""
-    posts = [CommandPost(url, post_identity(u, n), mint, rng) for u, n in sorted(units.items())]
-    async with asyncio.TaskGroup() as tasks:
-        for post in posts:
-            tasks.create_task(post.run(stop))
-    return sum(p.acknowledged for p in posts)
+class CommandPosts:
+    """A post per unit (``units``: unit → nation) on the gateway at ``url``."""
+
+    def __init__(self, url: str, units: dict[str, str], mint: Mint, rng: random.Random) -> None:
+        self.posts = {
+            unit: CommandPost(url, post_identity(unit, nation), mint, rng)
+            for unit, nation in sorted(units.items())
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep every post connected until ``stop``."""
+        async with asyncio.TaskGroup() as tasks:
+            for post in self.posts.values():
+                tasks.create_task(post.run(stop))
+
+    async def submit(self, directive: DirectiveEvent) -> bool:
+        """Issue ``directive`` from the post of its issuer; False if that post is not
+        connected (or the policy names a unit that has none)."""
+        post = self.posts.get(directive.data.issuer)
+        return post is not None and await post.submit(directive)
+
+    @property
+    def submitted(self) -> int:
+        """Directives the gateway has taken from the posts."""
+        return sum(p.submitted for p in self.posts.values())
+
+    @property
+    def acknowledged(self) -> int:
+        """Directives carried out (HAVE_DO sent)."""
+        return sum(p.acknowledged for p in self.posts.values())
