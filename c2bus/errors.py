@@ -114,6 +114,11 @@ class KafkaError(C2BusError):
         self.retriable = retriable
         self.cause = cause or type(self).__name__
 
+    def for_caller(self, what: str) -> str:
+        """What a caller whose request failed on it is told (``what``: what Kafka did not
+        take): the library error's name, never a principal, an ACL or a broker address."""
+        return f"Kafka did not accept {what}: {self.cause}"
+
 
 class KafkaUnavailable(KafkaError):
     """No broker answered at the configured bootstrap address."""
@@ -122,6 +127,9 @@ class KafkaUnavailable(KafkaError):
 class KafkaRefused(KafkaError):
     """A broker answered and refused the client: its credentials, the broker's certificate,
     the security protocol, or an ACL. Retrying the same settings cannot help."""
+
+    def for_caller(self, what: str) -> str:
+        return f"Kafka refused the service ({self.cause}); operators: see its log"
 
 
 class ProducerFencedOut(KafkaError):

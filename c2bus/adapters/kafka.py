@@ -8,6 +8,7 @@ tree: :func:`kafka_step` wraps a send, commit, fetch or transaction step and rai
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -20,10 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
+    AuthenticationFailedError,
     IllegalOperation,
     InvalidProducerEpoch,
     KafkaTimeoutError,
     ProducerFenced,
+    SaslAuthenticationFailed,
 )
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.structs import TopicPartition
@@ -51,12 +54,46 @@ def is_fencing(error: BaseException | None) -> bool:
     return isinstance(error, _FENCING) or bool(getattr(error, "fenced", False))
 
 
+#: The library errors by which Kafka refuses a client (an ACL, its credentials), each
+#: exported from the start as ``c2bus_kafka_refusals_total{error}``.
+REFUSAL_ERRORS = (
+    "TopicAuthorizationFailedError",
+    "GroupAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailed",
+    "ClusterAuthorizationFailedError",
+    "SaslAuthenticationFailed",
+)
+
+#: Kafka's refusals of this process's clients, by library error. Every service exports it
+#: as ``c2bus_kafka_refusals_total`` (a service is a process of its own).
+REFUSALS: collections.Counter[str] = collections.Counter(dict.fromkeys(REFUSAL_ERRORS, 0))
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Did Kafka refuse the client (an authorisation or authentication error)?"""
+    return isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError) or (
+        isinstance(exc, AioKafkaError) and "AuthorizationFailed" in type(exc).__name__
+    )
+
+
+def count_refusal(error: KafkaRefused) -> None:
+    REFUSALS[error.cause] += 1
+
+
 def translate(step: str, exc: BaseException) -> KafkaError:
     """The c2bus error for a library error raised by ``step``."""
     cause = type(exc).__name__
     message = f"{step} failed: {exc!r}"[:1000]
     if isinstance(exc, _FENCING):
         return ProducerFencedOut(message, cause="ProducerFenced")
+    if is_refusal(exc):
+        # The principal may be granted again while the service runs: retriable.
+        return KafkaRefused(
+            f"Kafka refused {step}: {exc!r}: check the credentials and the ACLs of this "
+            "service's role (`c2bus kafka acls show`, deploy/kafka/acls.yaml)"[:1000],
+            retriable=True,
+            cause=cause,
+        )
     if isinstance(exc, AioKafkaError):
         # aiokafka calls its own request timeout not retriable; for us any timeout is: the
         # same step may well succeed when tried again.
@@ -80,7 +117,26 @@ def kafka_step(step: str) -> Iterator[None]:
     try:
         yield
     except LIBRARY_ERRORS as exc:
-        raise translate(step, exc) from exc
+        error = translate(step, exc)
+        if isinstance(error, KafkaRefused):
+            count_refusal(error)
+        raise error from exc
+
+
+async def pause_refused(
+    loop_name: str, exc: KafkaRefused, attempt: int, stop: asyncio.Event
+) -> None:
+    """A loop that Kafka refuses while it runs (an ACL or a credential withdrawn) logs the
+    refusal and waits before it tries again (0.5 s, doubling up to 10 s, or until ``stop``):
+    counted (``c2bus_kafka_refusals_total``) and alerted, never a silent spin."""
+    delay = min(0.5 * 2 ** max(0, attempt - 1), 10.0)
+    log.error(
+        "kafka.refused",
+        extra={"loop": loop_name, "error": str(exc), "attempt": attempt, "retry_in_s": delay},
+    )
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await stop.wait()
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -379,20 +435,21 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: Kafka
         except (AioKafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await client.stop()
-            raise refusal(kafka, reasons.last, exc) from exc
+            error = refusal(kafka, reasons.last, exc)
+            if isinstance(error, KafkaRefused):
+                count_refusal(error)
+            raise error from exc
 
 
 async def start_clients(
     kafka: KafkaSettings, *clients: AIOKafkaProducer | AIOKafkaConsumer
 ) -> None:
-    """Start clients in order; if one fails, stop those already started and raise."""
-    started: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+    """Start clients in order; if one fails, stop them all and raise."""
     try:
         for client in clients:
             await start_client(client, kafka)
-            started.append(client)
     except BaseException:
-        for client in reversed(started):
+        for client in reversed(clients):  # those not started too: they hold resources
             with contextlib.suppress(Exception):
                 await client.stop()
         raise

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from c2bus.adapters.kafka import REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,27 @@ class EventFlow:
 
     def sent(self, destination: str, event_type: str, count: int = 1) -> None:
         self.events_out.labels(destination, event_type).inc(count)
+
+
+class KafkaRefusals(Collector):
+    """``c2bus_kafka_refusals_total{error}``: steps of this process's Kafka clients that a
+    broker refused for an ACL or the credentials (``TopicAuthorizationFailedError``…),
+    counted where they happen (every Kafka step, every client start). Each known error
+    reads 0 from the start, so the first refusal is an increase an alert sees."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "c2bus_kafka_refusals",
+            "Kafka client steps a broker refused (an ACL or the credentials), by library error",
+            labels=["error"],
+        )
+        for error, count in sorted(REFUSALS.items()):
+            family.add_metric([error], count)
+        yield family
+
+
+def export_kafka_refusals(registry: CollectorRegistry) -> None:
+    registry.register(KafkaRefusals())
 
 
 def directive_hops(registry: CollectorRegistry, hops: tuple[str, ...]) -> Histogram:

@@ -28,6 +28,7 @@ from c2bus.adapters.kafka import (
     kafka_step,
     new_consumer,
     new_producer,
+    pause_refused,
     read_to_end,
     start_client,
     topic_partitions,
@@ -39,7 +40,7 @@ from c2bus.core.events import DirectiveEvent, PolicySetData, PolicySetEvent
 from c2bus.core.labels import Classification
 from c2bus.core.policy.compiler import compile_policy
 from c2bus.core.policy.model import PolicyDocument
-from c2bus.errors import InvalidEvent, KafkaError, PolicyError
+from c2bus.errors import InvalidEvent, KafkaError, KafkaRefused, PolicyError
 
 log = logging.getLogger(__name__)
 POLICY_EVENTS: EventDecoder[PolicySetEvent] = EventDecoder(PolicySetEvent)
@@ -216,16 +217,23 @@ async def follow(
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            behind = True
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200)
-                for tp, records in batch.items():
-                    for record in records:
-                        view.apply(tp.topic, record.value)
-                if behind:
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
-                        behind = False
-                        caught_up()
+        behind, refused = True, 0
+        while not stop.is_set():
+            try:
+                with kafka_step("follow policies"):
+                    batch = await consumer.getmany(timeout_ms=200)
+                    for tp, records in batch.items():
+                        for record in records:
+                            view.apply(tp.topic, record.value)
+                    if behind:
+                        positions = [await consumer.position(tp) for tp in tps]
+                        if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
+                            behind = False
+                            caught_up()
+            except KafkaRefused as exc:
+                refused += 1
+                await pause_refused("policy.follow", exc, refused, stop)
+                continue
+            refused = 0
     finally:
         await consumer.stop()

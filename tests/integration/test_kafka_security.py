@@ -8,7 +8,10 @@ import asyncio
 import dataclasses
 import gc
 from pathlib import Path
+from typing import Any
 
+import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
@@ -19,13 +22,16 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 from aiokafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
-from c2bus.adapters.acls import Binding, Operation, Pattern, Resource, Roles
+from c2bus.adapters.acls import Binding, Operation, Pattern, Resource, Roles, grant, revoke
 from c2bus.adapters.kafka import client_options
 from c2bus.adapters.settings import KafkaSecurity, KafkaSettings
 from c2bus.adapters.topics import TopicNames
+from c2bus.services.ingest.app import Ingest
 from c2bus.tools.localkafka.secrets import LocalSecrets
-from tests.integration.services import Env
+from tests.integration.services import Console, Env, gateway, running
+from tests.integration.test_gateway import get
 from tests.unit.test_cli import run
 
 ROLES = Roles.load()
@@ -255,3 +261,86 @@ def test_a_refused_client_is_told_why_in_one_line(env: Env, tmp_path: Path) -> N
         lines = [ln for ln in result.stderr.splitlines() if ln.startswith("c2bus: error:")]
         assert result.returncode == 1 and len(lines) == 1, result.stderr
         assert needle in lines[0] and "Traceback" not in result.stderr
+
+
+def refusals(metrics_text: str) -> dict[str, float]:
+    """``c2bus_kafka_refusals_total`` by error, from a /metrics page (each known error is
+    there from the start, at 0)."""
+    found = {
+        sample.labels["error"]: sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == "c2bus_kafka_refusals"
+        for sample in family.samples
+        if sample.name == "c2bus_kafka_refusals_total"
+    }
+    assert {"TopicAuthorizationFailedError", "SaslAuthenticationFailed"} <= set(found)
+    return found
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+async def test_a_service_refused_by_kafka_at_run_time_says_so_counts_it_and_serves_on(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """A principal short of a grant while the service runs: the request Kafka refuses gets a
+    clear error, ``c2bus_kafka_refusals_total{error}`` counts it (C2busKafkaRefused alerts on
+    it), and what the principal may do still works."""
+    # The ingest as the simulator's principal: a sensor feed, which may write SA only.
+    ingest = Ingest(env.settings("ingest", C2BUS_KAFKA_USER="simulator"), env.verifier())
+    token = env.token(roles=("sa-publisher", "directive-publisher"))
+    async with (
+        running(ingest, lambda: ingest.producer is not None),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ingest.http.port}",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as http,
+    ):
+        before = refusals((await http.get("/metrics")).text)
+        async with asyncio.timeout(30):
+            directive = await http.post("/v1/directives", json=valid_example("directive"))
+        assert directive.status_code == 503, directive.text
+        assert "Kafka refused" in directive.json()["detail"], directive.text
+        assert (await http.post("/v1/sa", json=valid_example("sa-track"))).status_code == 202
+        after = refusals((await http.get("/metrics")).text)
+        # counted in this service's process (the test's, here): the one refused write
+        assert delta(before, after) == {"TopicAuthorizationFailedError": 1.0}, after
+
+    # The gateway, its grants withdrawn while consoles are connected, then given back.
+    body = valid_example("directive")["data"]
+    body = {k: body[k] for k in ("kind", "target", "expires", "area", "text")}
+    commander = env.token(unit="JFC-BRUNSSUM", roles=("console", "commander"))
+    async with (
+        gateway(env) as service,
+        Console.connect(service.port, commander, ("directives",)) as console,
+    ):
+        url = f"http://127.0.0.1:{service.port}/metrics"
+        before = refusals((await asyncio.to_thread(get, url))[1])
+        assert await revoke(env.kafka, "gateway")
+        submit = {
+            "op": "submit",
+            "id": "sub-1",
+            "directive": body,
+            "classification": "NATO SECRET",
+            "releasableto": "NATO",
+        }
+        await console.ws.send(orjson.dumps(submit))
+        reply = await console.reply_to("sub-1", ("submitted", "error"))
+        assert (reply["op"], reply["code"]) == ("error", "unavailable"), reply
+        assert "Kafka refused" in reply["message"] and "gateway" not in reply["message"]
+        await asyncio.sleep(2)  # its fetches are refused too, and backed off
+        after = refusals((await asyncio.to_thread(get, url))[1])
+        assert (
+            after["TopicAuthorizationFailedError"]
+            >= before.get("TopicAuthorizationFailedError", 0) + 2
+        ), after  # the submission and at least one fetch
+
+        await grant(env.kafka, env.prefix)
+        async with asyncio.timeout(30):  # serves on once granted again, no restart
+            while True:
+                await console.ws.send(orjson.dumps(submit | {"id": "sub-2"}))
+                reply = await console.reply_to("sub-2", ("submitted", "error"))
+                if reply["op"] == "submitted":
+                    break
+                await asyncio.sleep(0.5)

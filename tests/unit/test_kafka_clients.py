@@ -1,4 +1,5 @@
-"""Every Kafka client the adapters build honours the configured request timeout."""
+"""Every Kafka client the adapters build honours the configured request timeout; a step
+Kafka refuses comes out as a counted KafkaRefused."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from prometheus_client import CollectorRegistry
 
 from c2bus.adapters import kafka
+from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.settings import KafkaSettings
+from c2bus.errors import KafkaError, KafkaRefused
 from c2bus.services.enforcer.lanes import Lane
 from c2bus.tools.localkafka.secrets import LocalSecrets
 
@@ -108,3 +113,36 @@ def test_plaintext_is_an_explicit_choice_and_is_warned_about(
     (config,) = clients["AIOKafkaProducer"].built
     assert config["security_protocol"] == "PLAINTEXT" and "ssl_context" not in config
     assert [r.message for r in caplog.records] == ["kafka.plaintext"]
+
+
+def test_a_refusal_is_a_counted_kafka_refused_that_tells_the_caller_nothing_internal() -> None:
+    registry = CollectorRegistry()
+    export_kafka_refusals(registry)
+
+    def count(error: str) -> float:
+        value = registry.get_sample_value("c2bus_kafka_refusals_total", {"error": error})
+        assert value is not None  # every known refusal is exported from the start
+        return value
+
+    before = count("TopicAuthorizationFailedError")
+    with pytest.raises(KafkaRefused) as refused, kafka.kafka_step("produce"):
+        raise TopicAuthorizationFailedError("c2.decisions")
+    assert refused.value.cause == "TopicAuthorizationFailedError" and refused.value.retriable
+    assert "acls show" in str(refused.value)  # the operator's fix, in the log
+    told = refused.value.for_caller("the events")
+    assert (
+        told == "Kafka refused the service (TopicAuthorizationFailedError); operators: see its log"
+    )
+    assert count("TopicAuthorizationFailedError") == before + 1
+
+    unavailable = count("SaslAuthenticationFailed")
+    with pytest.raises(KafkaError) as failed, kafka.kafka_step("produce"):
+        raise KafkaConnectionError("broker gone")
+    assert not isinstance(failed.value, KafkaRefused)  # not a refusal: not counted as one
+    assert failed.value.for_caller("the events") == (
+        "Kafka did not accept the events: KafkaConnectionError"
+    )
+    assert count("SaslAuthenticationFailed") == unavailable
+    assert sum(kafka.REFUSALS.values()) == sum(
+        s.value for m in registry.collect() for s in m.samples if m.name == "c2bus_kafka_refusals"
+    )

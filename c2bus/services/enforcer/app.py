@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import assign_all, new_consumer, start_clients
 from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_app
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
@@ -54,6 +55,7 @@ class Enforcer:
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.actor = f"enforcer:{settings.instance}"
         self.registry = CollectorRegistry()
+        export_kafka_refusals(self.registry)
         self.metrics = EnforcerMetrics(self.registry)
         self.policies = PolicySource(settings.policy_set_id, self.registry)
         self.core = Enforcement(None, source=f"urn:c2bus:{self.actor}", actor=self.actor)

@@ -26,6 +26,7 @@ from c2bus.adapters.auth import TokenVerifier, verifier_for
 from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import assign_all, new_consumer, new_producer, start_clients
 from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
@@ -57,6 +58,7 @@ class Gateway:
         self.latest = LatestSa(timedelta(seconds=self.config.sa_horizon_s))
         self.directory = DirectiveDirectory()
         self.registry = CollectorRegistry()
+        export_kafka_refusals(self.registry)
         self.metrics = GatewayMetrics(
             self.registry,
             queued_bytes=lambda: sum(s.outbox.bytes for s in hub.sessions),

@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from c2bus.adapters.dlq import DeadLetters
-from c2bus.adapters.kafka import kafka_step
+from c2bus.adapters.kafka import kafka_step, pause_refused
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder, encode_event
@@ -31,7 +31,7 @@ from c2bus.core.events import (
     event_type,
 )
 from c2bus.core.protocol import Stream, event_frame
-from c2bus.errors import InvalidEvent
+from c2bus.errors import InvalidEvent, KafkaRefused
 from c2bus.services.gateway.metrics import GatewayMetrics
 from c2bus.services.gateway.routing import Hub, Session
 from c2bus.services.gateway.state import DirectiveDirectory, Latest, LatestSa, sa_key
@@ -116,10 +116,17 @@ class Intake:
     ) -> None:
         # A batch is routed without yielding; after each batch the session writers get the
         # loop to flush.
+        refused = 0
         while not stop.is_set():
-            with kafka_step("fetch"):
-                batch = await consumer.getmany(timeout_ms=200, max_records=200)
-                await self._route_batch(consumer, batch, dlq)
+            try:
+                with kafka_step("fetch"):
+                    batch = await consumer.getmany(timeout_ms=200, max_records=200)
+                    await self._route_batch(consumer, batch, dlq)
+            except KafkaRefused as exc:  # consoles keep their sessions meanwhile
+                refused += 1
+                await pause_refused("gateway.fetch", exc, refused, stop)
+                continue
+            refused = 0
             await asyncio.sleep(0)
 
     async def _route_batch(

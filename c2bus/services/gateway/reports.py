@@ -82,7 +82,7 @@ class Reports:
                     meta = await sent
         except KafkaError as exc:
             log.error("produce.failed", extra={"topic": topic, "error": str(exc)})
-            raise Refused("unavailable", f"Kafka did not accept it: {exc.cause}") from exc
+            raise Refused("unavailable", exc.for_caller("it")) from exc
         self.metrics.flow.sent(topic, type_of(event))
         return f"{meta.topic}/{meta.partition}/{meta.offset}"
 

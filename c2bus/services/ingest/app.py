@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter
 from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.kafka import kafka_step, new_producer, send_event, start_client
 from c2bus.adapters.lifecycle import bounded
-from c2bus.adapters.metrics import EventFlow
+from c2bus.adapters.metrics import EventFlow, export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_router, refusal
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
@@ -101,6 +101,7 @@ class Ingest:
             ),
         }
         self.registry = CollectorRegistry()
+        export_kafka_refusals(self.registry)
         self.accepted = Counter(
             "c2bus_ingest_accepted", "Events produced", ["route"], registry=self.registry
         )
@@ -321,7 +322,7 @@ class Ingest:
                 metadata = await asyncio.gather(*futures)
         except KafkaError as exc:
             log.error("produce.failed", extra={"route": route.name, "error": str(exc)})
-            raise Refused("unavailable", f"Kafka did not accept the events: {exc.cause}") from exc
+            raise Refused("unavailable", exc.for_caller("the events")) from exc
         for e in events:
             kind = event_type(e)
             self.flow.received("http", kind)

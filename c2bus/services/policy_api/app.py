@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.lifecycle import bounded
+from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_router, refusal
 from c2bus.adapters.policy_store import (
     PolicyConflict,
@@ -86,6 +87,7 @@ class PolicyApi:
         self.verifier = verifier
         self.topics = TopicNames(settings.kafka.topic_prefix)
         self.registry = CollectorRegistry()
+        export_kafka_refusals(self.registry)
         self.requests = Counter(
             "c2bus_policy_api_requests", "Requests", ["endpoint", "status"], registry=self.registry
         )
@@ -122,7 +124,7 @@ class PolicyApi:
             status, body = await handler(identity)
         except KafkaError as exc:
             log.error("policy_api.kafka_failed", extra={"endpoint": endpoint, "error": str(exc)})
-            refused = Refused("unavailable", f"Kafka did not answer: {exc.cause}")
+            refused = Refused("unavailable", exc.for_caller("the request"))
             self.requests.labels(endpoint, str(refused.http_status)).inc()
             return refusal(refused)
         except Refused as exc:
