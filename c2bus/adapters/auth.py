@@ -2,7 +2,8 @@
 
 Accepted tokens are JWTs with ``sub``, ``exp``, ``aud`` and ``iss`` required and checked
 (``nbf`` too when present), plus the c2bus claims ``nation``, ``clearance``, ``unit`` and
-``roles``, signed with one of:
+``roles`` (and ``acts_for``, the units besides its own it may issue directives for),
+signed with one of:
 
 - ``EdDSA`` (Ed25519) or ``RS256``, by a key of a JWKS file, found by the token's ``kid``;
   the key's own ``alg`` must be the token's;
@@ -302,7 +303,12 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise AuthError("token claim 'roles' must be a list of strings")
-    return Identity(str(claims["sub"]), nation, clearance, unit, frozenset(roles))
+    acts_for = claims.get("acts_for", [])
+    if not isinstance(acts_for, list) or not all(isinstance(u, str) and u for u in acts_for):
+        raise AuthError("token claim 'acts_for' must be a list of unit ids")
+    return Identity(
+        str(claims["sub"]), nation, clearance, unit, frozenset(roles), frozenset(acts_for)
+    )
 
 
 def mint(
@@ -332,6 +338,8 @@ def mint(
         "exp": issued + ttl_s,
         "jti": secrets.token_urlsafe(12),
     }
+    if identity.acts_for:
+        claims["acts_for"] = sorted(identity.acts_for)
     headers = {"kid": kid} if kid else None
     return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 

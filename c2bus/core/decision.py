@@ -7,15 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from c2bus.core.events import DirectiveEvent, Reason, Verdict
+from c2bus.core.labels import Classification, SecurityLabel
 
 
 @dataclass(frozen=True, slots=True)
 class Approval:
-    """An approval's author, as verified at the edge (subject, nation, roles)."""
+    """An approval's author, as verified at the edge (subject, nation, roles, clearance).
+
+    An approval without a clearance (one stamped before edges stamped it) never counts."""
 
     approver: str
     nation: str
     roles: frozenset[str]
+    clearance: Classification | None = None
+
+    def cleared_for(self, label: SecurityLabel) -> bool:
+        """May the approver see what they approve: cleared for its label, of a nation it is
+        releasable to?"""
+        return self.clearance is not None and label.allows(self.clearance, self.nation)
 
 
 @dataclass(frozen=True, slots=True)

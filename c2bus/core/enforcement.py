@@ -211,7 +211,8 @@ class Enforcement:
             reason = f"directive {event.data.directive_id} is not held for approval"
             step.dead_letter = DeadLetter("enforcer.approval", InvalidEvent(reason))
             return
-        approval = Approval(event.data.approver, event.data.nation, frozenset(event.data.roles))
+        data = event.data
+        approval = Approval(data.approver, data.nation, frozenset(data.roles), data.clearance)
         held = Held(held.directive, held.approvals | {approval}, held.partition)
         self._record(step, held, self.policy.decide(held.directive, now, held.approvals), now)
 

@@ -190,6 +190,8 @@ class ApprovalData(Struct, frozen=True, forbid_unknown_fields=True, omit_default
     nation: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
     roles: list[Identifier] = msgspec.field(default_factory=list)
     comment: Text = ""
+    #: The approver's clearance, as verified: an approval without one never counts.
+    clearance: Classification | None = None
 
 
 class PolicySetData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -36,12 +36,14 @@ from msgspec import Struct
 
 from c2bus.core.decision import Approval
 from c2bus.core.events import DirectiveEvent
+from c2bus.core.labels import Classification
 
 
-class HeldApproval(Struct, frozen=True):
+class HeldApproval(Struct, frozen=True, omit_defaults=True):
     approver: str
     nation: str
     roles: list[str]
+    clearance: Classification | None = None
 
 
 class HeldRecord(Struct, frozen=True):
@@ -77,7 +79,10 @@ class Held:
 
     def encode(self) -> bytes:
         approvals = sorted(
-            (HeldApproval(a.approver, a.nation, sorted(a.roles)) for a in self.approvals),
+            (
+                HeldApproval(a.approver, a.nation, sorted(a.roles), a.clearance)
+                for a in self.approvals
+            ),
             key=lambda a: (a.approver, a.nation),
         )
         return _encoder.encode(HeldRecord(self.directive, approvals))
@@ -151,7 +156,8 @@ class HeldDirectives:
             else:
                 value = _decoder.decode(record.value)
                 approvals = frozenset(
-                    Approval(a.approver, a.nation, frozenset(a.roles)) for a in value.approvals
+                    Approval(a.approver, a.nation, frozenset(a.roles), a.clearance)
+                    for a in value.approvals
                 )
                 self.put(Held(value.directive, approvals, partition))
             self.located(partition, key, record.offset, self.generation(partition))

@@ -16,6 +16,9 @@ class Identity:
     clearance: Classification
     unit: str
     roles: frozenset[str]
+    #: Units besides its own that this identity may issue directives for (a C2 system that
+    #: relays several headquarters' orders); usually none.
+    acts_for: frozenset[str] = frozenset()
 
     def may_see(self, label: SecurityLabel) -> bool:
         """Classification within clearance and released to this identity's nation."""
@@ -23,3 +26,7 @@ class Identity:
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    def may_issue_for(self, unit: str) -> bool:
+        """May this identity issue a directive whose issuer is ``unit``?"""
+        return unit == self.unit or unit in self.acts_for

@@ -15,6 +15,7 @@ from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder
 from c2bus.core.decision import Approval
 from c2bus.core.events import DirectiveEvent
+from c2bus.core.labels import Classification
 from c2bus.core.policy.compiler import (
     PolicyInvalid,
     compile_policy,
@@ -110,12 +111,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _approval(text: str) -> Approval:
+def _approval(text: str, directive: DirectiveEvent) -> Approval:
+    """``SUBJECT:NATION:ROLES``, taken as cleared for the directive, or
+    ``SUBJECT:NATION:ROLES:CLEARANCE``."""
     parts = text.split(":")
-    if len(parts) != 3:
-        raise C2BusError(f"--approval {text!r}: use SUBJECT:NATION:ROLE[,ROLE]")
-    subject, nation, roles = parts
-    return Approval(subject, nation, frozenset(roles.split(",")))
+    if len(parts) not in (3, 4):
+        raise C2BusError(f"--approval {text!r}: use SUBJECT:NATION:ROLE[,ROLE][:CLEARANCE]")
+    subject, nation, roles = parts[:3]
+    try:
+        clearance = Classification(parts[3]) if len(parts) == 4 else directive.classification
+    except ValueError:
+        known = ", ".join(c.value for c in Classification)
+        raise C2BusError(f"--approval {text!r}: clearance must be one of {known}") from None
+    return Approval(subject, nation, frozenset(roles.split(",")), clearance)
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
@@ -135,7 +143,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     now = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
     if now.tzinfo is None:
         raise C2BusError("--at needs a UTC offset, e.g. 2026-11-26T08:00:00Z")
-    approvals = frozenset(_approval(a) for a in args.approval)
+    approvals = frozenset(_approval(a, directive) for a in args.approval)
     decision = PolicyEvaluator(compile_policy(doc)).evaluate(
         directive, DirectiveContext(now, approvals)
     )
@@ -215,8 +223,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--approval",
         action="append",
         default=[],
-        metavar="SUBJECT:NATION:ROLES",
-        help="an approval to assume, e.g. alice:GBR:approver (repeatable)",
+        metavar="SUBJECT:NATION:ROLES[:CLEARANCE]",
+        help="an approval to assume, e.g. alice:GBR:approver (repeatable); the approver is "
+        "taken as cleared for the directive unless CLEARANCE says otherwise, e.g. "
+        "'bob:USA:approver:NATO CONFIDENTIAL'",
     )
     p.set_defaults(func=cmd_dry_run)
     p = verbs.add_parser(

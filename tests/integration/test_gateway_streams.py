@@ -233,7 +233,15 @@ async def test_a_directive_goes_submit_decided_delivered_wilco_and_the_issuer_se
         await bystander.ws.send(
             json.dumps({"op": "ack", "id": "ack-2", "directive_id": directive_id, "state": "WILCO"})
         )
-        assert (await bystander.reply_to("ack-2", ("error",)))["code"] == "forbidden"
+        refused = await bystander.reply_to("ack-2", ("error",))
+        # told no more than of a directive that does not exist: not who its target is
+        await bystander.ws.send(
+            json.dumps({"op": "ack", "id": "ack-3", "directive_id": "no-such", "state": "WILCO"})
+        )
+        unknown = await bystander.reply_to("ack-3", ("error",))
+        assert refused["code"] == unknown["code"] == "unknown_directive", refused
+        assert refused["message"] == unknown["message"].replace("no-such", directive_id)
+        assert delivered[-1]["event"]["data"]["target"] not in refused["message"]
         await target.ws.send(json.dumps({**submit, "id": "sub-2"}))  # no commander role
         assert (await target.reply_to("sub-2", ("error",)))["code"] == "forbidden"
         forged = {**submit, "id": "sub-3", "directive": {**body, "issuer": "SHAPE"}}

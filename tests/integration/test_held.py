@@ -47,6 +47,7 @@ def approval(directive_id: str, approver: str, roles: list[str]) -> bytes:
             approver=approver,
             nation="GBR",
             roles=roles,
+            clearance=Classification.NATO_SECRET,
         ),
     )
     return encode_event(event)

@@ -8,15 +8,17 @@ from typing import Any
 
 import httpx
 
+from c2bus.adapters.auth import mint
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event
+from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from tests.integration.services import Env, ingest
+from tests.integration.services import AUDIENCE, ISSUER, Env, ingest
 from tests.integration.test_roundtrip import read_all
 
 
 def publisher(env: Env, *roles: str) -> dict[str, str]:
-    token = env.token(unit="SENSOR-NET", clearance=Classification.COSMIC_TOP_SECRET, roles=roles)
+    token = env.token(unit="JFC-BRUNSSUM", clearance=Classification.COSMIC_TOP_SECRET, roles=roles)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -115,3 +117,58 @@ async def test_openapi_and_ops_endpoints(env: Env) -> None:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         assert (await http.get("/readyz")).json() == {"status": "ready"}
         assert "c2bus_ingest_accepted" in (await http.get("/metrics")).text
+
+
+async def test_a_directive_is_issued_by_the_tokens_unit_within_what_it_may_see(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """The issuer, the label and the issuing subject come from the token, not the body: a
+    brigade cleared NATO UNCLASSIFIED cannot post a COSMIC TOP SECRET directive "from SHAPE",
+    nor one of its own above its clearance; the decision id is the enforcer's to set."""
+    directive = valid_example("directive")  # JFC-BRUNSSUM to NLD-11AMB, NATO SECRET / NATO
+
+    def bearer(identity: Identity) -> dict[str, str]:
+        token = mint(env.key, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=600)
+        return {"Authorization": f"Bearer {token}"}
+
+    roles = frozenset({"directive-publisher"})
+    brigade = bearer(
+        Identity("pol-ops", "POL", Classification.NATO_UNCLASSIFIED, "POL-12BDE", roles)
+    )
+    jfc = bearer(Identity("jfc-ops", "DEU", Classification.NATO_SECRET, "JFC-BRUNSSUM", roles))
+    bridge = bearer(
+        Identity(
+            "bridge", "DEU", Classification.NATO_SECRET, "C2-BRIDGE", roles,
+            acts_for=frozenset({"JFC-BRUNSSUM"}),
+        )
+    )  # fmt: skip
+    forged = copy.deepcopy(directive) | {"classification": "COSMIC TOP SECRET"}
+    forged["data"]["issuer"] = "SHAPE"
+    own_but_secret = copy.deepcopy(directive)
+    own_but_secret["data"]["issuer"] = "POL-12BDE"
+    decided = directive | {"decisionid": "decision:forged"}
+    async with (
+        ingest(env) as service,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}") as http,
+    ):
+        as_shape = await http.post("/v1/directives", json=forged, headers=brigade)
+        assert as_shape.status_code == 403, as_shape.text
+        assert "may issue directives for POL-12BDE only" in as_shape.json()["detail"]
+        above = await http.post("/v1/directives", json=own_but_secret, headers=brigade)
+        assert above.status_code == 403, above.text
+        assert "above what its issuer may see" in above.json()["detail"]
+        batch = await http.post("/v1/directives/batch", json=[directive, forged], headers=jfc)
+        assert batch.status_code == 403, batch.text  # all or nothing
+        with_decision = await http.post("/v1/directives", json=decided, headers=jfc)
+        assert with_decision.status_code == 422, with_decision.text
+        assert with_decision.json()["problems"][0]["path"] == "$.decisionid"
+        sent = await http.post("/v1/directives", json=directive, headers=jfc)
+        assert sent.status_code == 202, sent.text
+        relayed = directive | {"id": "d-bridged"}
+        assert (await http.post("/v1/directives", json=relayed, headers=bridge)).status_code == 202
+
+    submitted = [decode_event(r.value) for r in await read_all(env.kafka, topics.submitted)]
+    assert [(e.id, e.subject) for e in submitted] == [
+        (directive["id"], "jfc-ops"),  # the issuing subject is the token's
+        ("d-bridged", "bridge"),
+    ]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from c2bus.core.codec import decode_event
 from c2bus.core.decision import Approval
 from c2bus.core.events import DirectiveEvent, Verdict
+from c2bus.core.labels import Classification
 from c2bus.core.policy.compiler import (
     CompiledPolicy,
     PolicyInvalid,
@@ -72,9 +73,10 @@ def rules(decision: Any) -> list[str]:
     return [r.rule for r in decision.reasons]
 
 
-APPROVER_A = Approval("alice", "GBR", frozenset({"approver"}))
-APPROVER_B = Approval("bob", "USA", frozenset({"approver"}))
-DEU_RED_CARD = Approval("dieter", "DEU", frozenset({"red-card-holder"}))
+SECRET = Classification.NATO_SECRET
+APPROVER_A = Approval("alice", "GBR", frozenset({"approver"}), SECRET)
+APPROVER_B = Approval("bob", "USA", frozenset({"approver"}), SECRET)
+DEU_RED_CARD = Approval("dieter", "DEU", frozenset({"red-card-holder"}), SECRET)
 
 
 # --- scenarios, one rule family at a time -----------------------------------------------
@@ -150,9 +152,49 @@ def test_red_card_holds_until_the_nation_approves() -> None:
     held = decide(event, (APPROVER_A, APPROVER_B))
     assert held.verdict is Verdict.HOLD
     assert rules(held) == ["approval.red-card"]
-    other_nation = Approval("pierre", "FRA", frozenset({"red-card-holder"}))
+    other_nation = Approval("pierre", "FRA", frozenset({"red-card-holder"}), SECRET)
     assert decide(event, (APPROVER_A, APPROVER_B, other_nation)).verdict is Verdict.HOLD
     assert decide(event, (APPROVER_A, APPROVER_B, DEU_RED_CARD)).verdict is Verdict.ALLOW
+
+
+def test_the_two_person_rule_takes_two_other_people_cleared_for_the_directive() -> None:
+    event = msgspec.structs.replace(
+        directive("MNC-NE", "POL-12BDE", kind="ENGAGE", area=BALTIC), subject="erik"
+    )
+    assert decide(event, (APPROVER_A, APPROVER_B)).verdict is Verdict.ALLOW
+    own = Approval("erik", "GBR", frozenset({"approver"}), SECRET)
+    held = decide(event, (own, APPROVER_A))  # the issuer approving his own directive
+    assert held.verdict is Verdict.HOLD and rules(held) == ["approval.two-person"]
+    assert "1 so far" in held.reasons[0].message
+    for uncleared in (
+        Approval("carol", "GBR", frozenset({"approver"}), Classification.NATO_CONFIDENTIAL),
+        Approval("carol", "GBR", frozenset({"approver"})),  # no clearance stamped: none
+    ):
+        assert decide(event, (uncleared, APPROVER_A)).verdict is Verdict.HOLD
+    not_released = msgspec.structs.replace(event, releasableto="POL,GBR,DEU")
+    assert decide(not_released, (APPROVER_A, APPROVER_B)).verdict is Verdict.HOLD  # bob: USA
+    fra = Approval("pierre", "FRA", frozenset({"approver"}), Classification.COSMIC_TOP_SECRET)
+    assert decide(not_released, (APPROVER_A, fra)).verdict is Verdict.HOLD  # FRA: not released
+    pol = Approval("piotr", "POL", frozenset({"approver"}), SECRET)
+    assert decide(not_released, (APPROVER_A, pol)).verdict is Verdict.ALLOW
+
+
+def test_a_red_card_holder_is_not_also_one_of_the_two_approvers_unless_the_policy_says() -> None:
+    event = directive("MNC-NE", "DEU-PZBRIG-41", kind="ENGAGE", area=BALTIC)
+    both = Approval("dieter", "DEU", frozenset({"approver", "red-card-holder"}), SECRET)
+    held = decide(event, (APPROVER_A, both))
+    assert held.verdict is Verdict.HOLD and rules(held) == ["approval.two-person"]
+    assert decide(event, (APPROVER_A, APPROVER_B, both)).verdict is Verdict.ALLOW
+    uncleared = Approval(
+        "dora", "DEU", frozenset({"red-card-holder"}), Classification.NATO_RESTRICTED
+    )
+    assert rules(decide(event, (APPROVER_A, APPROVER_B, uncleared))) == ["approval.red-card"]
+
+    doc = yaml.safe_load(RAW)
+    doc["roles"] = {**doc.get("roles", {}), "red_card_may_approve": True}
+    lenient = PolicyEvaluator(compile_policy(msgspec.convert(doc, PolicyDocument)))
+    allowed = lenient.evaluate(event, DirectiveContext(NOW, frozenset({APPROVER_A, both})))
+    assert allowed.verdict is Verdict.ALLOW
 
 
 def test_releasability_to_the_target_nation() -> None:

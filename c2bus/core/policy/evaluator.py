@@ -134,18 +134,33 @@ class PolicyEvaluator(DirectivePolicy):
             self._roe(directive, now, kind.roe_action, target.nation, deny)
 
         if kind is not None and kind.approvals:
-            approvers = {a.approver for a in ctx.approvals if p.document.roles.approver in a.roles}
+            approvers = self._approvers(directive, ctx.approvals)
             if len(approvers) < kind.approvals:
                 hold.append(
                     Reason(
                         "approval.two-person",
-                        f"{data.kind} needs {kind.approvals} distinct approvers; "
-                        f"{len(approvers)} so far",
+                        f"{data.kind} needs {kind.approvals} distinct approvers other than "
+                        f"its issuer, each cleared for its label; {len(approvers)} so far",
                     )
                 )
 
         verdict = Verdict.DENY if deny else Verdict.HOLD if hold else Verdict.ALLOW
         return Decision(verdict, (*deny, *hold), p.policy_set_id, p.version, p.content_hash)
+
+    def _approvers(self, directive: DirectiveEvent, approvals: frozenset[Approval]) -> set[str]:
+        """The distinct subjects whose approvals count toward the two-person rule: approvers
+        by role, not the issuer, cleared for the directive's label and of a nation it is
+        releasable to, and (unless the policy allows it) not red-card holders."""
+        roles = self.policy.document.roles
+        label = directive.label
+        return {
+            a.approver
+            for a in approvals
+            if roles.approver in a.roles
+            and a.approver != directive.subject
+            and a.cleared_for(label)
+            and (roles.red_card_may_approve or roles.red_card not in a.roles)
+        }
 
     def _caveats(
         self,
@@ -192,8 +207,13 @@ class PolicyEvaluator(DirectivePolicy):
                     )
                 )
             if data.kind in compiled.red_card:
+                label = directive.label
                 approved = any(
-                    a.nation == nation and roles.red_card in a.roles for a in ctx.approvals
+                    a.nation == nation
+                    and roles.red_card in a.roles
+                    and a.approver != directive.subject
+                    and a.cleared_for(label)
+                    for a in ctx.approvals
                 )
                 if not approved:
                     hold.append(

@@ -105,10 +105,13 @@ class RoeRule(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Roles(Struct, frozen=True, forbid_unknown_fields=True):
-    """Which token roles count as approvals."""
+    """Which token roles count as approvals, and whether one person may be both."""
 
     approver: Identifier = "approver"
     red_card: Identifier = "red-card-holder"
+    #: May a red-card holder also be one of a two-person rule's approvers? By default the
+    #: nation's red card and the alliance's approvers are different people.
+    red_card_may_approve: bool = False
 
 
 class PolicyDocument(Struct, frozen=True, forbid_unknown_fields=True):

@@ -219,10 +219,14 @@ class Requests:
     async def ack(self, session: Session, message: Ack) -> None:
         identity = session.identity
         directive = self.directory.get(message.directive_id)
-        if directive is None or not identity.may_see(directive.label):
+        # Only its target acknowledges a directive; anyone else is told no more than of one
+        # that does not exist (not that it exists, nor whose it is).
+        if (
+            directive is None
+            or not identity.may_see(directive.label)
+            or directive.data.target != identity.unit
+        ):
             raise Refused("unknown_directive", f"no approved directive {message.directive_id}")
-        if directive.data.target != identity.unit:
-            raise Refused("forbidden", f"only {directive.data.target} acknowledges this directive")
         if message.state == "CANTCO" and not message.reason:
             raise Refused("bad_request", "CANTCO needs a reason")
         state = DirectiveState(message.state)

@@ -40,6 +40,7 @@ from c2bus.core.events import (
     TrackEvent,
     UnitStatusEvent,
     event_type,
+    security_label,
 )
 from c2bus.core.fields import EventId, Identifier, ReleasableTo, Text
 from c2bus.core.identity import Identity
@@ -209,6 +210,10 @@ class Ingest:
             if len(body) > MAX_BODY_BYTES:
                 raise Refused("too_large", f"body larger than {MAX_BODY_BYTES} bytes")
             events = self._decode(body, route, batch)
+            if route.name == "directives":
+                events = [
+                    issued_by(identity, e, i if batch else None) for i, e in enumerate(events)
+                ]
             results = await self._produce(events, route)
         except Refused as exc:
             return self._refusal(exc, route.name)
@@ -251,6 +256,10 @@ class Ingest:
                 reason, _, path = str(exc).partition(" - at `")
                 problem = Problem(path.rstrip("`") or "$", reason)
                 raise Refused("invalid", "invalid approval", problems=[problem.as_dict()]) from exc
+            if not identity.may_see(security_label(body.classification, body.releasableto)):
+                raise Refused(
+                    "forbidden", "an approval cannot be labelled above what its approver may see"
+                )
             event = new_event(
                 ApprovalEvent,
                 id=f"approval:{body.directive_id}:{identity.subject}",
@@ -266,6 +275,7 @@ class Ingest:
                     nation=identity.nation,
                     roles=sorted(identity.roles),
                     comment=body.comment,
+                    clearance=identity.clearance,
                 ),
             )
             [result] = await self._produce([event], route)
@@ -351,6 +361,26 @@ class Ingest:
                 await bounded("http.drain", self.http.stopped(), timeout)
                 self.producer = None
                 await bounded("producer.stop", producer.stop(), timeout)  # flushes
+
+
+def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> Envelope:
+    """A directive as its authenticated issuer may submit it: for the token's unit (or one
+    it acts for), labelled within what the token may see, with no decision id (the
+    enforcer's to set); its CloudEvents ``subject`` becomes the issuing subject, which the
+    two-person rule never counts as an approver. Raises :class:`Refused` otherwise."""
+    assert isinstance(event, DirectiveEvent)
+    if not identity.may_issue_for(event.data.issuer):
+        raise Refused(
+            "forbidden",
+            f"the token may issue directives for {identity.unit} only"
+            + (f" and {', '.join(sorted(identity.acts_for))}" if identity.acts_for else ""),
+        )
+    if not identity.may_see(event.label):
+        raise Refused("forbidden", "a directive cannot be labelled above what its issuer may see")
+    if event.decisionid is not None:
+        problem = Problem("$.decisionid", "set by the enforcer only, never by a submitter")
+        raise Refused("invalid", "invalid event", problems=[problem.as_dict(index)])
+    return msgspec.structs.replace(event, subject=identity.subject)
 
 
 def _components() -> dict[str, Any]:

@@ -41,6 +41,7 @@ from c2bus.core.codec import EventDecoder
 from c2bus.core.decision import Approval, Decision
 from c2bus.core.events import DirectiveEvent
 from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
 from c2bus.core.policy.compiler import (
     PolicyInvalid,
     compile_policy,
@@ -59,9 +60,13 @@ MAX_SHADOW = 10_000
 
 
 class ApprovalSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An approval to assume; its approver is taken as cleared for the directive's
+    classification unless ``clearance`` says otherwise."""
+
     approver: str
     nation: str
     roles: list[str] = []
+    clearance: Classification | None = None
 
 
 class DryRun(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -269,7 +274,13 @@ class PolicyApi:
                     evaluator = await self._current(set_id)
                 at = body.at or directive.time
                 approvals = frozenset(
-                    Approval(a.approver, a.nation, frozenset(a.roles)) for a in body.approvals
+                    Approval(
+                        a.approver,
+                        a.nation,
+                        frozenset(a.roles),
+                        a.clearance or directive.classification,
+                    )
+                    for a in body.approvals
                 )
                 decision = evaluator.evaluate(directive, DirectiveContext(at, approvals))
                 return 200, {"directive": directive.id, "at": at.isoformat(), **_decision(decision)}
