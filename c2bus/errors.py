@@ -5,6 +5,7 @@ The tree::
     C2BusError
     ├── ConfigError            a setting or the environment is wrong (names the variable)
     ├── InvalidEvent           bytes that are not a valid c2bus event (dead-letter material)
+    │   └── UnverifiedRecord   a record whose signature does not verify (never trusted)
     ├── PolicyError            an alignment-policy document is invalid
     ├── AuthError              a token is missing, malformed, expired or not ours
     ├── Refused                a request refused, with its code (HTTP status, console error)
@@ -46,6 +47,12 @@ class InvalidEvent(C2BusError):
         self.reason = reason
         self.path = path
         super().__init__(f"{reason} - at `{path}`" if path != "$" else reason)
+
+
+class UnverifiedRecord(InvalidEvent):
+    """A record whose signature does not verify against the trust store: unsigned, signed
+    by an unknown key or one not trusted for its kind of record, or tampered with. Never
+    delivered, never counted; dead-lettered with the reason."""
 
 
 class PolicyError(C2BusError):

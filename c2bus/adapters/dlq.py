@@ -66,6 +66,11 @@ class DeadLetters:
             registry=registry,
         )
 
+    def expect(self, stage: str, error: type[BaseException]) -> None:
+        """Export the count of ``stage``'s dead letters for ``error`` from 0, so that the first
+        one is an increase an alert sees."""
+        self.counter.labels(stage, error.__name__)
+
     async def send(
         self,
         record: Any,

@@ -277,6 +277,34 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningSettings:
+    """Record signatures: the directory of a local deployment's keys and trust store
+    (``C2BUS_SIGNING_DIR``, default ``.c2bus/secrets/signing``), or an operator's own key
+    and trust store files (``C2BUS_SIGNING_KEY_FILE``, ``C2BUS_TRUST_FILE``).
+
+    ``local``: no key or trust file was given, so keys are made in ``dir`` on first use."""
+
+    dir: Path
+    key_file: Path | None
+    trust_file: Path
+    local: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SigningSettings:
+        env = os.environ if env is None else env
+        home = Path(env.get("C2BUS_HOME") or project_root() / ".c2bus").expanduser()
+        directory = _path(env.get("C2BUS_SIGNING_DIR")) or home / "secrets" / "signing"
+        key_file = _path(env.get("C2BUS_SIGNING_KEY_FILE"))
+        trust_file = _path(env.get("C2BUS_TRUST_FILE"))
+        return cls(
+            dir=directory.resolve(),
+            key_file=key_file,
+            trust_file=trust_file or directory.resolve() / "trust.json",
+            local=key_file is None and trust_file is None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PrometheusSettings:
     """Where ``c2bus up`` starts Prometheus, and how often it scrapes and evaluates rules
     (None: as ``deploy/prometheus/prometheus.yml`` says)."""
@@ -386,6 +414,7 @@ class ServiceSettings:
     instance: str
     kafka: KafkaSettings
     auth: AuthSettings
+    signing: SigningSettings
     host: str
     port: int
     shutdown_timeout_s: float
@@ -407,6 +436,7 @@ class ServiceSettings:
             instance=env.get("C2BUS_INSTANCE") or f"{service}-{os.getpid()}",
             kafka=KafkaSettings.from_env(env, PRINCIPALS.get(service, service)),
             auth=AuthSettings.from_env(env),
+            signing=SigningSettings.from_env(env),
             host=env.get("C2BUS_HOST") or "127.0.0.1",
             port=_int(env, f"C2BUS_{upper}_PORT", DEFAULT_PORTS.get(service, 0), 0, 65535),
             shutdown_timeout_s=_int(env, "C2BUS_SHUTDOWN_TIMEOUT_S", 10, 1, 300),

@@ -23,8 +23,10 @@ from c2bus.adapters.settings import (
     KafkaSettings,
     LocalKafkaSettings,
     ServiceSettings,
+    SigningSettings,
     project_root,
 )
+from c2bus.adapters.signing import LocalKeys, read_trust
 from c2bus.adapters.topics import TOPICS, create_topics
 from c2bus.core.schemas import generate, render
 from c2bus.errors import C2BusError, KafkaUnavailable
@@ -337,6 +339,30 @@ def _identity_token(args: argparse.Namespace, ttl_s: int) -> str:
     return mint(key, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=ttl_s)
 
 
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    """Make the local signing keys that are missing and trust them."""
+    settings = SigningSettings.from_env()
+    if not settings.local:
+        raise C2BusError(
+            "C2BUS_SIGNING_KEY_FILE or C2BUS_TRUST_FILE is set: keys and trust store are the "
+            "operator's to provide, not made here"
+        )
+    keys = LocalKeys(settings.dir)
+    made = keys.ensure()
+    for name in made:
+        _progress(f"made the signing key of {name}: {keys.key_file(name)} (mode 0600)")
+    _progress(f"trust store: {keys.trust_file}")
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    """Print the trust store: who may sign what."""
+    settings = SigningSettings.from_env()
+    for key in read_trust(settings.trust_file):
+        print(f"{key.kid}  {key.name or '-':<10}  {', '.join(sorted(key.families))}")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     print(_identity_token(args, args.ttl))
     return 0
@@ -537,6 +563,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("sim", help="publish simulated tracks and directives to Kafka")
     sim_command.add_arguments(p)
     p.set_defaults(func=cmd_sim)
+
+    keys = commands.add_parser("keys", help="record-signing keys and the trust store")
+    keys_cmds = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = keys_cmds.add_parser(
+        "init", help="make the local signing keys (enforcer, ingest) and trust them"
+    )
+    p.set_defaults(func=cmd_keys_init)
+    p = keys_cmds.add_parser("show", help="print the trust store: key id, name, what it signs")
+    p.set_defaults(func=cmd_keys_show)
 
     p = commands.add_parser("token", help="mint a token with the local key (development)")
     _add_identity_options(p)

@@ -32,7 +32,9 @@ from c2bus.adapters.settings import (
     LocalKafkaSettings,
     PrometheusSettings,
     ServiceSettings,
+    SigningSettings,
 )
+from c2bus.adapters.signing import LocalKeys
 from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.core.policy.compiler import load_policy_document
 from c2bus.errors import C2BusError, KafkaUnavailable
@@ -110,8 +112,7 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         bindings = await grant(kafka, kafka.topic_prefix)
         progress(f"granted {len(bindings)} ACLs for {kafka.topic_prefix}. (deploy/kafka/acls.yaml)")
         await _ensure_policy(kafka, progress)
-        auth = AuthSettings.from_env()
-        load_or_create_key(auth.key_file)
+        _ensure_keys(progress)
         log_dir = _home() / "logs"
         names = ("enforcer", "ingest", "policy_api", "gateway")
         ports = {s: ServiceSettings.from_env(s).port for s in names}
@@ -153,6 +154,16 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         finally:
             if started_cluster is not None:
                 await asyncio.to_thread(started_cluster.stop, progress)
+
+
+def _ensure_keys(progress: Progress) -> None:
+    """The token key and the local record-signing keys, made before the services start (so
+    that none of them has to make one)."""
+    load_or_create_key(AuthSettings.from_env().key_file)
+    signing = SigningSettings.from_env()
+    if signing.local:
+        for name in LocalKeys(signing.dir).ensure():
+            progress(f"made the signing key of {name} in {signing.dir}")
 
 
 async def _ensure_policy(kafka: KafkaSettings, progress: Progress) -> None:

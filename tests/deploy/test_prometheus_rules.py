@@ -77,4 +77,5 @@ def test_every_operational_alert_is_defined() -> None:
         "C2busSlowConsoleDisconnects",
         "C2busTransactionAborts",
         "C2busKafkaRefused",
+        "C2busUnverifiedRecords",
     } <= names

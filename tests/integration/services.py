@@ -24,6 +24,7 @@ from c2bus.adapters.auth import TokenVerifier, mint
 from c2bus.adapters.ops import answers
 from c2bus.adapters.policy_store import PolicyConflict, latest_versions, publish
 from c2bus.adapters.settings import KafkaSettings, ServiceSettings
+from c2bus.adapters.signing import LocalKeys
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
@@ -55,13 +56,17 @@ class Env:
     prefix: str
     key_file: Path
     key: bytes
+    #: the test's record-signing keys and trust store (the enforcer's and the ingest's)
+    signing: LocalKeys
 
     @classmethod
     def create(cls, kafka: KafkaSettings, prefix: str, tmp_path: Path) -> Env:
         key = secrets.token_urlsafe(48).encode()
         key_file = tmp_path / "jwt.key"
         key_file.write_bytes(key)
-        return cls(replace(kafka, topic_prefix=prefix), prefix, key_file, key)
+        signing = LocalKeys(tmp_path / "signing")
+        signing.ensure()
+        return cls(replace(kafka, topic_prefix=prefix), prefix, key_file, key, signing)
 
     @property
     def bootstrap(self) -> str:
@@ -76,6 +81,7 @@ class Env:
             **kafka_vars(self.kafka),
             "C2BUS_TOPIC_PREFIX": self.prefix,
             "C2BUS_JWT_KEY_FILE": str(self.key_file),
+            "C2BUS_SIGNING_DIR": str(self.signing.dir),
             "C2BUS_SHUTDOWN_TIMEOUT_S": "5",
             **extra,
         }

@@ -32,6 +32,7 @@ from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_app
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.signing import signer_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.adapters.watchdog import Heartbeat, supervise
 from c2bus.core.enforcement import Enforcement, Stream
@@ -73,6 +74,7 @@ class Enforcer:
             },
             DeadLetters(None, topics.dlq, settings.instance, self.registry),
             self.core.held,
+            signer_for(settings.signing, "enforcer"),
         )
         self.pipeline: Pipeline | None = None
         self.http = HttpServer(

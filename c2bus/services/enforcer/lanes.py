@@ -28,8 +28,9 @@ from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import KafkaSettings
+from c2bus.adapters.signing import APPROVED, DECISIONS, Signer
 from c2bus.core.cloudevents import KAFKA_HEADERS
-from c2bus.core.enforcement import Step, Stream
+from c2bus.core.enforcement import Step, Stream, Write
 from c2bus.core.held import HeldDirectives
 from c2bus.services.enforcer.metrics import Tally
 
@@ -62,9 +63,25 @@ class Outputs:
     topics: dict[Stream, str]
     dlq: DeadLetters
     held: HeldDirectives
+    #: signs every decision and approved directive (None: unsigned, for benchmarks only)
+    signer: Signer | None
 
     def topic(self, stream: Stream) -> str:
         return self.topics[stream]
+
+    def headers(self, write: Write) -> list[tuple[str, bytes]] | None:
+        """Events in CloudEvents structured mode, decisions and approved directives signed;
+        held-state records are not events."""
+        if write.kind is None:
+            return None
+        family = SIGNED.get(write.stream)
+        if family is None or self.signer is None:
+            return list(KAFKA_HEADERS)
+        return [*KAFKA_HEADERS, *self.signer.headers(family, write.value or b"")]
+
+
+#: The streams whose records the enforcer signs, with their record family.
+SIGNED = {Stream.DECISIONS: DECISIONS, Stream.APPROVED: APPROVED}
 
 
 @dataclass(eq=False)
@@ -155,8 +172,7 @@ class Lane:
                     write.value,
                     key=write.key,
                     partition=write.partition,
-                    # events in CloudEvents structured mode; held-state records are not events
-                    headers=KAFKA_HEADERS if write.kind is not None else None,
+                    headers=outputs.headers(write),
                 )
                 if write.stream is Stream.HELD:
                     delivery.add_done_callback(

@@ -29,8 +29,10 @@ from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.signing import trust_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.protocol import SUBPROTOCOL
+from c2bus.errors import UnverifiedRecord
 from c2bus.services.gateway.handshake import Handshake
 from c2bus.services.gateway.history import History
 from c2bus.services.gateway.intake import Intake
@@ -72,6 +74,7 @@ class Gateway:
             directory=self.directory,
             policy=self.policy,
             metrics=self.metrics,
+            trust=trust_for(settings.signing),
         )
         self.history = History(
             settings.kafka,
@@ -135,6 +138,7 @@ class Gateway:
         await start_clients(kafka, producer, consumer)
         timeout = self.settings.shutdown_timeout_s
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
+        dlq.expect("gateway.decode", UnverifiedRecord)
         server: Server | None = None
         try:
             await assign_all(consumer, kafka, self.intake.topic_names)

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import kafka_step, pause_refused
 from c2bus.adapters.policy_source import PolicySource
+from c2bus.adapters.signing import APPROVED, DECISIONS, TrustStore
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.entitlement import Routed, UnitTree
@@ -31,12 +32,15 @@ from c2bus.core.events import (
     event_type,
 )
 from c2bus.core.protocol import Stream, event_frame
-from c2bus.errors import InvalidEvent, KafkaRefused
+from c2bus.errors import InvalidEvent, KafkaRefused, UnverifiedRecord
 from c2bus.services.gateway.metrics import GatewayMetrics
 from c2bus.services.gateway.routing import Hub, Session
 from c2bus.services.gateway.state import DirectiveDirectory, Latest, LatestSa, sa_key
 
 log = logging.getLogger(__name__)
+
+#: The streams whose records the gateway delivers only when the enforcer's key signed them.
+VERIFIED = {Stream.DIRECTIVES: APPROVED, Stream.DECISIONS: DECISIONS}
 
 
 class Intake:
@@ -49,8 +53,10 @@ class Intake:
         directory: DirectiveDirectory,
         policy: PolicySource,
         metrics: GatewayMetrics,
+        trust: TrustStore,
     ) -> None:
         self.topics = topics
+        self.trust = trust
         self.hub = hub
         self.latest = latest
         self.directory = directory
@@ -143,11 +149,18 @@ class Intake:
     def decode(self, record: Any) -> Routed:
         """Decode a record once: its stream, event, label, frame and SA entity key.
 
-        Raises :class:`InvalidEvent` for anything that is not a valid, labelled event.
+        Raises :class:`InvalidEvent` for anything that is not a valid, labelled event, and
+        :class:`UnverifiedRecord` for an approved directive or a decision that a key trusted
+        for it did not sign (the enforcer's).
         """
         stream, decoder = self.decoders[record.topic]
         if record.value is None:
             raise InvalidEvent("record has no value")
+        family = VERIFIED.get(stream)
+        if family is not None:
+            why = self.trust.check(family, record.value, record.headers)
+            if why is not None:
+                raise UnverifiedRecord(why)
         try:
             event: Envelope = decoder.decode_event(record.value)
             label = event.label

@@ -1,0 +1,126 @@
+"""Record signatures: a trust store says exactly why a record is not to be trusted; local
+keys are made once, readable by their owner only, and trusted for what they sign."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from c2bus.adapters.settings import SigningSettings
+from c2bus.adapters.signing import (
+    APPROVALS,
+    APPROVED,
+    DECISIONS,
+    KEY_ID_HEADER,
+    SIGNATURE_HEADER,
+    LocalKeys,
+    Signer,
+    TrustStore,
+    signer_for,
+    trust_entry,
+    trust_for,
+)
+from c2bus.errors import ConfigError
+
+VALUE = b'{"id": "d-1", "data": {"target": "POL-12BDE"}}'
+
+
+def test_the_trust_store_names_what_is_wrong_with_a_record() -> None:
+    enforcer = Signer(Ed25519PrivateKey.generate())
+    ingest = Signer(Ed25519PrivateKey.generate())
+    trust = TrustStore.of(
+        ("enforcer", enforcer.public, [DECISIONS, APPROVED]), ("ingest", ingest.public, [APPROVALS])
+    )
+    signed = enforcer.headers(APPROVED, VALUE)
+    assert trust.check(APPROVED, VALUE, signed) is None
+    assert trust.check(APPROVED, VALUE, [("content-type", b"x"), *signed]) is None
+    assert (trust.check(APPROVED, VALUE, None) or "").startswith("unsigned")
+    assert (trust.check(APPROVED, VALUE, signed[:1]) or "").startswith("unsigned")
+    stranger = Signer(Ed25519PrivateKey.generate())
+    assert "unknown signing key" in (
+        trust.check(APPROVED, VALUE, stranger.headers(APPROVED, VALUE)) or ""
+    )
+    by_ingest = trust.check(APPROVED, VALUE, ingest.headers(APPROVED, VALUE)) or ""
+    assert "(ingest) is not trusted to sign directives.approved" in by_ingest
+    altered = VALUE.replace(b"POL-12BDE", b"POL-12BDF")
+    assert (trust.check(APPROVED, altered, signed) or "").startswith("bad signature")
+    # the family is signed too: an approved directive's signature is no decision's
+    assert (trust.check(DECISIONS, VALUE, signed) or "").startswith("bad signature")
+    swapped = [(KEY_ID_HEADER, enforcer.kid.encode()), (SIGNATURE_HEADER, b"\x00" * 64)]
+    assert (trust.check(APPROVED, VALUE, swapped) or "").startswith("bad signature")
+    assert trust.check(APPROVED, VALUE, [(KEY_ID_HEADER, b"\xff"), (SIGNATURE_HEADER, b"x")])
+
+
+def test_local_keys_are_made_once_private_and_trusted_for_what_they_sign(
+    tmp_path: Path,
+) -> None:
+    keys = LocalKeys(tmp_path / "signing")
+    assert keys.ensure() == ["enforcer", "ingest"]
+    assert keys.ensure() == []  # made once
+    for name in ("enforcer", "ingest"):
+        assert stat.S_IMODE(os.stat(keys.key_file(name)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(keys.dir).st_mode) == 0o700
+    trust = TrustStore(keys.trust_file)
+    enforcer = keys.signer("enforcer")
+    assert trust.check(DECISIONS, VALUE, enforcer.headers(DECISIONS, VALUE)) is None
+    ingest = keys.signer("ingest")
+    assert trust.check(APPROVALS, VALUE, ingest.headers(APPROVALS, VALUE)) is None
+    assert trust.check(DECISIONS, VALUE, ingest.headers(DECISIONS, VALUE)) is not None
+
+    # a service of a fresh local deployment makes its own key on first use
+    settings = SigningSettings.from_env({"C2BUS_SIGNING_DIR": str(tmp_path / "fresh")})
+    assert settings.local
+    signer = signer_for(settings, "enforcer")
+    assert trust_for(settings).check(APPROVED, VALUE, signer.headers(APPROVED, VALUE)) is None
+
+
+def test_a_key_added_for_a_rotation_is_trusted_without_a_restart(tmp_path: Path) -> None:
+    keys = LocalKeys(tmp_path)
+    keys.ensure(["enforcer"])
+    trust = TrustStore(keys.trust_file, min_interval_s=0)
+    old = keys.signer("enforcer")
+    new = Signer(Ed25519PrivateKey.generate())
+    assert trust.check(APPROVED, VALUE, new.headers(APPROVED, VALUE)) is not None
+    doc = json.loads(keys.trust_file.read_text())
+    doc["keys"].append(trust_entry("enforcer-2", new.public, [APPROVED]))
+    keys.trust_file.write_text(json.dumps(doc))
+    os.utime(keys.trust_file, (1, 1))  # a new modification time, whatever the clock
+    assert trust.check(APPROVED, VALUE, new.headers(APPROVED, VALUE)) is None
+    assert trust.check(APPROVED, VALUE, old.headers(APPROVED, VALUE)) is None  # both, meanwhile
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "is invalid"),
+        ('{"keys": [{"kid": "x"}]}', "is invalid"),
+        ('{"keys": [{"kid": "x", "families": ["decisions"], "public_key": "!!"}]}', "invalid"),
+    ],
+)
+def test_a_broken_trust_store_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "trust.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        TrustStore(path)
+    with pytest.raises(ConfigError, match="no trust store at"):
+        TrustStore(tmp_path / "missing.json")
+
+
+def test_a_trust_entry_must_name_its_own_key_and_known_families(tmp_path: Path) -> None:
+    key = Signer(Ed25519PrivateKey.generate())
+    path = tmp_path / "trust.json"
+    wrong_kid = trust_entry("enforcer", key.public, [APPROVED]) | {"kid": "0" * 16}
+    path.write_text(json.dumps({"keys": [wrong_kid]}))
+    with pytest.raises(ConfigError, match="is not the id of its public key"):
+        TrustStore(path)
+    path.write_text(json.dumps({"keys": [trust_entry("enforcer", key.public, ["sa"])]}))
+    with pytest.raises(ConfigError, match="unknown record families"):
+        TrustStore(path)
+    missing = tmp_path / "nothing.key"
+    with pytest.raises(ConfigError, match="cannot read the signing key"):
+        Signer.load(missing)
