@@ -76,6 +76,7 @@ class Refused(C2BusError):
         "forbidden": 403,
         "not_found": 404,
         "unknown_directive": 404,
+        "timeout": 408,
         "conflict": 409,
         "too_large": 413,
         "invalid": 422,

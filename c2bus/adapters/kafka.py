@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,12 +350,18 @@ def new_consumer(
 
 
 async def send_event(
-    producer: AIOKafkaProducer, topic: str, event: Envelope
+    producer: AIOKafkaProducer,
+    topic: str,
+    event: Envelope,
+    sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
 ) -> asyncio.Future[Any]:
     """Queue one event: its own key, CloudEvents structured mode (the ``content-type``
-    header of the Kafka binding); returns its delivery future."""
+    header of the Kafka binding), and the headers ``sign`` gives its bytes (a signature);
+    returns its delivery future."""
+    value = encode_event(event)
+    headers = KAFKA_HEADERS if sign is None else [*KAFKA_HEADERS, *sign(value)]
     delivery: asyncio.Future[Any] = await producer.send(
-        topic, encode_event(event), key=event.key().encode(), headers=KAFKA_HEADERS
+        topic, value, key=event.key().encode(), headers=headers
     )
     return delivery
 

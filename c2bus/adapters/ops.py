@@ -14,10 +14,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import h11
 import uvicorn
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from c2bus.errors import Refused
 
@@ -41,6 +43,72 @@ def refusal(exc: Refused) -> JSONResponse:
         content["problems"] = exc.problems
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
     return JSONResponse(content, status_code=exc.http_status, headers=headers)
+
+
+#: How long a client may take to send a request's head, and then its body.
+HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+#: Connections and requests a service's HTTP server takes at once; beyond, 503.
+CONCURRENCY_LIMIT = 512
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> bytes:
+    """The request's body, read as it streams in and refused (413) as soon as it passes
+    ``limit`` bytes: a declared length over it is refused before anything is read. A body
+    that takes longer than ``timeout_s`` to arrive is refused (408)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused("too_large", f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused("too_large", f"body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused("timeout", f"the body took longer than {timeout_s:g}s to arrive") from None
+    return b"".join(chunks)
+
+
+class _HeadTimeout(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request head has not come in
+    within ``HEAD_TIMEOUT_S`` of the connection or of the last response (a client trickling
+    its headers would otherwise hold the connection for as long as it likes)."""
+
+    head_timeout_s = HEAD_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._await_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_deadline is not None and self.conn.their_state is not h11.IDLE:
+            self._head_deadline.cancel()  # the head is in: the body has its own timeout
+            self._head_deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
 
 
 def ops_router(registry: CollectorRegistry, ready: ReadyCheck) -> APIRouter:
@@ -82,11 +150,22 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """An ASGI app served by uvicorn inside the service's task group."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, host: str, port: int, head_timeout_s: float = HEAD_TIMEOUT_S
+    ) -> None:
         self.host = host
         self.port = port
+        protocol = type("HeadTimeout", (_HeadTimeout,), {"head_timeout_s": head_timeout_s})
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=protocol,
+            limit_concurrency=CONCURRENCY_LIMIT,
+            timeout_keep_alive=5,
         )
         self._server = _Server(config)
         self._socket: socket.socket | None = None

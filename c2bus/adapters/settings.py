@@ -418,6 +418,8 @@ class ServiceSettings:
     host: str
     port: int
     shutdown_timeout_s: float
+    #: how long an HTTP client may take to send a request's head (C2BUS_HTTP_HEAD_TIMEOUT_S)
+    http_head_timeout_s: float
     log_level: str
     policy_file: Path
     policy_set_id: str
@@ -440,6 +442,7 @@ class ServiceSettings:
             host=env.get("C2BUS_HOST") or "127.0.0.1",
             port=_int(env, f"C2BUS_{upper}_PORT", DEFAULT_PORTS.get(service, 0), 0, 65535),
             shutdown_timeout_s=_int(env, "C2BUS_SHUTDOWN_TIMEOUT_S", 10, 1, 300),
+            http_head_timeout_s=_int(env, "C2BUS_HTTP_HEAD_TIMEOUT_S", 10, 1, 300),
             log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
             policy_file=Path(policy).expanduser().resolve(),
             policy_set_id=env.get("C2BUS_POLICY_SET") or "alliance-main",

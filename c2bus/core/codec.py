@@ -34,6 +34,8 @@ class EventDecoder(Generic[E]):
             raise _invalid(str(exc)) from exc
         except msgspec.DecodeError as exc:
             raise InvalidEvent(f"malformed JSON: {exc}") from exc
+        except RecursionError as exc:  # nesting deeper than the decoder recurses
+            raise InvalidEvent("nested too deeply to be an event") from exc
 
 
 def _invalid(message: str) -> InvalidEvent:

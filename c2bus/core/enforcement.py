@@ -29,7 +29,7 @@ The rules, per partition and in input order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -47,7 +47,18 @@ from c2bus.core.events import (
     event_type,
 )
 from c2bus.core.held import Held, HeldDirectives, encode_seen, seen_key
-from c2bus.errors import InvalidEvent, PolicyError
+from c2bus.errors import InvalidEvent, PolicyError, UnverifiedRecord
+
+#: A Kafka record's headers, as the adapter read them.
+Headers = Sequence[tuple[str, bytes]] | None
+#: Why an approval record is not attested by an edge that authenticated its approver (None:
+#: it is): the adapter's signature check, given the record's value and headers.
+Attest = Callable[[bytes, Headers], str | None]
+
+
+def _unattested(value: bytes, headers: Headers) -> str:
+    return "no trust store to check approvals with: none is counted"
+
 
 SUBMITTED: EventDecoder[SubmittedEvent] = EventDecoder(SubmittedEvent)
 
@@ -119,7 +130,9 @@ class Enforcement:
 
     ``source`` and ``actor`` name the enforcer in the events it writes. A tick writes up to
     ``refresh_limit`` live held-state records again once more than ``refresh_span`` records
-    (and twice the live ones) lie after the partition's restore mark.
+    (and twice the live ones) lie after the partition's restore mark. ``attest`` checks that
+    an approval was attested by an edge that authenticated its approver; without it, no
+    approval counts.
     """
 
     def __init__(
@@ -130,8 +143,10 @@ class Enforcement:
         actor: str,
         refresh_span: int = 1_000,
         refresh_limit: int = 500,
+        attest: Attest = _unattested,
     ) -> None:
         self._policy = policy
+        self.attest = attest
         self.source = source
         self.actor = actor
         self.held = HeldDirectives()
@@ -151,8 +166,16 @@ class Enforcement:
             raise PolicyError("no alignment policy is in force: nothing can be decided")
         return self._policy
 
-    def submitted(self, value: bytes | None, partition: int, offset: int, now: datetime) -> Step:
-        """Decide one record of the submitted topic, read at ``partition``/``offset``."""
+    def submitted(
+        self,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        now: datetime,
+        headers: Headers = None,
+    ) -> Step:
+        """Decide one record of the submitted topic, read at ``partition``/``offset``; an
+        approval counts only if ``attest`` finds it attested (``headers`` are its)."""
         policy = self.policy
         step = Step()
         try:
@@ -164,6 +187,11 @@ class Enforcement:
             return step
         step.received = event_type(event)
         if isinstance(event, ApprovalEvent):
+            assert value is not None
+            unattested = self.attest(value, headers)
+            if unattested is not None:
+                step.dead_letter = DeadLetter("enforcer.approval", UnverifiedRecord(unattested))
+                return step
             self._approve(event, partition, now, step)
         elif self.held.known(event.id, partition):
             decision = policy.decide(event, now, replay=True)

@@ -257,15 +257,19 @@ class BadMessage(Exception):
 
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
+    """A console's message, or :class:`BadMessage` with its correlation id where it has
+    one (anything that does not parse, nesting too deep to decode included)."""
     try:
         return _client_decoder.decode(raw)
+    except RecursionError as exc:
+        raise BadMessage("nested too deeply to be a message", "") from exc
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         correlation = ""
         try:
             doc = msgspec.json.decode(raw)
             if isinstance(doc, dict) and isinstance(doc.get("id"), str):
                 correlation = doc["id"][:128]
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             pass
         raise BadMessage(str(exc), correlation) from exc
 

@@ -104,6 +104,9 @@ async def test_bad_client_messages_get_correlated_errors(env: Env) -> None:
         for correlation, (_, code) in requests.items():
             error = await console.reply_to(correlation, ("error",))
             assert error["code"] == code, error
+        # nested deeper than a decoder recurses (~20 kB): an error frame, not a dead reader
+        await console.ws.send("[" * 10_000 + "]" * 10_000)
+        assert (await console.reply_to("", ("error",)))["code"] == "bad_request"
         await console.ws.send(json.dumps({"op": "ping", "id": "p1"}))
         assert await console.reply_to("p1", ("pong",)) == {"op": "pong", "id": "p1"}
 

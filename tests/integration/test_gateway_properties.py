@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from c2bus.adapters.kafka import client_options
+from c2bus.adapters.signing import APPROVED, DECISIONS
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.labels import Classification
 from tests.integration.corpus import TOPIC_ROLE, Corpus, Viewer, random_viewer
@@ -41,13 +42,21 @@ def token(env: Env, viewer: Viewer) -> str:
     )
 
 
+#: The streams the gateway delivers only signed by the enforcer: this test plays it.
+SIGNED = {"directives": APPROVED, "decisions": DECISIONS}
+
+
 async def publish(env: Env, topics: TopicNames, corpus: Corpus, start: int = 0) -> None:
     producer = AIOKafkaProducer(**client_options(env.kafka), acks="all", linger_ms=5)
+    signer = env.signing.signer("enforcer")
     await producer.start()
     try:
         for stream, key, event in corpus.events[start:]:
             topic = getattr(topics, TOPIC_ROLE[stream])
-            await producer.send(topic, orjson.dumps(event), key=key.encode())
+            value = orjson.dumps(event)
+            family = SIGNED.get(stream)
+            headers = signer.headers(family, value) if family else None
+            await producer.send(topic, value, key=key.encode(), headers=headers)
         await producer.flush()
     finally:
         await producer.stop()

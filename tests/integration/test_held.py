@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from c2bus.adapters.dlq import PREFIX
+from c2bus.adapters.signing import APPROVALS
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event, encode_event
 from c2bus.core.events import ApprovalData, ApprovalEvent, DecisionEvent, DirectiveEvent
@@ -53,6 +54,11 @@ def approval(directive_id: str, approver: str, roles: list[str]) -> bytes:
     return encode_event(event)
 
 
+def attested(env: Env, value: bytes) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """An approval record as the ingest writes it: attested with its key."""
+    return b"POL-12BDE", value, env.signing.signer("ingest").headers(APPROVALS, value)
+
+
 async def records_eventually(env: Env, topic: str) -> list[Any]:
     async with asyncio.timeout(30):
         while True:
@@ -88,15 +94,22 @@ async def test_released_after_two_approvals_across_a_restart(
         assert held.data.verdict.value == "HOLD"
         assert held.id == "decision:d-engage:hold:0"
         assert [r.rule for r in held.data.reasons] == ["approval.two-person"]
-        # One approver, and one without the approver role: still held.
+        # One approver, one without the approver role, and one no edge attested (written
+        # straight to Kafka with a stolen credential): still held.
         await produce(
             env.kafka,
             topics.submitted,
-            (b"POL-12BDE", approval("d-engage", "alice", ["approver"])),
-            (b"POL-12BDE", approval("d-engage", "mallory", ["console"])),
+            attested(env, approval("d-engage", "alice", ["approver"])),
+            attested(env, approval("d-engage", "mallory", ["console"])),
+            (b"POL-12BDE", approval("d-engage", "eve", ["approver"])),
         )
         steps = await decisions_for(env, topics, "d-engage", 3)
         assert [d.data.verdict.value for d in steps] == ["HOLD", "HOLD", "HOLD"]
+        [forged] = await records_eventually(env, topics.dlq)
+        fields = {k: v.decode() for k, v in forged.headers}
+        assert fields[PREFIX + "stage"] == "enforcer.approval"
+        assert fields[PREFIX + "exception.class.name"] == "UnverifiedRecord"
+        assert fields[PREFIX + "exception.message"].startswith("unsigned")
     assert await read_all(env.kafka, topics.approved) == []
 
     # A new enforcer instance restores the held directive from Kafka.
@@ -107,7 +120,7 @@ async def test_released_after_two_approvals_across_a_restart(
         await produce(
             env.kafka,
             topics.submitted,
-            (b"POL-12BDE", approval("d-engage", "bob", ["approver"])),
+            attested(env, approval("d-engage", "bob", ["approver"])),
         )
         final = (await decisions_for(env, topics, "d-engage", 4))[-1]
         assert final.data.verdict.value == "ALLOW"

@@ -3,7 +3,9 @@ ones refused with every problem listed, batches all or nothing, callers authoris
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,7 +15,8 @@ from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from tests.integration.services import AUDIENCE, ISSUER, Env, ingest
+from c2bus.services.ingest.app import Ingest
+from tests.integration.services import AUDIENCE, ISSUER, Env, ingest, running
 from tests.integration.test_roundtrip import read_all
 
 
@@ -60,7 +63,8 @@ async def test_invalid_bodies_list_every_problem(
     async with (
         ingest(env) as service,
         httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{service.http.port}", headers=publisher(env, "sa-publisher")
+            base_url=f"http://127.0.0.1:{service.http.port}",
+            headers=publisher(env, "sa-publisher", "approver"),
         ) as http,
     ):
         single = await http.post("/v1/sa", json=bad)
@@ -77,6 +81,33 @@ async def test_invalid_bodies_list_every_problem(
         garbage = await http.post("/v1/sa", content=b"{nope")
         assert garbage.status_code == 422
         assert garbage.json()["problems"][0]["message"].startswith("malformed JSON")
+
+        deep = b"[" * 10_000 + b"]" * 10_000  # ~20 kB
+        for body in (
+            deep,
+            b'{"type": {}}',
+            b'{"type": "c2bus.sa.track.v1", "data": ' + deep + b"}",
+        ):
+            for route in ("/v1/sa", "/v1/sa/batch", "/v1/approvals"):
+                answer = await http.post(route, content=body)
+                assert answer.status_code == 422, (route, answer.text)  # never a 500
+        assert (await http.post("/v1/sa", content=deep)).json()["problems"] == [
+            {"path": "$", "message": "nested too deeply to be an event"}
+        ]
+
+        async def streamed(size: int) -> AsyncIterator[bytes]:  # no declared length
+            for _ in range(size // 65_536):
+                yield b" " * 65_536
+
+        for route, size in (
+            ("/v1/sa", 5 << 20),
+            ("/v1/sa/batch", 5 << 20),
+            ("/v1/approvals", 128 << 10),
+        ):
+            too_big = await http.post(route, content=streamed(size))
+            assert too_big.status_code == 413, (route, too_big.text)
+            declared = await http.post(route, content=b" " * size)
+            assert declared.status_code == 413, (route, declared.text)
 
         wrong_kind = await http.post("/v1/sa", json=valid_example("directive"))
         assert wrong_kind.status_code == 422
@@ -172,3 +203,22 @@ async def test_a_directive_is_issued_by_the_tokens_unit_within_what_it_may_see(
         (directive["id"], "jfc-ops"),  # the issuing subject is the token's
         ("d-bridged", "bridge"),
     ]
+
+
+async def test_a_client_trickling_its_request_head_is_disconnected(env: Env) -> None:
+    """Fifty connections that never finish their headers are closed once the head timeout
+    passes, and the ingest answers everyone else meanwhile."""
+    service = Ingest(env.settings("ingest", C2BUS_HTTP_HEAD_TIMEOUT_S="1"), env.verifier())
+    async with running(service, lambda: service.producer is not None):
+        port = service.http.port
+        slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(50)]
+        for _, writer in slow:
+            writer.write(b"POST /v1/sa HTTP/1.1\r\nHost: ingest\r\nX-Slow: ")
+            await writer.drain()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+        async with asyncio.timeout(10):  # 1 s, and some slack on a busy machine
+            closed = [await reader.read() for reader, _ in slow]
+        assert closed == [b""] * 50  # closed by the server, not answered
+        for _, writer in slow:
+            writer.close()

@@ -19,13 +19,18 @@ from c2bus.core.labels import Classification
 from tests.integration.services import Console, Env, enforcer, event_id, gateway
 from tests.integration.test_roundtrip import consume, read_all
 
+Record = tuple[bytes, bytes] | tuple[bytes, bytes, list[tuple[str, bytes]]]
 
-async def produce(kafka: KafkaSettings, topic: str, *records: tuple[bytes, bytes]) -> None:
+
+async def produce(kafka: KafkaSettings, topic: str, *records: Record) -> None:
+    """Write ``records`` (key, value and, optionally, headers) and wait for each."""
     producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
+        for key, value, *headers in records:
+            await producer.send_and_wait(
+                topic, value, key=key, headers=headers[0] if headers else None
+            )
     finally:
         await producer.stop()
 

@@ -52,6 +52,15 @@ async def test_validate_publish_and_show(env: Env) -> None:
             "/units/5/parent",
             "/caveats/2/forbidden_kinds/0",
         }
+        huge = await reader.post("/v1/policies/validate", content=b"#" * (2 << 20))
+        assert huge.status_code == 413, huge.text
+        bomb = b"a: &a [x, x, x, x, x, x, x, x]\n" + b"".join(
+            f"{c}: &{c} [{', '.join([f'*{p}'] * 8)}]\n".encode()
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+        refused_bomb = await reader.post("/v1/policies/validate", content=bomb)
+        assert refused_bomb.status_code == 422, refused_bomb.text  # at once, nothing expanded
+        assert "anchors and aliases" in refused_bomb.json()["problems"][0]["message"]
         ok = await reader.post("/v1/policies/validate", content=REFERENCE_POLICY.read_bytes())
         assert ok.json()["valid"] is True
         forbidden = await reader.post(

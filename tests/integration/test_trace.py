@@ -24,7 +24,7 @@ from tests.integration.services import (
     kafka_vars,
     publish_reference_policy,
 )
-from tests.integration.test_held import approval, decisions_for, engage
+from tests.integration.test_held import approval, attested, decisions_for, engage
 from tests.integration.test_pipeline import produce
 
 
@@ -176,7 +176,7 @@ async def test_a_held_directive_shows_as_waiting_and_bad_records_are_skipped(
         await produce(
             env.kafka,
             topics.submitted,
-            (b"POL-12BDE", approval("d-held", "alice", ["approver"])),
+            attested(env, approval("d-held", "alice", ["approver"])),
         )
         await decisions_for(env, topics, "d-held", 2)
     await produce(env.kafka, topics.status, (b"d-held", b"{not an event"))

@@ -28,7 +28,7 @@ from c2bus.core.events import (
     Verdict,
 )
 from c2bus.core.held import SEEN_PREFIX, HeldRecord, SeenRecord
-from c2bus.errors import PolicyError
+from c2bus.errors import PolicyError, UnverifiedRecord
 
 NOW = datetime(2026, 11, 26, 8, tzinfo=UTC)
 SOURCE, ACTOR = "urn:c2bus:enforcer:test", "enforcer:test"
@@ -80,8 +80,13 @@ def approval(example: Any, directive_id: str, approver: str) -> bytes:
     return json.dumps(doc).encode()
 
 
+def attested(value: bytes, headers: Any) -> str | None:
+    """The adapter's attestation check, standing in: every approval here is attested."""
+    return None
+
+
 def core(policy: DirectivePolicy | None = None) -> Enforcement:
-    return Enforcement(policy or ScriptedPolicy(), source=SOURCE, actor=ACTOR)
+    return Enforcement(policy or ScriptedPolicy(), source=SOURCE, actor=ACTOR, attest=attested)
 
 
 def to(step: Step, stream: Stream) -> list[Write]:
@@ -209,6 +214,37 @@ def test_an_approval_of_nothing_held_is_dead_lettered(valid_example: Any) -> Non
     assert step.dead_letter.stage == "enforcer.approval"
     assert "d-none is not held" in str(step.dead_letter.error)
     assert step  # a dead letter is something to write
+
+
+def test_only_attested_approvals_count(valid_example: Any) -> None:
+    """An approval counts only when an edge that authenticated the approver attested it (the
+    adapter checks the signature): anything else is dead-lettered with the reason, and
+    without a check every approval is."""
+    seen: list[Any] = []
+
+    def attest(value: bytes, headers: Any) -> str | None:
+        seen.append(headers)
+        return None if headers == [("c2bus_sig", b"ok")] else "unsigned: no attestation"
+
+    enforcement = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR, attest=attest)
+    enforcement.submitted(directive(valid_example, "d-7", "ENGAGE"), 0, 0, NOW, headers=[])
+    assert seen == []  # directives need none: the enforcer decides them
+    forged = enforcement.submitted(approval(valid_example, "d-7", "alice"), 0, 1, NOW, headers=[])
+    assert forged.writes == [] and forged.decided == []
+    assert forged.dead_letter is not None and forged.dead_letter.stage == "enforcer.approval"
+    assert isinstance(forged.dead_letter.error, UnverifiedRecord)
+    assert "unsigned: no attestation" in str(forged.dead_letter.error)
+    held = enforcement.held.get("d-7")
+    assert held is not None and held.approvals == frozenset()
+    good = [("c2bus_sig", b"ok")]
+    counted = enforcement.submitted(approval(valid_example, "d-7", "alice"), 0, 2, NOW, good)
+    assert counted.decided[0].approvals == 1
+
+    unchecked = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR)
+    unchecked.submitted(directive(valid_example, "d-8", "ENGAGE"), 0, 0, NOW)
+    step = unchecked.submitted(approval(valid_example, "d-8", "alice"), 0, 1, NOW, good)
+    assert step.dead_letter is not None and isinstance(step.dead_letter.error, UnverifiedRecord)
+    assert "no trust store" in str(step.dead_letter.error)
 
 
 @pytest.mark.parametrize(

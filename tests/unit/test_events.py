@@ -121,7 +121,22 @@ def test_unknown_data_fields_are_rejected_but_unknown_extensions_are_ignored(
     assert "unknown field `lat`" in err.value.reason
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"specversion": 1}'])
+DEEP = b"[" * 10_000 + b"]" * 10_000
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b"null",
+        b"\xff\xfe",
+        b'{"specversion": 1}',
+        DEEP,
+        b'{"specversion": "1.0", "data": ' + DEEP + b"}",
+    ],
+)
 def test_garbage_is_an_invalid_event_not_a_crash(raw: bytes) -> None:
     with pytest.raises(InvalidEvent):
         decode_event(raw)

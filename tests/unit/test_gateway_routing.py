@@ -86,6 +86,9 @@ def test_parse_client_messages() -> None:
         ('{"op": "submit", "id": "c6", "directive": {"kind": "MOVE"}}', "c6"),
         ('{"op": "launch", "id": "c3"}', "c3"),
         ("not json", ""),
+        # nested deeper than any decoder recurses: a bad message, not a dead reader
+        ("[" * 10_000 + "]" * 10_000, ""),
+        ('{"op": "ping", "id": "c7", "x": ' + "[" * 10_000 + "]" * 10_000 + "}", ""),
     ],
 )
 def test_bad_client_messages_keep_their_correlation_id(raw: str, correlation: str) -> None:

@@ -258,10 +258,15 @@ def test_decision_names_the_policy_version_and_hash() -> None:
 # --- validation ---------------------------------------------------------------------------
 
 
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # repeated values written out: policies take no anchors or aliases
+
+
 def mutated(change: Any) -> bytes:
     doc = yaml.safe_load(RAW)
     change(doc)
-    return yaml.safe_dump(doc).encode()
+    return yaml.dump(doc, Dumper=_NoAliases).encode()
 
 
 def test_every_problem_is_listed_and_located() -> None:
@@ -320,6 +325,23 @@ def test_structural_errors_are_located(change: Any, pointer: str, text: str) -> 
     [issue] = err.value.issues
     assert issue.pointer == pointer
     assert text in issue.message
+
+
+def test_yaml_aliases_are_refused_before_anything_expands() -> None:
+    """A few hundred bytes of nested aliases expand to gigabytes: refused at once, with
+    the place of the first anchor, however the document is otherwise wrong."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(9)
+    )
+    assert len(bomb) < 1000
+    for document in (bomb, bomb + "units: [}\n", RAW.decode() + "extra: &e [1]\nmore: *e\n"):
+        with pytest.raises(PolicyInvalid) as err:
+            load_policy(document.encode())
+        [issue] = err.value.issues
+        assert "anchors and aliases are not accepted" in issue.message
+        assert "line 1" in issue.message or "line" in issue.message
 
 
 # --- invariants ---------------------------------------------------------------------------

@@ -15,9 +15,28 @@ import pytest
 
 from c2bus.core.enforcement import Enforcement, Step, Stream
 from c2bus.core.held import HeldDirectives
-from tests.unit.test_enforcement import ACTOR, NOW, SOURCE, ScriptedPolicy, approval, directive
+from tests.unit.test_enforcement import (
+    ACTOR,
+    NOW,
+    SOURCE,
+    ScriptedPolicy,
+    approval,
+    attested,
+    directive,
+)
 
 PARTITIONS = (0, 1)
+
+
+def enforcement(refresh_span: int = 1_000, refresh_limit: int = 500) -> Enforcement:
+    return Enforcement(
+        ScriptedPolicy(),
+        source=SOURCE,
+        actor=ACTOR,
+        refresh_span=refresh_span,
+        refresh_limit=refresh_limit,
+        attest=attested,
+    )
 
 
 @dataclass
@@ -63,9 +82,7 @@ def test_restoring_from_the_committed_mark_gives_the_committed_state(
     seed: int, valid_example: Any
 ) -> None:
     rng = random.Random(seed)
-    core = Enforcement(
-        ScriptedPolicy(), source=SOURCE, actor=ACTOR, refresh_span=8, refresh_limit=3
-    )
+    core = enforcement(refresh_span=8, refresh_limit=3)
     kafka = Kafka()
     open_txn: dict[int, list[Record]] = {p: [] for p in PARTITIONS}
     marks = {p: 0 for p in PARTITIONS}
@@ -138,9 +155,7 @@ def test_restoring_from_the_committed_mark_gives_the_committed_state(
 def test_a_long_lived_record_does_not_hold_the_mark_back(valid_example: Any) -> None:
     """One directive held for hours, thousands decided and expired after it: the refresh
     writes the held one again, so the mark, and a restore, stay near the end."""
-    core = Enforcement(
-        ScriptedPolicy(), source=SOURCE, actor=ACTOR, refresh_span=100, refresh_limit=10
-    )
+    core = enforcement(refresh_span=100, refresh_limit=10)
     kafka = Kafka()
     now = NOW
 
@@ -174,7 +189,7 @@ def test_a_long_lived_record_does_not_hold_the_mark_back(valid_example: Any) -> 
 
 
 def test_a_late_report_from_an_aborted_transaction_is_ignored(valid_example: Any) -> None:
-    core = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR)
+    core = enforcement()
     kafka = Kafka()
     step = core.submitted(directive(valid_example, "h", "ENGAGE"), 0, 0, NOW)
     (w,) = [w for w in step.writes if w.stream is Stream.HELD]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
+import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -117,6 +118,7 @@ def load_policy_document(raw: bytes) -> PolicyDocument:
     try:
         if raw.lstrip().startswith(b"{"):
             return msgspec.json.decode(raw, type=PolicyDocument)
+        _refuse_aliases(raw)
         # YAML: quoted timestamps are strings there, so let them convert to datetimes.
         return msgspec.yaml.decode(raw, type=PolicyDocument, strict=False)
     except msgspec.ValidationError as exc:
@@ -126,6 +128,23 @@ def load_policy_document(raw: bytes) -> PolicyDocument:
             issues = [PolicyIssue(_pointer(path.rstrip("`")), reason)]
         raise PolicyInvalid(issues) from exc
     except msgspec.DecodeError as exc:
+        raise PolicyInvalid([PolicyIssue("", f"not YAML or JSON: {exc}")]) from exc
+    except RecursionError as exc:
+        raise PolicyInvalid([PolicyIssue("", "nested too deeply to be a policy")]) from exc
+
+
+def _refuse_aliases(raw: bytes) -> None:
+    """Refuse YAML anchors and aliases before anything is built: a few hundred bytes of
+    nested aliases expand to gigabytes. The event stream names them without expanding."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        for event in yaml.parse(raw, Loader=loader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise PolicyInvalid(
+                    [PolicyIssue("", f"YAML anchors and aliases are not accepted (line {line})")]
+                )
+    except yaml.YAMLError as exc:
         raise PolicyInvalid([PolicyIssue("", f"not YAML or JSON: {exc}")]) from exc
 
 

@@ -18,6 +18,7 @@ it expires.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,11 +33,12 @@ from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_app
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
-from c2bus.adapters.signing import signer_for
+from c2bus.adapters.signing import APPROVALS, signer_for, trust_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.adapters.watchdog import Heartbeat, supervise
 from c2bus.core.enforcement import Enforcement, Stream
 from c2bus.core.held import HeldDirectives
+from c2bus.errors import UnverifiedRecord
 from c2bus.services.enforcer.lanes import Outputs
 from c2bus.services.enforcer.metrics import EnforcerMetrics
 from c2bus.services.enforcer.pipeline import Pipeline
@@ -59,12 +61,21 @@ class Enforcer:
         export_kafka_refusals(self.registry)
         self.metrics = EnforcerMetrics(self.registry)
         self.policies = PolicySource(settings.policy_set_id, self.registry)
-        self.core = Enforcement(None, source=f"urn:c2bus:{self.actor}", actor=self.actor)
+        trust = trust_for(settings.signing)
+        self.core = Enforcement(
+            None,
+            source=f"urn:c2bus:{self.actor}",
+            actor=self.actor,
+            # an approval counts only when an edge trusted to attest approvals signed it
+            attest=functools.partial(trust.check, APPROVALS),
+        )
         self.metrics.held.set_function(lambda: len(self.core.held))
         self.metrics.partitions.set_function(
             lambda: self.pipeline.ready_partitions() if self.pipeline else 0
         )
         topics = self.topics
+        dlq = DeadLetters(None, topics.dlq, settings.instance, self.registry)
+        dlq.expect("enforcer.approval", UnverifiedRecord)
         self.outputs = Outputs(
             {
                 Stream.DECISIONS: topics.decisions,
@@ -72,7 +83,7 @@ class Enforcer:
                 Stream.APPROVED: topics.approved,
                 Stream.HELD: topics.held,
             },
-            DeadLetters(None, topics.dlq, settings.instance, self.registry),
+            dlq,
             self.core.held,
             signer_for(settings.signing, "enforcer"),
         )
@@ -81,6 +92,7 @@ class Enforcer:
             ops_app("c2bus enforcer", self.registry, lambda: self.ready),
             settings.host,
             settings.port,
+            settings.http_head_timeout_s,
         )
 
     @property

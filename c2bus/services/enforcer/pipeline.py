@@ -236,7 +236,9 @@ class Pipeline:
         for record in records:
             if record.offset < lane.position:
                 continue  # fetched before a seek: decided already
-            step = self.core.submitted(record.value, record.partition, record.offset, self.clock())
+            step = self.core.submitted(
+                record.value, record.partition, record.offset, self.clock(), record.headers
+            )
             if step.received is not None:
                 self.metrics.flow.received(record.topic, step.received)
             try:

@@ -10,7 +10,9 @@ any event is invalid, none is produced and every problem is listed with its inde
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +27,9 @@ from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.kafka import kafka_step, new_producer, send_event, start_client
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import EventFlow, export_kafka_refusals
-from c2bus.adapters.ops import HttpServer, ops_router, refusal
+from c2bus.adapters.ops import HttpServer, ops_router, read_body, refusal
 from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.signing import APPROVALS, signer_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.cloudevents import new_event
 from c2bus.core.codec import EventDecoder
@@ -46,11 +49,13 @@ from c2bus.core.fields import EventId, Identifier, ReleasableTo, Text
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.errors import InvalidEvent, KafkaError, Refused
-from c2bus.services.ingest.problems import Problem, ProblemFinder
+from c2bus.services.ingest.problems import TOO_DEEP, Problem, ProblemFinder, problems_of
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+#: An approval is a directive id, a target and a comment: a few hundred bytes.
+MAX_APPROVAL_BYTES = 64 * 1024
 MAX_BATCH = 1000
 APPROVER_ROLES = ("approver", "red-card-holder")
 
@@ -113,8 +118,10 @@ class Ingest:
         for route in (*self.routes, "approvals"):
             self.accepted.labels(route)
         self.producer: AIOKafkaProducer | None = None
+        #: attests the approvals this edge authenticated (the enforcer counts no other)
+        self.signer = signer_for(settings.signing, "ingest")
         self.app = self._build_app()
-        self.http = HttpServer(self.app, settings.host, settings.port)
+        self.http = HttpServer(self.app, settings.host, settings.port, settings.http_head_timeout_s)
 
     # --- HTTP ---------------------------------------------------------------------------
 
@@ -206,9 +213,7 @@ class Ingest:
     async def _handle(self, request: Request, route: Route, batch: bool) -> JSONResponse:
         try:
             identity = self._authorise(request, route)
-            body = await request.body()
-            if len(body) > MAX_BODY_BYTES:
-                raise Refused("too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+            body = await read_body(request, MAX_BODY_BYTES)
             events = self._decode(body, route, batch)
             if route.name == "directives":
                 events = [
@@ -251,9 +256,12 @@ class Ingest:
                 roles = " or ".join(APPROVER_ROLES)
                 raise Refused("forbidden", f"the token lacks the role {roles}")
             try:
-                body = msgspec.json.decode(await request.body(), type=ApprovalRequest)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raw = await read_body(request, MAX_APPROVAL_BYTES)
+                body = msgspec.json.decode(raw, type=ApprovalRequest)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
                 reason, _, path = str(exc).partition(" - at `")
+                if isinstance(exc, RecursionError):
+                    reason, path = TOO_DEEP, ""
                 problem = Problem(path.rstrip("`") or "$", reason)
                 raise Refused("invalid", "invalid approval", problems=[problem.as_dict()]) from exc
             if not identity.may_see(security_label(body.classification, body.releasableto)):
@@ -278,7 +286,9 @@ class Ingest:
                     clearance=identity.clearance,
                 ),
             )
-            [result] = await self._produce([event], route)
+            # the attestation: this edge authenticated the approver named in the event
+            attest = functools.partial(self.signer.headers, APPROVALS)
+            [result] = await self._produce([event], route, sign=attest)
         except Refused as exc:
             return self._refusal(exc, "approvals")
         self.accepted.labels("approvals").inc()
@@ -306,29 +316,21 @@ class Ingest:
     def _problems(
         self, body: bytes, route: Route, batch: bool, exc: InvalidEvent
     ) -> list[dict[str, Any]]:
-        try:
-            doc = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return [Problem("$", str(exc)).as_dict()]
-        if not batch:
-            return [p.as_dict() for p in route.finder.find(doc, str(exc))]
-        if not isinstance(doc, list):
-            return [Problem("$", "expected a JSON array of CloudEvents").as_dict()]
-        problems: list[dict[str, Any]] = []
-        for index, item in enumerate(doc):
-            try:
-                route.decoder.decode_event(msgspec.json.encode(item))
-            except InvalidEvent as item_exc:
-                problems += [p.as_dict(index) for p in route.finder.find(item, str(item_exc))]
-        return problems or [Problem("$", str(exc)).as_dict()]
+        found = problems_of(route.finder, route.decoder, body, batch=batch, message=str(exc))
+        return [p.as_dict() for p in found]
 
-    async def _produce(self, events: list[Envelope], route: Route) -> list[dict[str, Any]]:
+    async def _produce(
+        self,
+        events: list[Envelope],
+        route: Route,
+        sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
+    ) -> list[dict[str, Any]]:
         producer = self.producer
         if producer is None:
             raise Refused("unavailable", "not ready: Kafka producer not started")
         try:
             with kafka_step("produce"):
-                futures = [await send_event(producer, route.topic, e) for e in events]
+                futures = [await send_event(producer, route.topic, e, sign) for e in events]
                 metadata = await asyncio.gather(*futures)
         except KafkaError as exc:
             log.error("produce.failed", extra={"route": route.name, "error": str(exc)})

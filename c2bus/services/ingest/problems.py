@@ -13,18 +13,25 @@ from typing import Any
 import msgspec
 from jsonschema import Draft202012Validator, FormatChecker
 
+from c2bus.core.codec import EventDecoder
 from c2bus.core.events import Envelope, type_tag
+from c2bus.errors import InvalidEvent
+
+TOO_DEEP = "nested too deeply to be an event"
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     path: str
     message: str
+    #: the item's index in a batch
+    index: int | None = None
 
     def as_dict(self, index: int | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {"path": self.path, "message": self.message}
-        if index is not None:
-            doc["index"] = index
+        at = self.index if index is None else index
+        if at is not None:
+            doc["index"] = at
         return doc
 
 
@@ -48,7 +55,8 @@ class ProblemFinder:
     def find(self, doc: Any, decoder_message: str) -> list[Problem]:
         if not isinstance(doc, dict):
             return [Problem("$", "expected a JSON object (a CloudEvent)")]
-        validator = self.validators.get(doc.get("type"))  # type: ignore[arg-type]
+        kind = doc.get("type")
+        validator = self.validators.get(kind) if isinstance(kind, str) else None
         if validator is None:
             allowed = ", ".join(sorted(self.validators))
             return [Problem("$.type", f"must be one of: {allowed}")]
@@ -58,3 +66,37 @@ class ProblemFinder:
         ]
         # The decoder is the authority: if the schema found nothing, report what it said.
         return problems or [Problem("$", decoder_message)]
+
+
+def problems_of(
+    finder: ProblemFinder, decoder: EventDecoder[Any], body: bytes, *, batch: bool, message: str
+) -> list[Problem]:
+    """Every problem of a body the decoder refused with ``message``: for a batch, those of
+    each refused item, with its index. Nesting deeper than a validator recurses is one
+    problem, never a crash."""
+    try:
+        return _problems(finder, decoder, body, batch, message)
+    except RecursionError:
+        return [Problem("$", TOO_DEEP)]
+
+
+def _problems(
+    finder: ProblemFinder, decoder: EventDecoder[Any], body: bytes, batch: bool, message: str
+) -> list[Problem]:
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return [Problem("$", message)]
+    if not batch:
+        return finder.find(doc, message)
+    if not isinstance(doc, list):
+        return [Problem("$", "expected a JSON array of CloudEvents")]
+    problems: list[Problem] = []
+    for index, item in enumerate(doc):
+        try:
+            decoder.decode_event(msgspec.json.encode(item))
+        except InvalidEvent as item_exc:
+            problems += [
+                Problem(p.path, p.message, index) for p in finder.find(item, str(item_exc))
+            ]
+    return problems or [Problem("$", message)]

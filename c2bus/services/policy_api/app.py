@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import export_kafka_refusals
-from c2bus.adapters.ops import HttpServer, ops_router, refusal
+from c2bus.adapters.ops import HttpServer, ops_router, read_body, refusal
 from c2bus.adapters.policy_store import (
     PolicyConflict,
     PolicyView,
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 ADMIN_ROLE = "policy-admin"
 DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
 MAX_SHADOW = 10_000
+#: A policy document (the reference one is about 10 kB), or a dry run with one.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class ApprovalSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,7 +102,7 @@ class PolicyApi:
         #: the policy topics followed (read once from their start, then as they grow)
         self.view = PolicyView(self.topics.policy)
         self.app = self._build()
-        self.http = HttpServer(self.app, settings.host, settings.port)
+        self.http = HttpServer(self.app, settings.host, settings.port, settings.http_head_timeout_s)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class PolicyApi:
         @app.post("/v1/policies/validate", tags=["policies"], summary="Validate a document")
         async def validate(request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
-                doc = self._document(await request.body())
+                doc = self._document(await read_body(request, MAX_BODY_BYTES))
                 return 200, {
                     "valid": True,
                     "policy_set_id": doc.policy_set_id,
@@ -228,7 +230,7 @@ class PolicyApi:
             async def handle(identity: Identity) -> tuple[int, Any]:
                 if not identity.has_role(ADMIN_ROLE):
                     raise Refused("forbidden", f"publishing needs the role {ADMIN_ROLE}")
-                doc = self._document(await request.body())
+                doc = self._document(await read_body(request, MAX_BODY_BYTES))
                 if doc.policy_set_id != set_id:
                     raise Refused(
                         "invalid", f"the document is policy set {doc.policy_set_id}, not {set_id}"
@@ -258,10 +260,14 @@ class PolicyApi:
         async def dry_run(set_id: str, request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
                 try:
-                    body = msgspec.json.decode(await request.body(), type=DryRun)
+                    body = msgspec.json.decode(
+                        await read_body(request, MAX_BODY_BYTES), type=DryRun
+                    )
                     directive = DIRECTIVES.decode_event(bytes(body.directive))
                 except (msgspec.ValidationError, msgspec.DecodeError, InvalidEvent) as exc:
                     raise Refused("invalid", f"invalid dry-run request: {exc}") from exc
+                except RecursionError as exc:
+                    raise Refused("invalid", "invalid dry-run request: nested too deeply") from exc
                 if body.policy is not None:
                     try:
                         evaluator = PolicyEvaluator(compile_policy(body.policy))
@@ -296,7 +302,9 @@ class PolicyApi:
             async def handle(_: Identity) -> tuple[int, Any]:
                 if not 1 <= last <= MAX_SHADOW:
                     raise Refused("invalid", f"last must be between 1 and {MAX_SHADOW}")
-                candidate = PolicyEvaluator(compile_policy(self._document(await request.body())))
+                candidate = PolicyEvaluator(
+                    compile_policy(self._document(await read_body(request, MAX_BODY_BYTES)))
+                )
                 current = await self._current(set_id)
                 directives = await recorded_directives(
                     self.settings.kafka, self.topics.submitted, last
