@@ -65,7 +65,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from c2bus.adapters.acls import grant
-from c2bus.adapters.auth import mint
+from c2bus.adapters.auth import LOCAL_ISSUER, LocalTokenKeys
 from c2bus.adapters.kafka import (
     assign_all,
     java_client_config,
@@ -128,12 +128,11 @@ PACE_KEPT = 0.95  # the producer kept the pace if it sent at >= 95 % of the rate
 @dataclass
 class Deployment:
     """One scenario's world: its topics under a fresh prefix, the policy published on them,
-    and the token key its gateway checks."""
+    and the token keys its gateway checks (EdDSA, as local deployments mint them)."""
 
     kafka: KafkaSettings
     topics: TopicNames
-    key: bytes
-    key_file: Path
+    tokens: LocalTokenKeys
 
     @classmethod
     async def create(cls, kafka: KafkaSettings, tag: str, workdir: Path) -> Deployment:
@@ -143,15 +142,15 @@ class Deployment:
         topics = TopicNames(prefix)
         doc = load_policy_document(POLICY.read_bytes())
         await publish(kafka, topics.policy, doc, None, SOURCE)
-        key = secrets.token_urlsafe(48).encode()
-        key_file = workdir / f"{prefix}.key"
-        key_file.write_bytes(key)
-        key_file.chmod(0o600)
-        return cls(kafka, topics, key, key_file)
+        tokens = LocalTokenKeys(workdir / f"{prefix}-tokens")
+        tokens.ensure()
+        return cls(kafka, topics, tokens)
 
     def token(self, subject: str, unit: str) -> str:
         identity = Identity(subject, NATION, CLEARANCE, unit, frozenset({"console"}))
-        return mint(self.key, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=3600)
+        return self.tokens.mint(
+            LOCAL_ISSUER, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=3600
+        )
 
 
 def _free_port() -> int:
@@ -183,7 +182,7 @@ async def gateway(world: Deployment) -> AsyncIterator[int]:
         **os.environ,
         **world.kafka.environment(),
         "C2BUS_TOPIC_PREFIX": world.topics.prefix,
-        "C2BUS_JWT_KEY_FILE": str(world.key_file),
+        "C2BUS_JWT_DIR": str(world.tokens.dir),
         "C2BUS_GATEWAY_PORT": str(port),
         "C2BUS_INSTANCE": f"bench-{world.topics.prefix}",
         "C2BUS_SHUTDOWN_TIMEOUT_S": "5",

@@ -6,8 +6,12 @@ Accepted tokens are JWTs with ``sub``, ``exp``, ``aud`` and ``iss`` required and
 signed with one of:
 
 - ``EdDSA`` (Ed25519) or ``RS256``, by a key of a JWKS file, found by the token's ``kid``;
-  the key's own ``alg`` must be the token's;
-- ``HS256``, by the shared key of the key file.
+  the key's own ``alg`` must be the token's (a local deployment's keys: :class:`LocalTokenKeys`,
+  whose JWKS verifiers read; they hold public keys only);
+- ``HS256``, by a shared key, only where configured explicitly and never beside a JWKS.
+
+A token lives at most ``max_ttl_s`` (``exp - iat``, ``iat`` required), and carries a ``jti``
+wherever tokens can be revoked.
 
 Which key checks a token never depends on the token alone: an ``HS256`` token is checked
 with the shared key only, never with a public key (no algorithm confusion), an ``RS256`` or
@@ -17,18 +21,23 @@ included, is refused.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
 from c2bus.adapters.settings import AuthSettings
+from c2bus.adapters.signing import key_id, write_private_key
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.errors import AuthError, ConfigError, Refused
@@ -57,15 +66,6 @@ def authenticate(verifier: TokenVerifier, authorization: str) -> Identity:
         return verifier.verify(token)
     except AuthError as exc:
         raise Refused("unauthorized", str(exc)) from exc
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The signing key in ``path``; generated (mode 0600) when the file does not exist."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
-        path.chmod(0o600)
-    return load_key(path)
 
 
 def load_key(path: Path) -> bytes:
@@ -219,10 +219,17 @@ class TokenVerifier:
         *,
         public_keys: Mapping[str, PublicKey] | None = None,
         revocations: RevocationList | None = None,
+        max_ttl_s: int = 24 * 3600,
     ) -> None:
         """``key``: the HS256 shared key, or None to refuse HS256 tokens;
-        ``public_keys``: EdDSA and RS256 keys by kid (see :func:`load_jwks`)."""
+        ``public_keys``: EdDSA and RS256 keys by kid (see :func:`load_jwks`); never both."""
+        if key is not None and public_keys:
+            raise ConfigError(
+                "an HS256 shared key is accepted never beside a JWKS: its holders could mint "
+                "any identity the public keys vouch for"
+            )
         self._key = key
+        self.max_ttl_s = max_ttl_s
         self._public = dict(public_keys or {})
         self.revocations = revocations
         self.audience = audience
@@ -265,7 +272,7 @@ class TokenVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway_s,
-                options={"require": ["exp", "sub", "aud", "iss"]},
+                options={"require": ["exp", "iat", "sub", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
@@ -275,7 +282,14 @@ class TokenVerifier:
             raise AuthError(f"token algorithm not allowed: {exc}") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > self.max_ttl_s:
+            raise AuthError(
+                f"token lifetime {lifetime:.0f}s is longer than the {self.max_ttl_s}s allowed"
+            )
         jti = claims.get("jti")
+        if self.revocations is not None and not (isinstance(jti, str) and jti):
+            raise AuthError("token has no 'jti': tokens here must be revocable")
         verified = Verified(
             identity_from_claims(claims),
             float(claims["exp"]),
@@ -345,14 +359,128 @@ def mint(
 
 
 def verifier_for(auth: AuthSettings) -> TokenVerifier:
-    """The verifier a service uses: the shared key of the key file and, when configured, the
-    public keys of a JWKS file and a revocation list."""
-    public = load_jwks(auth.jwks_file) if auth.jwks_file is not None else None
+    """The verifier a service uses: public keys (the local deployment's JWKS, made on first
+    use, or the configured one) or, by explicit opt-in, an HS256 key; and, when configured,
+    a revocation list."""
     revoked = RevocationList(auth.revocation_file) if auth.revocation_file is not None else None
+    if auth.hs256_key_file is not None:
+        key, public = load_key(auth.hs256_key_file), None
+    else:
+        key = None
+        if auth.jwks_file is None:
+            local = LocalTokenKeys(auth.dir)
+            local.ensure()
+            public = load_jwks(local.jwks_file)
+        else:
+            public = load_jwks(auth.jwks_file)
     return TokenVerifier(
-        load_key(auth.key_file),
+        key,
         auth.audience,
         auth.issuer,
         public_keys=public,
         revocations=revoked,
+        max_ttl_s=auth.max_ttl_s,
     )
+
+
+#: The local keys that mint tokens: ``c2bus token`` and the console's, and the simulator's.
+LOCAL_ISSUER = "local-issuer"
+SIMULATOR = "simulator"
+LOCAL_TOKEN_KEYS = (LOCAL_ISSUER, SIMULATOR)
+
+Mint = Callable[[Identity, int], str]
+
+
+class LocalTokenKeys:
+    """The token keys of a local deployment: ``<name>.key`` (Ed25519, PKCS#8 PEM, mode 0600)
+    for each minter, and ``jwks.json``, their public keys, which is all verifiers read."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.jwks_file = directory / "jwks.json"
+
+    def ensure(self, names: tuple[str, ...] = LOCAL_TOKEN_KEYS) -> list[str]:
+        """Make the keys of ``names`` that are missing and publish every key's public half;
+        returns the names made. Processes starting together take turns (a file lock)."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with (self.dir / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            made = []
+            for name in names:
+                path = self.dir / f"{name}.key"
+                if not path.exists():
+                    write_private_key(path, Ed25519PrivateKey.generate())
+                    made.append(name)
+            keys = sorted(self.dir.glob("*.key"))
+            jwks = {"keys": [self._jwk(path.stem, self._load(path)) for path in keys]}
+            text = json.dumps(jwks, indent=2)
+            if not self.jwks_file.exists() or self.jwks_file.read_text() != text:
+                partial = self.jwks_file.with_suffix(".partial")
+                partial.write_text(text, encoding="utf-8")
+                partial.replace(self.jwks_file)
+            return made
+
+    def mint(
+        self,
+        name: str,
+        identity: Identity,
+        *,
+        audience: str,
+        issuer: str,
+        ttl_s: int,
+        now: float | None = None,
+    ) -> str:
+        """A token for ``identity``, signed with the key of ``name`` (made if missing)."""
+        path = self.dir / f"{name}.key"
+        if not path.exists():
+            self.ensure((name,))
+        private = self._load(path)
+        return mint(
+            private,
+            identity,
+            audience=audience,
+            issuer=issuer,
+            ttl_s=ttl_s,
+            now=now,
+            algorithm="EdDSA",
+            kid=self._kid(name, private),
+        )
+
+    @staticmethod
+    def _load(path: Path) -> Ed25519PrivateKey:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} is not an Ed25519 key")
+        return key
+
+    @staticmethod
+    def _kid(name: str, private: Ed25519PrivateKey) -> str:
+        return f"{name}-{key_id(private.public_key())[:8]}"
+
+    def _jwk(self, name: str, private: Ed25519PrivateKey) -> dict[str, Any]:
+        jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
+        return {**jwk, "kid": self._kid(name, private), "alg": "EdDSA", "use": "sig"}
+
+
+def local_minter(auth: AuthSettings, name: str) -> Mint:
+    """How local tooling mints tokens (``name``: which local key): EdDSA with the local
+    deployment's key, or HS256 where that was opted into. Tokens of an identity provider
+    (``C2BUS_JWT_JWKS_FILE``) are its to issue, never c2bus's."""
+    if auth.hs256_key_file is not None:
+        shared = load_key(auth.hs256_key_file)
+
+        def mint_hs256(identity: Identity, ttl_s: int) -> str:
+            return mint(shared, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=ttl_s)
+
+        return mint_hs256
+    if auth.jwks_file is not None:
+        raise ConfigError(
+            "tokens here come from the identity provider whose keys C2BUS_JWT_JWKS_FILE "
+            "holds: c2bus mints tokens for a local deployment only"
+        )
+    keys = LocalTokenKeys(auth.dir)
+
+    def mint_local(identity: Identity, ttl_s: int) -> str:
+        return keys.mint(name, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=ttl_s)
+
+    return mint_local

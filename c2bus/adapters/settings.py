@@ -253,26 +253,53 @@ class LocalKafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """Token verification: the HS256 key file, an optional JWKS file of EdDSA and RS256
-    public keys, and the audience and issuer tokens must name."""
+    """Token verification, and where local tokens are minted.
 
-    key_file: Path
+    By default (``local``) tokens are EdDSA, signed by keys of a local deployment kept in
+    ``dir`` (``C2BUS_JWT_DIR``, default ``.c2bus/secrets/tokens``: ``<name>.key`` private,
+    ``jwks.json`` public), and verifiers read the public ``jwks.json`` only. An identity
+    provider's keys: ``C2BUS_JWT_JWKS_FILE``. A shared HS256 key, which lets every holder
+    mint any identity, only by explicit opt-in (``C2BUS_JWT_HS256_KEY_FILE``) and never
+    beside a JWKS. ``max_ttl_s``: the longest lifetime a token may have (``exp - iat``)."""
+
+    dir: Path
     audience: str
     issuer: str
     jwks_file: Path | None = None
+    hs256_key_file: Path | None = None
     revocation_file: Path | None = None
+    max_ttl_s: int = 24 * 3600
+
+    @property
+    def local(self) -> bool:
+        return self.jwks_file is None and self.hs256_key_file is None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
         env = os.environ if env is None else env
         home = Path(env.get("C2BUS_HOME") or project_root() / ".c2bus").expanduser()
-        key_file = Path(env.get("C2BUS_JWT_KEY_FILE") or home / "secrets" / "jwt-hs256.key")
+        if env.get("C2BUS_JWT_KEY_FILE"):
+            raise ConfigError(
+                "C2BUS_JWT_KEY_FILE is no longer read: local tokens are EdDSA "
+                "(C2BUS_JWT_DIR); a shared HS256 key needs the explicit "
+                "C2BUS_JWT_HS256_KEY_FILE"
+            )
+        jwks = _path(env.get("C2BUS_JWT_JWKS_FILE"))
+        hs256 = _path(env.get("C2BUS_JWT_HS256_KEY_FILE"))
+        if jwks is not None and hs256 is not None:
+            raise ConfigError(
+                "C2BUS_JWT_HS256_KEY_FILE and C2BUS_JWT_JWKS_FILE are both set: HS256 is "
+                "accepted never beside a JWKS (its key holders could mint any identity)"
+            )
+        directory = _path(env.get("C2BUS_JWT_DIR")) or home / "secrets" / "tokens"
         return cls(
-            key_file=key_file.expanduser().resolve(),
+            dir=directory.resolve(),
             audience=env.get("C2BUS_JWT_AUDIENCE") or "c2bus",
             issuer=env.get("C2BUS_JWT_ISSUER") or "c2bus-local",
-            jwks_file=_path(env.get("C2BUS_JWT_JWKS_FILE")),
+            jwks_file=jwks,
+            hs256_key_file=hs256,
             revocation_file=_path(env.get("C2BUS_JWT_REVOCATION_FILE")),
+            max_ttl_s=_int(env, "C2BUS_JWT_MAX_TTL_S", 24 * 3600, 60, 30 * 24 * 3600),
         )
 
 

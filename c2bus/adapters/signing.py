@@ -240,13 +240,7 @@ class LocalKeys:
             path = self.key_file(name)
             if path.exists():
                 continue
-            private = Ed25519PrivateKey.generate()
-            pem = private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            _write_private(path, pem)
+            write_private_key(path, Ed25519PrivateKey.generate())
             made.append(name)
         entries = {e["name"]: e for e in self._entries()}
         for name in names:
@@ -279,11 +273,15 @@ class LocalKeys:
         partial.replace(self.trust_file)  # readers see the old store or the new, never half
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` readable by its owner only, from the start."""
+def write_private_key(path: Path, private: Ed25519PrivateKey) -> None:
+    """Write ``private`` (PKCS#8 PEM) to a new file readable by its owner only, from the
+    start."""
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(data)
+        out.write(pem)
 
 
 def signer_for(settings: SigningSettings, name: str) -> Signer:

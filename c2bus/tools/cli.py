@@ -318,7 +318,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _identity_token(args: argparse.Namespace, ttl_s: int) -> str:
-    from c2bus.adapters.auth import load_or_create_key, mint
+    from c2bus.adapters.auth import LOCAL_ISSUER, local_minter
     from c2bus.core.identity import Identity
     from c2bus.core.labels import Classification
 
@@ -335,8 +335,7 @@ def _identity_token(args: argparse.Namespace, ttl_s: int) -> str:
         unit=args.unit,
         roles=frozenset(r for r in args.roles.split(",") if r),
     )
-    key = load_or_create_key(auth.key_file)
-    return mint(key, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=ttl_s)
+    return local_minter(auth, LOCAL_ISSUER)(identity, ttl_s)
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:

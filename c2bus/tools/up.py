@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2bus.adapters.acls import grant
-from c2bus.adapters.auth import load_or_create_key
+from c2bus.adapters.auth import LocalTokenKeys
 from c2bus.adapters.kafka import probe
 from c2bus.adapters.lifecycle import stop_on_signals
 from c2bus.adapters.ops import answers
@@ -157,9 +157,12 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
 
 
 def _ensure_keys(progress: Progress) -> None:
-    """The token key and the local record-signing keys, made before the services start (so
-    that none of them has to make one)."""
-    load_or_create_key(AuthSettings.from_env().key_file)
+    """The local token keys and record-signing keys, made before the services start (so that
+    none of them has to make one)."""
+    auth = AuthSettings.from_env()
+    if auth.local:
+        for name in LocalTokenKeys(auth.dir).ensure():
+            progress(f"made the token key of {name} in {auth.dir}")
     signing = SigningSettings.from_env()
     if signing.local:
         for name in LocalKeys(signing.dir).ensure():

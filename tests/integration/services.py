@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import socket
 import sys
 import time
@@ -20,7 +19,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from websockets.asyncio.client import ClientConnection, connect
 
-from c2bus.adapters.auth import TokenVerifier, mint
+from c2bus.adapters.auth import LOCAL_ISSUER, LocalTokenKeys, TokenVerifier, load_jwks
 from c2bus.adapters.ops import answers
 from c2bus.adapters.policy_store import PolicyConflict, latest_versions, publish
 from c2bus.adapters.settings import KafkaSettings, ServiceSettings
@@ -48,25 +47,24 @@ ISSUER = "c2bus-local"
 
 @dataclass
 class Env:
-    """Settings for services of one test: its topic prefix, a fresh key, ephemeral ports, and
-    the secured cluster (``kafka``: the admin's settings; each service authenticates as its
-    own principal, with its password from the same secrets directory)."""
+    """Settings for services of one test: its topic prefix, fresh token and signing keys,
+    ephemeral ports, and the secured cluster (``kafka``: the admin's settings; each service
+    authenticates as its own principal, with its password from the same secrets directory)."""
 
     kafka: KafkaSettings
     prefix: str
-    key_file: Path
-    key: bytes
+    #: the test's token keys (EdDSA; services read their public JWKS only)
+    tokens: LocalTokenKeys
     #: the test's record-signing keys and trust store (the enforcer's and the ingest's)
     signing: LocalKeys
 
     @classmethod
     def create(cls, kafka: KafkaSettings, prefix: str, tmp_path: Path) -> Env:
-        key = secrets.token_urlsafe(48).encode()
-        key_file = tmp_path / "jwt.key"
-        key_file.write_bytes(key)
+        tokens = LocalTokenKeys(tmp_path / "tokens")
+        tokens.ensure()
         signing = LocalKeys(tmp_path / "signing")
         signing.ensure()
-        return cls(replace(kafka, topic_prefix=prefix), prefix, key_file, key, signing)
+        return cls(replace(kafka, topic_prefix=prefix), prefix, tokens, signing)
 
     @property
     def bootstrap(self) -> str:
@@ -80,7 +78,7 @@ class Env:
         return {
             **kafka_vars(self.kafka),
             "C2BUS_TOPIC_PREFIX": self.prefix,
-            "C2BUS_JWT_KEY_FILE": str(self.key_file),
+            "C2BUS_JWT_DIR": str(self.tokens.dir),
             "C2BUS_SIGNING_DIR": str(self.signing.dir),
             "C2BUS_SHUTDOWN_TIMEOUT_S": "5",
             **extra,
@@ -92,7 +90,13 @@ class Env:
         return ServiceSettings.from_env(service, env)
 
     def verifier(self) -> TokenVerifier:
-        return TokenVerifier(self.key, AUDIENCE, ISSUER)
+        return TokenVerifier(None, AUDIENCE, ISSUER, public_keys=load_jwks(self.tokens.jwks_file))
+
+    def mint(self, identity: Identity, ttl_s: int = 3600, now: float | None = None) -> str:
+        """A token for ``identity``, as the local issuer mints them."""
+        return self.tokens.mint(
+            LOCAL_ISSUER, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=ttl_s, now=now
+        )
 
     def token(
         self,
@@ -104,7 +108,7 @@ class Env:
         now: float | None = None,
     ) -> str:
         identity = Identity(f"test-{unit.lower()}", nation, clearance, unit, frozenset(roles))
-        return mint(self.key, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=ttl_s, now=now)
+        return self.mint(identity, ttl_s, now)
 
 
 @contextlib.asynccontextmanager

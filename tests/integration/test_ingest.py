@@ -10,13 +10,12 @@ from typing import Any
 
 import httpx
 
-from c2bus.adapters.auth import mint
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.services.ingest.app import Ingest
-from tests.integration.services import AUDIENCE, ISSUER, Env, ingest, running
+from tests.integration.services import Env, ingest, running
 from tests.integration.test_roundtrip import read_all
 
 
@@ -159,7 +158,7 @@ async def test_a_directive_is_issued_by_the_tokens_unit_within_what_it_may_see(
     directive = valid_example("directive")  # JFC-BRUNSSUM to NLD-11AMB, NATO SECRET / NATO
 
     def bearer(identity: Identity) -> dict[str, str]:
-        token = mint(env.key, identity, audience=AUDIENCE, issuer=ISSUER, ttl_s=600)
+        token = env.mint(identity, ttl_s=600)
         return {"Authorization": f"Bearer {token}"}
 
     roles = frozenset({"directive-publisher"})

@@ -17,13 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from c2bus.adapters.auth import (
+    LOCAL_ISSUER,
+    SIMULATOR,
     RevocationList,
     TokenVerifier,
     bearer_token,
     load_jwks,
     load_key,
-    load_or_create_key,
+    local_minter,
     mint,
+    verifier_for,
 )
 from c2bus.adapters.settings import AuthSettings
 from c2bus.core.identity import Identity
@@ -80,10 +83,8 @@ def test_other_key_and_alg_none_and_rs_confusion_are_refused() -> None:
 
 
 def test_key_files(tmp_path: Path) -> None:
-    created = load_or_create_key(tmp_path / "secrets" / "key")
-    assert len(created) >= 32
-    assert (tmp_path / "secrets" / "key").stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(tmp_path / "secrets" / "key") == created
+    (tmp_path / "key").write_bytes(KEY + b"\n")
+    assert load_key(tmp_path / "key") == KEY
     (tmp_path / "short").write_text("abc")
     with pytest.raises(ConfigError, match="shorter than 32 bytes"):
         load_key(tmp_path / "short")
@@ -126,7 +127,7 @@ def jwks_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def verifier(jwks_file: Path) -> TokenVerifier:
-    return TokenVerifier(KEY, "c2bus", "c2bus-local", public_keys=load_jwks(jwks_file))
+    return TokenVerifier(None, "c2bus", "c2bus-local", public_keys=load_jwks(jwks_file))
 
 
 def signed(key: object, alg: str, kid: str | None, **claims: object) -> str:
@@ -134,6 +135,7 @@ def signed(key: object, alg: str, kid: str | None, **claims: object) -> str:
     if not claims:
         return token
     body = {**jwt.decode(token, options={"verify_signature": False}), **claims}
+    body = {k: v for k, v in body.items() if v is not None}  # None: leave the claim out
     headers = {"kid": kid} if kid else None
     return jwt.encode(body, key, algorithm=alg, headers=headers)  # type: ignore[arg-type]
 
@@ -145,7 +147,71 @@ def b64(data: bytes) -> str:
 def test_eddsa_rs256_and_hs256_tokens_verify(verifier: TokenVerifier) -> None:
     assert verifier.verify(signed(ED_KEY, "EdDSA", "ed-1")) == IDENTITY
     assert verifier.verify(signed(RSA_KEY, "RS256", "rsa-1")) == IDENTITY
-    assert verifier.verify(signed(KEY, "HS256", None)) == IDENTITY
+    assert VERIFIER.verify(signed(KEY, "HS256", None)) == IDENTITY  # its own opt-in verifier
+
+
+def test_hs256_is_never_accepted_beside_a_jwks(jwks_file: Path, tmp_path: Path) -> None:
+    """A shared key lets every holder mint any identity: only by explicit opt-in, and never
+    where public keys verify tokens."""
+    with pytest.raises(ConfigError, match="never beside a JWKS"):
+        TokenVerifier(KEY, "c2bus", "c2bus-local", public_keys=load_jwks(jwks_file))
+    key_file = tmp_path / "hs256.key"
+    key_file.write_bytes(KEY)
+    both = {"C2BUS_JWT_HS256_KEY_FILE": str(key_file), "C2BUS_JWT_JWKS_FILE": str(jwks_file)}
+    with pytest.raises(ConfigError, match="never beside a JWKS"):
+        AuthSettings.from_env(both)
+    with pytest.raises(ConfigError, match="C2BUS_JWT_HS256_KEY_FILE"):
+        AuthSettings.from_env({"C2BUS_JWT_KEY_FILE": str(key_file)})  # the old, implicit name
+    opted_in = verifier_for(AuthSettings.from_env({"C2BUS_JWT_HS256_KEY_FILE": str(key_file)}))
+    assert opted_in.verify(signed(KEY, "HS256", None)) == IDENTITY
+    with pytest.raises(AuthError, match="unknown key"):
+        opted_in.verify(signed(ED_KEY, "EdDSA", "ed-1"))
+
+
+def test_local_tokens_are_eddsa_and_verifiers_hold_public_keys_only(tmp_path: Path) -> None:
+    auth = AuthSettings.from_env({"C2BUS_JWT_DIR": str(tmp_path / "tokens")})
+    assert auth.local
+    verifier = verifier_for(auth)  # makes the local keys on first use
+    with pytest.raises(AuthError, match="HS256 tokens are not accepted"):
+        verifier.verify(signed(KEY, "HS256", None))
+    for name in (LOCAL_ISSUER, SIMULATOR):  # the simulator mints with a key of its own
+        minted = local_minter(auth, name)(IDENTITY, 600)
+        assert jwt.get_unverified_header(minted)["alg"] == "EdDSA"
+        assert jwt.get_unverified_header(minted)["kid"].startswith(name + "-")
+        assert verifier.verify(minted) == IDENTITY
+        assert (tmp_path / "tokens" / f"{name}.key").stat().st_mode & 0o777 == 0o600
+    public = json.loads((tmp_path / "tokens" / "jwks.json").read_text())
+    assert len(public["keys"]) == 2 and not any("d" in k for k in public["keys"])
+    external = AuthSettings.from_env(
+        {"C2BUS_JWT_JWKS_FILE": str(tmp_path / "tokens" / "jwks.json")}
+    )
+    with pytest.raises(ConfigError, match="identity provider"):
+        local_minter(external, LOCAL_ISSUER)
+
+
+def test_tokens_live_no_longer_than_allowed_and_carry_an_id_when_revocation_is_on(
+    jwks_file: Path, tmp_path: Path
+) -> None:
+    verifier = TokenVerifier(
+        None, "c2bus", "c2bus-local", public_keys=load_jwks(jwks_file), max_ttl_s=3600
+    )
+    assert verifier.verify(signed(ED_KEY, "EdDSA", "ed-1", exp=int(time.time()) + 3000))
+    with pytest.raises(AuthError, match="lifetime"):
+        verifier.verify(signed(ED_KEY, "EdDSA", "ed-1", exp=int(time.time()) + 7200))
+    with pytest.raises(AuthError, match="iat"):
+        verifier.verify(signed(ED_KEY, "EdDSA", "ed-1", iat=None))
+    revoked = tmp_path / "revoked.txt"
+    revoked.write_text("")
+    checked = TokenVerifier(
+        None,
+        "c2bus",
+        "c2bus-local",
+        public_keys=load_jwks(jwks_file),
+        revocations=RevocationList(revoked),
+    )
+    assert checked.verify(signed(ED_KEY, "EdDSA", "ed-1"))
+    with pytest.raises(AuthError, match="jti"):
+        checked.verify(signed(ED_KEY, "EdDSA", "ed-1", jti=None))
 
 
 def test_every_forged_or_stale_token_is_refused(verifier: TokenVerifier) -> None:
@@ -164,7 +230,7 @@ def test_every_forged_or_stale_token_is_refused(verifier: TokenVerifier) -> None
         "tampered claims": (f"{header}.{tampered}.{signature}", "signature"),
         "HS256 signed with the RSA public key": (
             f"{confused_head}.{body}.{b64(confused_mac.digest())}",
-            "signature",
+            "HS256 tokens are not accepted",  # where public keys verify, no HS256 at all
         ),
         "RS256 header on the Ed25519 key": (
             signed(RSA_KEY, "RS256", "ed-1"),
@@ -223,8 +289,8 @@ def test_bad_jwks_files_are_refused_with_the_reason(
 
 def test_jwks_file_is_configured_by_environment(jwks_file: Path) -> None:
     auth = AuthSettings.from_env({"C2BUS_JWT_JWKS_FILE": str(jwks_file)})
-    assert auth.jwks_file == jwks_file.resolve()
-    assert AuthSettings.from_env({}).jwks_file is None
+    assert auth.jwks_file == jwks_file.resolve() and not auth.local
+    assert AuthSettings.from_env({}).local  # by default: local EdDSA keys
 
 
 # --- the revocation list --------------------------------------------------------------------

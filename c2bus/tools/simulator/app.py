@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from c2bus.adapters.auth import load_or_create_key, mint
+from c2bus.adapters.auth import SIMULATOR, local_minter
 from c2bus.adapters.kafka import new_producer, send_event, start_client
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import ServiceSettings
@@ -151,11 +151,11 @@ def _posts(
 
 
 def _minter(settings: ServiceSettings) -> Callable[[Identity], str]:
-    """Tokens for the command posts, signed with the local development key."""
-    key = load_or_create_key(settings.auth.key_file)
-    auth = settings.auth
+    """Tokens for the command posts, signed with the simulator's own local key (it holds no
+    other minter's key)."""
+    mint = local_minter(settings.auth, SIMULATOR)
 
     def mint_for(identity: Identity) -> str:
-        return mint(key, identity, audience=auth.audience, issuer=auth.issuer, ttl_s=8 * 3600)
+        return mint(identity, 8 * 3600)
 
     return mint_for
