@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from datetime import datetime, timedelta
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -348,6 +349,22 @@ def type_tag(cls: type[Envelope]) -> str:
 
 #: Every event class's CloudEvents ``type``, looked up once per event on the hot paths.
 TYPE_TAGS: dict[type[Envelope], str] = {cls: type_tag(cls) for cls in EVENT_TYPES}
+
+
+#: How far ahead of a reader's clock an SA report may be dated; beyond, it is refused (a
+#: report from the future would stand as the newest state of its entity until then).
+SA_CLOCK_SKEW = timedelta(seconds=30)
+
+
+def dated_ahead(event: Envelope, now: datetime) -> str | None:
+    """Why an SA report is dated too far in the future to take (None: it is not)."""
+    if event.time <= now + SA_CLOCK_SKEW:
+        return None
+    ahead = (event.time - now).total_seconds()
+    return (
+        f"dated {ahead:.0f}s ahead of this clock (at most {SA_CLOCK_SKEW.total_seconds():.0f}s "
+        "is taken)"
+    )
 
 
 def event_type(event: Envelope) -> str:

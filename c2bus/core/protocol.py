@@ -41,6 +41,7 @@ class CloseCode(enum.IntEnum):
     TOKEN_EXPIRED = 4001  # the token expired during the session; reconnect with a fresh one
     REVOKED = 4003  # the token or its subject was revoked during the session
     SLOW_CONSUMER = 4008  # the console fell behind its buffer; reconnect and resume
+    SCOPE_CHANGED = 4009  # a policy version moved the subscribed units away; subscribe again
 
 
 class Stream(enum.Enum):

@@ -4,18 +4,25 @@ the directive lifecycle from submit to WILCO, and two gateways side by side."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+import yaml
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from websockets.exceptions import ConnectionClosed
 
 from c2bus.adapters.kafka import client_options
+from c2bus.adapters.policy_store import publish
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.labels import Classification
+from c2bus.core.policy.compiler import load_policy_document
 from tests.integration.services import (
+    REFERENCE_POLICY,
     Console,
     Env,
     enforcer,
@@ -25,6 +32,7 @@ from tests.integration.services import (
     publish_reference_policy,
 )
 from tests.integration.test_pipeline import produce
+from tests.integration.test_roundtrip import read_all
 
 
 def track(
@@ -36,10 +44,11 @@ def track(
     lon: float = 5.2,
     classification: str = "NATO UNCLASSIFIED",
     releasable: str = "NATO",
+    at: datetime | None = None,
 ) -> bytes:
     doc = copy.deepcopy(valid_example("sa-track"))
     doc["id"] = event_id
-    doc["time"] = datetime.now(UTC).isoformat()
+    doc["time"] = (at or datetime.now(UTC)).isoformat()
     doc["classification"] = classification
     doc["releasableto"] = releasable
     doc["data"]["track_id"] = track_id
@@ -50,12 +59,18 @@ def track(
 async def test_snapshot_gives_the_latest_state_in_scope_then_live(
     env: Env, topics: TopicNames, valid_example: Any
 ) -> None:
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    earlier = datetime.now(UTC) - timedelta(minutes=5)
     history = [
         (b"T1", track(valid_example, "t1-old", "T1", lat=52.0)),
         (b"T2", track(valid_example, "t2-secret", "T2", classification="NATO SECRET")),
         (b"T3", track(valid_example, "t3-poland", "T3", lat=52.2, lon=21.0)),
         (b"T1", track(valid_example, "t1-new", "T1", lat=52.3)),
         (b"T4", track(valid_example, "t4-aus-only", "T4", releasable="AUS")),
+        # stamped a day ahead: refused, it must not pin T1's state until tomorrow
+        (b"T1", track(valid_example, "t1-future", "T1", at=tomorrow)),
+        # a later record stamped earlier (a sensor's clock): Kafka's order wins, as live
+        (b"T3", track(valid_example, "t3-late", "T3", lat=52.2, lon=21.0, at=earlier)),
     ]
     await produce(env.kafka, topics.sa, *history)
     netherlands = {"south": 50.7, "west": 3.3, "north": 53.6, "east": 7.3}
@@ -74,7 +89,7 @@ async def test_snapshot_gives_the_latest_state_in_scope_then_live(
         assert sorted(event_id(f) for f in everything.states) == [
             "t1-new",
             "t2-secret",
-            "t3-poland",
+            "t3-late",
         ]
         assert sorted(event_id(f) for f in dutch_aoi.states) == ["t1-new", "t2-secret"]
         assert no_snapshot.states == []
@@ -85,6 +100,10 @@ async def test_snapshot_gives_the_latest_state_in_scope_then_live(
         for console in (everything, dutch_aoi, no_snapshot):
             await console.events_until(lambda f: event_id(f) == "t3-live")
             assert [event_id(f) for f in console.frames] == ["t3-live"]  # no history
+    [refused] = await read_all(env.kafka, topics.dlq)
+    assert json.loads(refused.value)["id"] == "t1-future"
+    reason = dict(refused.headers)["__connect.errors.exception.message"].decode()
+    assert "ahead of this clock" in reason and "$.time" in reason
 
 
 async def _partitions(env: Env, topic: str) -> list[int]:
@@ -298,3 +317,37 @@ async def test_status_and_directives_resume_too(env: Env, topics: TopicNames) ->
     async with gateway(env) as gw, Console.connect(gw.port, env.token()) as console:
         for topic in (topics.approved, topics.decisions, topics.status):
             assert any(k.startswith(topic + "/") for k in console.positions), topic
+
+
+async def test_a_console_whose_units_a_new_policy_moves_away_is_closed(env: Env) -> None:
+    """The unit subtree is checked again at every policy switch: JFC-BRUNSSUM's console that
+    follows MNC-NE is closed (4009) once a version puts MNC-NE under SHAPE directly, and may
+    not subscribe to it again; its console following its own subtree stays."""
+    await publish_reference_policy(env)
+    token = env.token(unit="JFC-BRUNSSUM")
+    async with (
+        gateway(env) as gw,
+        Console.connect(gw.port, token, ("directives",), units="MNC-NE") as follower,
+        Console.connect(gw.port, token, ("directives",)) as own,
+    ):
+        doc = yaml.safe_load(REFERENCE_POLICY.read_text())
+        doc["version"] = 2
+        for unit in doc["units"]:
+            if unit["id"] == "MNC-NE":
+                unit["parent"] = "SHAPE"
+        v2 = load_policy_document(yaml.safe_dump(doc).encode())
+        await publish(env.kafka, TopicNames(env.prefix).policy, v2, 1, "urn:test")
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(20):
+                while True:
+                    await follower.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4009
+        await own.ws.send(json.dumps({"op": "ping", "id": "p"}))
+        assert (await own.reply_to("p", ("pong",)))["op"] == "pong"
+        async with Console.connect(gw.port, token, ("directives",), wait_live=False) as again:
+            await again.ws.send(
+                json.dumps(
+                    {"op": "subscribe", "id": "s2", "streams": ["directives"], "units": "MNC-NE"}
+                )
+            )
+            assert (await again.reply_to("s2", ("error",)))["code"] == "forbidden"

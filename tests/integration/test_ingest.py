@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -107,6 +108,13 @@ async def test_invalid_bodies_list_every_problem(
             assert too_big.status_code == 413, (route, too_big.text)
             declared = await http.post(route, content=b" " * size)
             assert declared.status_code == 413, (route, declared.text)
+
+        tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        ahead = await http.post("/v1/sa/batch", json=[good, good | {"time": tomorrow}])
+        assert ahead.status_code == 422, ahead.text
+        [problem] = ahead.json()["problems"]
+        assert (problem["path"], problem["index"]) == ("$.time", 1)
+        assert "ahead of this clock" in problem["message"]
 
         wrong_kind = await http.post("/v1/sa", json=valid_example("directive"))
         assert wrong_kind.status_code == 422

@@ -11,20 +11,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import yaml
 
 from c2bus.adapters.policy_store import history
 from c2bus.adapters.topics import TopicNames
+from c2bus.core.labels import Classification
 from c2bus.services.policy_api.app import PolicyApi
 from tests.integration.services import REFERENCE_POLICY, Env, publish_reference_policy, running
 from tests.integration.test_pipeline import directive, produce
 
 
 @contextlib.asynccontextmanager
-async def api(env: Env, roles: tuple[str, ...]) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    env: Env,
+    roles: tuple[str, ...],
+    clearance: Classification = Classification.NATO_SECRET,
+    nation: str = "DEU",
+) -> AsyncIterator[httpx.AsyncClient]:
     service = PolicyApi(env.settings("policy_api"), env.verifier())
     async with running(service, lambda: service.ready):
-        token = env.token(unit="SHAPE", roles=roles)
+        token = env.token(unit="SHAPE", roles=roles, clearance=clearance, nation=nation)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{service.http.port}",
             headers={"Authorization": f"Bearer {token}"},
@@ -42,7 +49,7 @@ def reference_without_polish_transfer() -> bytes:
 
 async def test_validate_publish_and_show(env: Env) -> None:
     await publish_reference_policy(env)
-    async with api(env, ("console",)) as reader:
+    async with api(env, ("policy-reader",)) as reader:
         bad = yaml.safe_load(REFERENCE_POLICY.read_text())
         bad["units"][5]["parent"] = "NOWHERE"
         bad["caveats"][2]["forbidden_kinds"] = ["TELEPORT"]
@@ -98,7 +105,7 @@ async def test_dry_run_and_shadow(env: Env, topics: TopicNames, valid_example: A
         (b"POL-12BDE", directive(valid_example, "s-pol", "MNC-NE", "POL-12BDE")),
         (b"DEU-PZBRIG-41", directive(valid_example, "s-deu", "MNC-NE", "DEU-PZBRIG-41")),
     )
-    async with api(env, ("console",)) as client:
+    async with api(env, ("policy-reader",)) as client:
         one = json.loads(directive(valid_example, "s-pol", "MNC-NE", "POL-12BDE"))
         now = await client.post("/v1/policies/alliance-main/dry-run", json={"directive": one})
         assert now.json()["verdict"] == "ALLOW"
@@ -155,3 +162,41 @@ async def test_racing_publishers_cannot_both_win(env: Env, topics: TopicNames) -
     versions = await history(env.kafka, topics.policy, "alliance-main")
     assert [v.data.version for v in versions] == [1, 2]
     assert versions[1].data.document.description == f"candidate {winner}"
+
+
+async def test_the_policy_is_shown_only_to_readers_cleared_for_it(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """No role, no policy; a reader not cleared for the policy's label (NATO CONFIDENTIAL)
+    is told no more than of a policy that does not exist; a shadow run lists only the
+    directives its caller may see."""
+    await publish_reference_policy(env)
+    secret = directive(valid_example, "s-secret", "MNC-NE", "POL-12BDE")  # NATO SECRET
+    await produce(env.kafka, topics.submitted, (b"POL-12BDE", secret))
+    one = json.loads(secret)
+    reads = [
+        ("GET", "/v1/policies", None),
+        ("GET", "/v1/policies/alliance-main", None),
+        ("GET", "/v1/policies/alliance-main/history", None),
+        ("POST", "/v1/policies/validate", REFERENCE_POLICY.read_bytes()),
+        ("POST", "/v1/policies/alliance-main/dry-run", orjson.dumps({"directive": one})),
+        ("POST", "/v1/policies/alliance-main/shadow", reference_without_polish_transfer()),
+    ]
+    async with api(env, ()) as nobody:
+        for method, path, body in reads:
+            answer = await nobody.request(method, path, content=body)
+            assert answer.status_code == 403, (path, answer.text)
+            assert "policy-reader" in answer.json()["detail"]
+    async with api(env, ("policy-reader",), Classification.NATO_RESTRICTED) as uncleared:
+        assert (await uncleared.get("/v1/policies")).json() == []
+        for method, path, body in reads[1:3] + reads[4:]:
+            answer = await uncleared.request(method, path, content=body)
+            assert answer.status_code == 404, (path, answer.text)
+            assert answer.json()["detail"] == "no version of alliance-main is published"
+    async with api(env, ("policy-reader",), Classification.NATO_CONFIDENTIAL) as reader:
+        report = await reader.post(
+            "/v1/policies/alliance-main/shadow", content=reference_without_polish_transfer()
+        )
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert (body["directives"], body["not_shown"], body["changed"]) == (0, 1, [])

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from c2bus.core.codec import decode_event
@@ -15,7 +16,7 @@ from c2bus.core.entitlement import Routed, Scope, UnitTree, entitled, in_scope
 from c2bus.core.events import Envelope, event_type
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from c2bus.core.protocol import Area, Stream, Subscribe, Unsubscribe, event_frame
+from c2bus.core.protocol import Area, CloseCode, Stream, Subscribe, Unsubscribe, event_frame
 from c2bus.errors import Refused
 from c2bus.services.gateway.routing import (
     Hub,
@@ -357,3 +358,42 @@ def test_an_event_on_a_stream_it_does_not_belong_to_is_refused(valid_example: An
     assert not in_scope(scope, TREE, Stream.SA, decision)  # not SA: refused
     assert not in_scope(scope, TREE, Stream.DIRECTIVES, track)  # fail closed
     assert event_type(decision) == "c2bus.decision.v1"
+
+
+def test_the_snapshot_keeps_each_entitys_newest_record_whatever_its_time(
+    valid_example: Any,
+) -> None:
+    """Kafka's order per entity is the truth live consoles see: a report stamped in the future
+    does not pin the snapshot, a later record stamped earlier replaces it."""
+    latest = LatestSa(timedelta(hours=1))
+    now = NOW
+    track = example(valid_example, "sa-track", track_id="T")
+    future = msgspec.structs.replace(track, time=now + timedelta(days=1))
+    later = msgspec.structs.replace(track, id="t-later", time=now)
+    for event in (future, later):
+        latest.update(sa_key(event), Latest(event, event.label, routed(event, Stream.SA).message))
+    [kept] = latest.current(now)
+    assert kept.event is later
+
+
+def test_a_policy_that_moves_a_subscribed_unit_away_ends_that_subscription() -> None:
+    """The subtree is checked again whenever the command structure changes: a console that
+    subscribed to a unit no longer under it gets nothing more, and is closed (4009) to
+    subscribe again; the others are scoped by the new structure from then on."""
+    hub = hub_with((APPROVED, 0))
+    moved = Session(identity("MNC-NE"), Outbox(10_000))
+    own = Session(identity("MNC-NE"), Outbox(10_000))
+    idle = Session(identity("MNC-NE"), Outbox(10_000))  # connected, not subscribed yet
+    for session in (moved, own, idle):
+        hub.add(session)
+    subscribe(hub, moved, Subscribe([Stream.DIRECTIVES], id="s", units="POL-12BDE"))
+    subscribe(hub, own, Subscribe([Stream.DIRECTIVES], id="s"))
+    assert moved.outbox.closing is None
+    # POL-12BDE now under JFC-BRUNSSUM directly, no longer under MNC-NE
+    after = UnitTree({"MNC-NE": ("JFC-BRUNSSUM",), "POL-12BDE": ("JFC-BRUNSSUM",)})
+    assert hub.rescope(after) == [moved]
+    assert hub.tree is after
+    assert moved.scope is None and own.scope is not None
+    assert moved.outbox.closing == (CloseCode.SCOPE_CHANGED, "the command structure changed")
+    assert own.outbox.closing is None and idle.outbox.closing is None
+    assert hub.rescope(after) == []  # once

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -29,6 +30,7 @@ from c2bus.core.events import (
     DirectiveStatusEvent,
     Envelope,
     SaEvent,
+    dated_ahead,
     event_type,
 )
 from c2bus.core.protocol import Stream, event_frame
@@ -149,7 +151,8 @@ class Intake:
     def decode(self, record: Any) -> Routed:
         """Decode a record once: its stream, event, label, frame and SA entity key.
 
-        Raises :class:`InvalidEvent` for anything that is not a valid, labelled event, and
+        Raises :class:`InvalidEvent` for anything that is not a valid, labelled event (SA
+        dated more than the skew ahead of this clock included), and
         :class:`UnverifiedRecord` for an approved directive or a decision that a key trusted
         for it did not sign (the enforcer's).
         """
@@ -166,6 +169,10 @@ class Intake:
             label = event.label
         except ValueError as exc:  # a label that does not parse: never delivered
             raise InvalidEvent(str(exc)) from exc
+        if stream is Stream.SA:
+            ahead = dated_ahead(event, datetime.now(UTC))
+            if ahead is not None:
+                raise InvalidEvent(ahead, "$.time")
         position = f"{record.topic}/{record.partition}/{record.offset}"
         message = event_frame(stream, position, encode_event(event))
         key = sa_key(event) if stream is Stream.SA else None
@@ -175,7 +182,9 @@ class Intake:
         """One record of a topic the gateway reads, live: remember it and route it."""
         if record.topic == self.topics.policy:
             if self.policy.apply(record.value) and self.policy.current is not None:
-                self.hub.tree = UnitTree(self.policy.current.policy.superiors)
+                fallen = self.hub.rescope(UnitTree(self.policy.current.policy.superiors))
+                if fallen:
+                    log.info("gateway.rescoped", extra={"closed": [s.id for s in fallen]})
             return
         tp = (record.topic, record.partition)
         try:

@@ -22,6 +22,7 @@ from c2bus.core.entitlement import STREAM_TYPES, Routed, Scope, UnitTree, entitl
 from c2bus.core.events import DirectiveEvent, PositionEvent, TrackEvent
 from c2bus.core.identity import Identity
 from c2bus.core.protocol import (
+    CloseCode,
     Stream,
     Subscribe,
     Unsubscribe,
@@ -87,8 +88,16 @@ class Outbox:
         self.on_conflate = on_conflate
         self.signals = signals or Signals()
         self.overflowed = False
+        #: (close code, reason) once the session is to be closed for another cause than
+        #: overflowing (its scope fell away)
+        self.closing: tuple[int, str] | None = None
         #: the event frames waiting are at most half the bound (a replay may add more)
         self.drained = True
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Have the session's writer close its console with ``code`` (nothing more is sent)."""
+        self.closing = (code, reason)
+        self.signals.wake()
 
     def overflow(self) -> None:
         """Mark the outbox overflowed: its console is closed as slow and resumes."""
@@ -219,6 +228,21 @@ class Hub:
         self.sessions: set[Session] = set()
         self.tree = UnitTree()
         self.live_next: dict[TopicPartition, int] = {}
+
+    def rescope(self, tree: UnitTree) -> list[Session]:
+        """A policy version changed the command structure: from now on every session is
+        scoped by ``tree``, and those whose subscribed units are no longer their unit or
+        below it get nothing more and are closed (4009) to subscribe again. Returns them."""
+        self.tree = tree
+        fallen = [
+            s
+            for s in self.sessions
+            if s.scope is not None and not tree.within(s.scope.root, s.identity.unit)
+        ]
+        for session in fallen:
+            session.scope = None
+            session.outbox.close_with(CloseCode.SCOPE_CHANGED, "the command structure changed")
+        return fallen
 
     def partitions(self, topics: set[str]) -> list[TopicPartition]:
         """The partitions live routing follows of ``topics``, in order."""

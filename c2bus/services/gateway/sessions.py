@@ -150,6 +150,12 @@ class Sessions:
         """Send the session's frames; close it as slow when its outbox overflows."""
         try:
             if await self._send(connection, session, signals):
+                outbox = session.outbox
+                if outbox.closing is not None:
+                    code, reason = outbox.closing
+                    log.info("console.closed", extra={"session": session.id, "code": code})
+                    await connection.close(code, reason)
+                    return
                 self.metrics.slow.inc()
                 log.warning("console.too_slow", extra={"session": session.id})
                 await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")
@@ -159,7 +165,8 @@ class Sessions:
     async def _send(
         self, connection: ServerConnection, session: Session, signals: ConsoleSignals
     ) -> bool:
-        """Send frames until the outbox overflows (True) or the connection is closing.
+        """Send frames until the outbox overflows or is to be closed (True), or the
+        connection is closing.
 
         Frames go out in batches: each is framed by the WebSocket protocol and the batch
         is written to the socket in one call, while the socket takes it (the transport
@@ -170,7 +177,7 @@ class Sessions:
         protocol = connection.protocol
         transport = connection.transport
         woken = signals.woken
-        while not outbox.overflowed:
+        while not outbox.overflowed and outbox.closing is None:
             if outbox.empty():
                 woken.clear()
                 await woken.wait()

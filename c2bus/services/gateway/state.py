@@ -36,11 +36,10 @@ class LatestSa:
         self.entries: dict[str, Latest] = {}
 
     def update(self, key: str, latest: Latest) -> None:
-        current = self.entries.get(key)
-        # Per-key order is Kafka's, so a later record is the newer state; an event stamped
-        # earlier than the one held (a late sensor) does not roll the picture back.
-        if current is None or latest.event.time >= current.event.time:
-            self.entries[key] = latest
+        # Per-key order is Kafka's, and it is what live consoles see: the later record is the
+        # newer state, whatever time it is stamped with (a report stamped in the future must
+        # not pin the snapshot; the gateway refuses those anyway).
+        self.entries[key] = latest
 
     def current(self, now: datetime) -> Iterator[Latest]:
         """Entities whose latest state is within the horizon; older ones are dropped."""

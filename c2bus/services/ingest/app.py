@@ -42,6 +42,7 @@ from c2bus.core.events import (
     SaEvent,
     TrackEvent,
     UnitStatusEvent,
+    dated_ahead,
     event_type,
     security_label,
 )
@@ -215,6 +216,8 @@ class Ingest:
             identity = self._authorise(request, route)
             body = await read_body(request, MAX_BODY_BYTES)
             events = self._decode(body, route, batch)
+            if route.name == "sa":
+                refuse_dated_ahead(events, batch)
             if route.name == "directives":
                 events = [
                     issued_by(identity, e, i if batch else None) for i, e in enumerate(events)
@@ -363,6 +366,19 @@ class Ingest:
                 await bounded("http.drain", self.http.stopped(), timeout)
                 self.producer = None
                 await bounded("producer.stop", producer.stop(), timeout)  # flushes
+
+
+def refuse_dated_ahead(events: list[Envelope], batch: bool) -> None:
+    """SA dated more than the skew ahead of this clock would stand as its entity's newest
+    state until then: refused (422), every such event located."""
+    now = datetime.now(UTC)
+    problems = [
+        Problem("$.time", ahead, index if batch else None).as_dict()
+        for index, event in enumerate(events)
+        if (ahead := dated_ahead(event, now)) is not None
+    ]
+    if problems:
+        raise Refused("invalid", "invalid event", problems=problems)
 
 
 def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> Envelope:

@@ -39,7 +39,7 @@ from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder
 from c2bus.core.decision import Approval, Decision
-from c2bus.core.events import DirectiveEvent
+from c2bus.core.events import DirectiveEvent, PolicySetEvent
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.core.policy.compiler import (
@@ -55,6 +55,9 @@ from c2bus.services.policy_api.shadow import shadow
 
 log = logging.getLogger(__name__)
 ADMIN_ROLE = "policy-admin"
+#: Reading policies (and validating, dry-running and shadow-running against them) needs
+#: this role or the admin's, and clearance for the policy's label.
+READER_ROLE = "policy-reader"
 DIRECTIVES: EventDecoder[DirectiveEvent] = EventDecoder(DirectiveEvent)
 MAX_SHADOW = 10_000
 #: A policy document (the reference one is about 10 kB), or a dry run with one.
@@ -119,15 +122,24 @@ class PolicyApi:
             raise Refused("invalid", "invalid policy", problems=problems) from exc
         return doc
 
-    async def _current(self, set_id: str) -> PolicyEvaluator:
-        latest = self.view.latest
-        if set_id not in latest:
+    async def _current(self, set_id: str, identity: Identity) -> PolicyEvaluator:
+        return PolicyEvaluator(compile_policy(self._visible(set_id, identity).data.document))
+
+    def _visible(self, set_id: str, identity: Identity) -> PolicySetEvent:
+        """The version in force of ``set_id`` if the caller may see it; a caller who may not
+        is told what they would be told of a set never published."""
+        event = self.view.latest.get(set_id)
+        if event is None or not identity.may_see(event.label):
             raise Refused("not_found", f"no version of {set_id} is published")
-        return PolicyEvaluator(compile_policy(latest[set_id].data.document))
+        return event
 
     async def _call(self, endpoint: str, request: Request, handler: Any) -> JSONResponse:
         try:
             identity = self._identity(request)
+            if not (identity.has_role(READER_ROLE) or identity.has_role(ADMIN_ROLE)):
+                raise Refused(
+                    "forbidden", f"the policy API needs the role {READER_ROLE} or {ADMIN_ROLE}"
+                )
             status, body = await handler(identity)
         except KafkaError as exc:
             log.error("policy_api.kafka_failed", extra={"endpoint": endpoint, "error": str(exc)})
@@ -165,8 +177,8 @@ class PolicyApi:
 
         @app.get("/v1/policies", tags=["policies"], summary="Versions in force")
         async def current(request: Request) -> JSONResponse:
-            async def handle(_: Identity) -> tuple[int, Any]:
-                latest = self.view.latest
+            async def handle(identity: Identity) -> tuple[int, Any]:
+                latest = {k: v for k, v in self.view.latest.items() if identity.may_see(v.label)}
                 return 200, [
                     {
                         "policy_set_id": set_id,
@@ -182,11 +194,8 @@ class PolicyApi:
 
         @app.get("/v1/policies/{set_id}", tags=["policies"], summary="The version in force")
         async def show(set_id: str, request: Request) -> JSONResponse:
-            async def handle(_: Identity) -> tuple[int, Any]:
-                latest = self.view.latest
-                if set_id not in latest:
-                    raise Refused("not_found", f"no version of {set_id} is published")
-                event = latest[set_id]
+            async def handle(identity: Identity) -> tuple[int, Any]:
+                event = self._visible(set_id, identity)
                 return 200, {
                     "policy_set_id": set_id,
                     "version": event.data.version,
@@ -203,10 +212,10 @@ class PolicyApi:
             summary="Every version ever published, oldest first",
         )
         async def versions(set_id: str, request: Request) -> JSONResponse:
-            async def handle(_: Identity) -> tuple[int, Any]:
-                found = self.view.versions.get(set_id, [])
+            async def handle(identity: Identity) -> tuple[int, Any]:
+                found = [e for e in self.view.versions.get(set_id, []) if identity.may_see(e.label)]
                 if not found:
-                    raise Refused("not_found", f"no version of {set_id} was ever published")
+                    raise Refused("not_found", f"no version of {set_id} is published")
                 return 200, [
                     {
                         "version": event.data.version,
@@ -258,7 +267,7 @@ class PolicyApi:
             "/v1/policies/{set_id}/dry-run", tags=["policies"], summary="Decide one directive"
         )
         async def dry_run(set_id: str, request: Request) -> JSONResponse:
-            async def handle(_: Identity) -> tuple[int, Any]:
+            async def handle(identity: Identity) -> tuple[int, Any]:
                 try:
                     body = msgspec.json.decode(
                         await read_body(request, MAX_BODY_BYTES), type=DryRun
@@ -277,7 +286,7 @@ class PolicyApi:
                         ]
                         raise Refused("invalid", "invalid policy", problems=problems) from exc
                 else:
-                    evaluator = await self._current(set_id)
+                    evaluator = await self._current(set_id, identity)
                 at = body.at or directive.time
                 approvals = frozenset(
                     Approval(
@@ -299,19 +308,23 @@ class PolicyApi:
             summary="Re-decide recorded directives under a candidate (the body)",
         )
         async def shadow_run(set_id: str, request: Request, last: int = 1000) -> JSONResponse:
-            async def handle(_: Identity) -> tuple[int, Any]:
+            async def handle(identity: Identity) -> tuple[int, Any]:
                 if not 1 <= last <= MAX_SHADOW:
                     raise Refused("invalid", f"last must be between 1 and {MAX_SHADOW}")
                 candidate = PolicyEvaluator(
                     compile_policy(self._document(await read_body(request, MAX_BODY_BYTES)))
                 )
-                current = await self._current(set_id)
-                directives = await recorded_directives(
+                current = await self._current(set_id, identity)
+                recorded = await recorded_directives(
                     self.settings.kafka, self.topics.submitted, last
                 )
+                # Only what the caller may see: of the rest, neither verdict nor change is
+                # told (a candidate of the caller's choosing would narrow them down).
+                directives = [d for d in recorded if identity.may_see(d.label)]
                 report = shadow(directives, current, candidate)
                 return 200, {
                     "directives": report.directives,
+                    "not_shown": len(recorded) - len(directives),
                     "current_version": report.current_version,
                     "candidate_version": report.candidate_version,
                     "changed": [asdict(c) for c in report.changed],
