@@ -351,6 +351,25 @@ def type_tag(cls: type[Envelope]) -> str:
 TYPE_TAGS: dict[type[Envelope], str] = {cls: type_tag(cls) for cls in EVENT_TYPES}
 
 
+#: Between a directive id's issuer and the id its submitter chose: no unit id holds one.
+ISSUER_SEPARATOR = "~"
+MAX_EVENT_ID = 256
+
+
+def issuer_scoped(issuer: str, directive_id: str) -> str:
+    """The id a directive is known by: the id its submitter chose, in its issuer's
+    namespace (``<issuer>~<id>``), so that no unit can take, and so replay-block, another
+    unit's ids. A resubmission that names the scoped id keeps it. ValueError if the result
+    is longer than an event id may be."""
+    prefix = issuer + ISSUER_SEPARATOR
+    scoped = directive_id if directive_id.startswith(prefix) else prefix + directive_id
+    if len(scoped) > MAX_EVENT_ID:
+        raise ValueError(
+            f"the directive id with its issuer's namespace is longer than {MAX_EVENT_ID}"
+        )
+    return scoped
+
+
 #: How far ahead of a reader's clock an SA report may be dated; beyond, it is refused (a
 #: report from the future would stand as the newest state of its entity until then).
 SA_CLOCK_SKEW = timedelta(seconds=30)

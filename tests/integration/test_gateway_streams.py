@@ -351,3 +351,57 @@ async def test_a_console_whose_units_a_new_policy_moves_away_is_closed(env: Env)
                 )
             )
             assert (await again.reply_to("s2", ("error",)))["code"] == "forbidden"
+
+
+async def test_one_unit_cannot_take_another_units_next_directive_id(env: Env) -> None:
+    """Ids are scoped to their issuer: JFC-BRUNSSUM submitting the id MNC-NE is about to use
+    takes nothing from MNC-NE, whose directive is then decided on its merits, not denied as
+    a replay."""
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {
+        "kind": "MOVE",
+        "target": "POL-12BDE",
+        "expires": expires,
+        "area": [
+            {"lat": 55.0, "lon": 15.0},
+            {"lat": 55.0, "lon": 16.0},
+            {"lat": 55.5, "lon": 15.5},
+        ],
+    }
+
+    def submit(correlation: str, directive_id: str) -> str:
+        return json.dumps(
+            {
+                "op": "submit",
+                "id": correlation,
+                "directive": body,
+                "classification": "NATO SECRET",
+                "releasableto": "NATO",
+                "directive_id": directive_id,
+            }
+        )
+
+    commander = ("console", "commander")
+    async with (
+        enforcer(env),
+        gateway(env) as gw,
+        Console.connect(gw.port, env.token(unit="MNC-NE", roles=commander)) as corps,
+        Console.connect(gw.port, env.token(unit="JFC-BRUNSSUM", roles=commander)) as other,
+    ):
+        await other.ws.send(submit("o1", "order-7"))
+        taken = await other.reply_to("o1", ("submitted", "error"))
+        assert taken["directive_id"] == "JFC-BRUNSSUM~order-7"
+        await corps.ws.send(submit("c1", "order-7"))
+        mine = await corps.reply_to("c1", ("submitted", "error"))
+        assert mine["directive_id"] == "MNC-NE~order-7"
+        decided = await corps.events_until(
+            lambda f: (
+                f["stream"] == "decisions"
+                and f["event"]["data"]["directive_id"] == "MNC-NE~order-7"
+            )
+        )
+        verdict = decided[-1]["event"]["data"]
+        assert verdict["verdict"] == "ALLOW", verdict
+        await corps.ws.send(submit("c2", "MNC-NE~order-7"))  # the same again: a replay
+        again = await corps.reply_to("c2", ("submitted", "error"))
+        assert again["directive_id"] == "MNC-NE~order-7"

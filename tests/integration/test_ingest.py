@@ -49,7 +49,7 @@ async def test_publish_single_and_batch(env: Env, topics: TopicNames, valid_exam
     assert sorted(r.key for r in sa) == [b"POL-12BDE", b"TRK-4711", b"TRK-4711"]
     [submitted] = await read_all(env.kafka, topics.submitted)
     assert submitted.key == b"NLD-11AMB"  # keyed by target unit
-    assert decode_event(submitted.value).id == directive["id"]
+    assert decode_event(submitted.value).id == f"JFC-BRUNSSUM~{directive['id']}"  # its issuer's
 
 
 async def test_invalid_bodies_list_every_problem(
@@ -202,13 +202,15 @@ async def test_a_directive_is_issued_by_the_tokens_unit_within_what_it_may_see(
         assert with_decision.json()["problems"][0]["path"] == "$.decisionid"
         sent = await http.post("/v1/directives", json=directive, headers=jfc)
         assert sent.status_code == 202, sent.text
+        assert sent.json()["id"] == f"JFC-BRUNSSUM~{directive['id']}"  # the id it is known by
         relayed = directive | {"id": "d-bridged"}
         assert (await http.post("/v1/directives", json=relayed, headers=bridge)).status_code == 202
 
     submitted = [decode_event(r.value) for r in await read_all(env.kafka, topics.submitted)]
     assert [(e.id, e.subject) for e in submitted] == [
-        (directive["id"], "jfc-ops"),  # the issuing subject is the token's
-        ("d-bridged", "bridge"),
+        # the id is scoped to its issuer; the issuing subject is the token's
+        (f"JFC-BRUNSSUM~{directive['id']}", "jfc-ops"),
+        ("JFC-BRUNSSUM~d-bridged", "bridge"),
     ]
 
 

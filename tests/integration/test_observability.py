@@ -21,8 +21,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from c2bus.adapters.kafka import new_producer, start_client
+from c2bus.adapters.kafka import new_producer, read_to_end, start_client
 from c2bus.adapters.settings import KafkaSettings
+from c2bus.core.codec import decode_event
+from c2bus.core.events import DirectiveEvent
+from c2bus.errors import InvalidEvent
 from tests.conftest import ROOT, require_tool
 from tests.integration.test_up import running_up
 from tests.unit.test_cli import run
@@ -71,6 +74,19 @@ async def bad_records(kafka: KafkaSettings) -> None:
                 await producer.send_and_wait(topic, b'{"not": "an event"', key=f"bad-{i}".encode())
     finally:
         await producer.stop()
+
+
+async def simulator_directives(kafka: KafkaSettings) -> list[str]:
+    """The ids of the simulator's directives on the submitted topic, oldest first."""
+    found = []
+    for record in await read_to_end(kafka, "c2.directives.submitted"):
+        try:
+            event = decode_event(record.value)
+        except InvalidEvent:
+            continue  # the bad records this test wrote
+        if isinstance(event, DirectiveEvent) and ":sim:simulator-1:directive:" in event.id:
+            found.append((event.time, event.id))
+    return [directive_id for _, directive_id in sorted(found)]
 
 
 async def refused_handshake(url: str) -> None:
@@ -147,8 +163,8 @@ def test_every_dashboard_panel_shows_data_from_a_running_system(tmp_path: Path) 
 
         # `c2bus trace`: a simulator directive's whole lifecycle, with the time of each hop.
         steps: list[str] = []
-        for n in range(1, 30):
-            directive_id = f"urn:c2bus:sim:simulator-1:directive:{n}"
+        # the gateway scoped each id to its issuer: read them back from the topic
+        for directive_id in asyncio.run(simulator_directives(up.cluster.client()))[:30]:
             traced = run("trace", directive_id, "--json", "--since", "1h", env=up.env)
             assert traced.returncode == 0, traced.stdout + traced.stderr
             timeline = json.loads(traced.stdout)

@@ -25,6 +25,7 @@ from c2bus.core.events import (
     TrackDomain,
     TrackEvent,
     UnitStatusEvent,
+    issuer_scoped,
     type_tag,
 )
 from c2bus.core.labels import Classification
@@ -154,3 +155,15 @@ def test_arbitrary_bytes_either_decode_or_raise_invalid_event(raw: bytes) -> Non
 def test_partial_envelopes_are_rejected(doc: dict[str, str]) -> None:
     with pytest.raises(InvalidEvent):
         decode_event(msgspec.json.encode(doc))
+
+
+def test_a_directive_id_is_its_issuers_alone() -> None:
+    """Edges scope the id a submitter chose to its issuer: one unit cannot take (and so
+    replay-block) another unit's next id; a resubmission with the scoped id stays as it is."""
+    assert issuer_scoped("MNC-NE", "d-42") == "MNC-NE~d-42"
+    assert issuer_scoped("MNC-NE", "MNC-NE~d-42") == "MNC-NE~d-42"
+    assert issuer_scoped("POL-12BDE", "MNC-NE~d-42") == "POL-12BDE~MNC-NE~d-42"
+    # no unit id holds the separator, so two issuers' ids never meet
+    assert issuer_scoped("A/B", "C") != issuer_scoped("A", "B/C")
+    with pytest.raises(ValueError, match="longer than 256"):
+        issuer_scoped("MNC-NE", "x" * 250)

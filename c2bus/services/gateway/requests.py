@@ -15,7 +15,7 @@ from typing import Any
 from c2bus.adapters.settings import GatewaySettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.cloudevents import new_event
-from c2bus.core.events import DirectiveData, DirectiveEvent, DirectiveState
+from c2bus.core.events import DirectiveData, DirectiveEvent, DirectiveState, issuer_scoped
 from c2bus.core.labels import SecurityLabel, parse_releasability
 from c2bus.core.protocol import (
     COMMANDER_ROLE,
@@ -189,9 +189,13 @@ class Requests:
                 "forbidden", "a directive cannot be labelled above what its issuer may see"
             )
         body = message.directive
+        try:  # the id is the issuer's alone: no unit can take another's
+            directive_id = issuer_scoped(identity.unit, message.directive_id or str(uuid.uuid4()))
+        except ValueError as exc:
+            raise Refused("bad_request", str(exc)) from exc
         event = new_event(
             DirectiveEvent,
-            id=message.directive_id or str(uuid.uuid4()),
+            id=directive_id,
             source=self.source,
             time=datetime.now(UTC),
             classification=message.classification,

@@ -44,6 +44,7 @@ from c2bus.core.events import (
     UnitStatusEvent,
     dated_ahead,
     event_type,
+    issuer_scoped,
     security_label,
 )
 from c2bus.core.fields import EventId, Identifier, ReleasableTo, Text
@@ -384,8 +385,9 @@ def refuse_dated_ahead(events: list[Envelope], batch: bool) -> None:
 def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> Envelope:
     """A directive as its authenticated issuer may submit it: for the token's unit (or one
     it acts for), labelled within what the token may see, with no decision id (the
-    enforcer's to set); its CloudEvents ``subject`` becomes the issuing subject, which the
-    two-person rule never counts as an approver. Raises :class:`Refused` otherwise."""
+    enforcer's to set); its id is scoped to its issuer (``<issuer>~<id>``) and its
+    CloudEvents ``subject`` becomes the issuing subject, which the two-person rule never
+    counts as an approver. Raises :class:`Refused` otherwise."""
     assert isinstance(event, DirectiveEvent)
     if not identity.may_issue_for(event.data.issuer):
         raise Refused(
@@ -398,7 +400,12 @@ def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> 
     if event.decisionid is not None:
         problem = Problem("$.decisionid", "set by the enforcer only, never by a submitter")
         raise Refused("invalid", "invalid event", problems=[problem.as_dict(index)])
-    return msgspec.structs.replace(event, subject=identity.subject)
+    try:  # the id is the issuer's alone: no unit can take another's
+        directive_id = issuer_scoped(event.data.issuer, event.id)
+    except ValueError as exc:
+        problem = Problem("$.id", str(exc))
+        raise Refused("invalid", "invalid event", problems=[problem.as_dict(index)]) from exc
+    return msgspec.structs.replace(event, id=directive_id, subject=identity.subject)
 
 
 def _components() -> dict[str, Any]:
