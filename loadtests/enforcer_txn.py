@@ -137,6 +137,13 @@ class Enforcer:
             self.proc.wait()
 
 
+class UnsignedEnforcer(Enforcer):
+    """The enforcer without its signer (``loadtests/unsigned_enforcer.py``): the baseline
+    of what signing costs."""
+
+    command = ("-m", "loadtests.unsigned_enforcer")
+
+
 class Relay(Enforcer):
     """The baseline: ``python -m loadtests.relay``, bare consume → produce in the
     enforcer's group (see ``loadtests/relay.py``)."""
@@ -232,7 +239,13 @@ class Latency:
 
 
 async def latency(
-    kafka: KafkaSettings, exactly_once: bool, interval_ms: int, rate: int, seconds: float
+    kafka: KafkaSettings,
+    exactly_once: bool,
+    interval_ms: int,
+    rate: int,
+    seconds: float,
+    *,
+    process: type[Enforcer] = Enforcer,
 ) -> Latency:
     topics = await prepare(kafka, "l")
     warm_up = rate * 2
@@ -262,7 +275,7 @@ async def latency(
     await start_client(producer, kafka)
     observer = asyncio.create_task(observe())
     try:
-        with Enforcer(kafka, topics.prefix, exactly_once, interval_ms):
+        with process(kafka, topics.prefix, exactly_once, interval_ms):
             # Warm up: every partition's lane set up, every output partition's metadata known.
             warm = [directive_id(value) for _, value in records[:warm_up]]
             for key, value in records[:warm_up]:

@@ -28,7 +28,16 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from . import decode, e2e, enforcer_txn, gateway_fanout, policy_eval, restore, security
+from . import (
+    decode,
+    e2e,
+    enforcer_txn,
+    gateway_fanout,
+    policy_eval,
+    restore,
+    security,
+    signing,
+)
 from .core import ROOT, Bench, Result
 
 DEFAULT_OUT = ROOT / ".c2bus" / "bench" / "results"
@@ -49,6 +58,7 @@ def scenarios() -> dict[str, Scenario]:
         "directive-e2e": e2e.directive_scenario,
         "pipeline": e2e.pipeline_scenario,
         "security": security.scenario,
+        "signing": signing.scenario,
     }
 
 

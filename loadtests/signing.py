@@ -1,0 +1,78 @@
+"""What signing costs: the enforcer signing every decision and approved directive (Ed25519)
+against the same enforcer with its signer taken away (``loadtests/unsigned_enforcer.py``),
+in the same run, rounds alternating: throughput, and the decision latency of paced
+directives (submit to the decision readable, read_committed).
+
+    .venv/bin/python -m loadtests --only signing [--quick]
+
+Goal: ≥ 0.9 x unsigned, for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+from .core import Bench, Result
+from .enforcer_txn import Enforcer, UnsignedEnforcer, directives, latency, throughput
+
+MODES: dict[str, type[Enforcer]] = {"signed": Enforcer, "unsigned": UnsignedEnforcer}
+RATE = 200  # directives/s, paced, for the latency runs
+
+
+def scenario(bench: Bench) -> list[Result]:
+    kafka = bench.kafka()
+    count, rounds = (10_000, 1) if bench.quick else (20_000, 3)
+    seconds = 5.0 if bench.quick else 15.0
+    records = directives(count)
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
+    p99s: dict[str, list[float]] = {m: [] for m in MODES}
+
+    async def run() -> None:
+        for round_ in range(rounds):
+            order = list(MODES) if round_ % 2 == 0 else list(MODES)[::-1]
+            for mode in order:
+                rate = await throughput(kafka, records, True, 100, MODES[mode])
+                rates[mode].append(rate)
+                bench.say(f"round {round_ + 1}/{rounds} enforcer {mode}: {rate:,.0f}/s")
+            for mode in order:
+                lat = await latency(kafka, True, 100, RATE, seconds, process=MODES[mode])
+                p99s[mode].append(lat.p99)
+                bench.say(
+                    f"round {round_ + 1}/{rounds} decision latency {mode}: p99 {lat.p99:.1f} ms"
+                )
+
+    asyncio.run(run())
+    rate = {m: statistics.median(v) for m, v in rates.items()}
+    p99 = {m: statistics.median(v) for m, v in p99s.items()}
+    throughput_ratio = rate["signed"] / rate["unsigned"]
+    latency_ratio = p99["unsigned"] / p99["signed"]  # >= 0.9: signed at most 1/0.9 slower
+    detail = (
+        f"the same enforcer with and without its signer, {count:,} directives per throughput "
+        f"run, {RATE}/s paced for {seconds:g} s per latency run (submit to the decision "
+        f"readable), 100 ms commit interval, medians of {rounds} alternating rounds"
+    )
+    return [
+        Result(
+            scenario="cost of signing: enforcer throughput",
+            ours=f"signed {rate['signed']:,.0f} directives/s",
+            baseline=f"unsigned {rate['unsigned']:,.0f}/s",
+            ratio=throughput_ratio,
+            ratio_label="of unsigned",
+            goal=">= 0.9",
+            met=throughput_ratio >= 0.9,
+            figures={"signed_per_s": rate["signed"], "unsigned_per_s": rate["unsigned"]},
+            detail=detail,
+        ),
+        Result(
+            scenario="cost of signing: decision p99",
+            ours=f"signed p99 {p99['signed']:.1f} ms",
+            baseline=f"unsigned p99 {p99['unsigned']:.1f} ms",
+            ratio=latency_ratio,
+            ratio_label="unsigned / signed",
+            goal=">= 0.9",
+            met=latency_ratio >= 0.9,
+            figures={"signed_p99_ms": p99["signed"], "unsigned_p99_ms": p99["unsigned"]},
+            detail=detail,
+        ),
+    ]
