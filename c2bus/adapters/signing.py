@@ -107,8 +107,8 @@ class TrustStore:
     """The public keys a reader trusts, each for the record families it names.
 
     ``check`` answers why a record is not to be trusted (None: it is). The file is read
-    again when an unknown key turns up and its modification time changed (at most every
-    ``min_interval_s``), so a key added for a rotation is picked up without a restart."""
+    again when its modification time changed (looked at most every ``min_interval_s``), so
+    a key added or removed for a rotation is in force without a restart."""
 
     def __init__(
         self, path: Path | None, keys: Iterable[TrustedKey] = (), min_interval_s: float = 1.0
@@ -138,7 +138,8 @@ class TrustStore:
             name = kid.decode()
         except UnicodeDecodeError:
             return "unknown signing key"
-        key = self.keys.get(name) or self._refresh(name)
+        self._refresh()  # a key added or removed since is in force within a second
+        key = self.keys.get(name)
         if key is None:
             return f"unknown signing key {name[:32]!r}"
         if family not in key.families:
@@ -149,15 +150,15 @@ class TrustStore:
             return f"bad signature by key {name} ({key.name})"
         return None
 
-    def _refresh(self, kid: str) -> TrustedKey | None:
+    def _refresh(self) -> None:
         if self.path is None:
-            return None
+            return
+        now = time.monotonic()
+        if now - self._checked < self.min_interval_s:
+            return
         with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= self.min_interval_s:
-                self._checked = now
-                self._reload()
-        return self.keys.get(kid)
+            self._checked = now
+            self._reload()
 
     def _reload(self) -> None:
         assert self.path is not None

@@ -79,7 +79,7 @@ def test_local_keys_are_made_once_private_and_trusted_for_what_they_sign(
     assert trust_for(settings).check(APPROVED, VALUE, signer.headers(APPROVED, VALUE)) is None
 
 
-def test_a_key_added_for_a_rotation_is_trusted_without_a_restart(tmp_path: Path) -> None:
+def test_a_rotation_needs_no_restart_of_the_readers(tmp_path: Path) -> None:
     keys = LocalKeys(tmp_path)
     keys.ensure(["enforcer"])
     trust = TrustStore(keys.trust_file, min_interval_s=0)
@@ -92,6 +92,13 @@ def test_a_key_added_for_a_rotation_is_trusted_without_a_restart(tmp_path: Path)
     os.utime(keys.trust_file, (1, 1))  # a new modification time, whatever the clock
     assert trust.check(APPROVED, VALUE, new.headers(APPROVED, VALUE)) is None
     assert trust.check(APPROVED, VALUE, old.headers(APPROVED, VALUE)) is None  # both, meanwhile
+    doc["keys"] = [k for k in doc["keys"] if k["name"] != "enforcer"]  # the old one retired
+    keys.trust_file.write_text(json.dumps(doc))
+    os.utime(keys.trust_file, (2, 2))
+    assert "unknown signing key" in (
+        trust.check(APPROVED, VALUE, old.headers(APPROVED, VALUE)) or ""
+    )
+    assert trust.check(APPROVED, VALUE, new.headers(APPROVED, VALUE)) is None
 
 
 @pytest.mark.parametrize(
