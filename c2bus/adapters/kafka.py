@@ -528,12 +528,16 @@ async def read_topic(
     *,
     starts: Mapping[int, int] | None = None,
     last: int | None = None,
+    since_ms: int | None = None,
+    each: Callable[[list[Any]], None] | None = None,
     timeout_s: float | None = None,
 ) -> Reading:
     """The committed records of ``topic`` (or of some of its partitions) up to its end when
     called, read by a group-less ``read_committed`` consumer: from each partition's
     beginning, or from its offset in ``starts``, or (with ``last``) its last ``last``
-    offsets. A stall, no progress for ``timeout_s`` (default: the request timeout), raises
+    offsets, or (with ``since_ms``) its first record stamped at or after that time. With
+    ``each``, every batch read (one partition's, oldest first) is handed to it and none is
+    kept. A stall, no progress for ``timeout_s`` (default: the request timeout), raises
     :class:`KafkaError`."""
     timeout_s = kafka.request_timeout_s if timeout_s is None else timeout_s
     info = await probe(kafka, timeout_s)
@@ -552,12 +556,18 @@ async def read_topic(
         consumer.assign(tps)
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
+        stamped = {}
+        if since_ms is not None:
+            stamped = await consumer.offsets_for_times({tp: since_ms for tp in tps})
         for tp in tps:
             start = begin[tp]
             if last is not None:
                 start = max(start, end[tp] - last)
             if starts is not None and tp.partition in starts:
                 start = min(max(start, starts[tp.partition]), end[tp])
+            if since_ms is not None:
+                found = stamped.get(tp)
+                start = end[tp] if found is None else max(start, found.offset)
             consumer.seek(tp, start)
         # A fetch can return nothing and still move the position: past an aborted
         # transaction, or the markers, at the end of a partition (as KAFKA-12980 describes
@@ -569,7 +579,10 @@ async def read_topic(
         while behind:
             batch = await consumer.getmany(*behind, timeout_ms=200)
             for part in batch.values():
-                records.extend(part)
+                if each is None:
+                    records.extend(part)
+                else:
+                    each(part)
             still = [tp for tp in behind if await consumer.position(tp) < end[tp]]
             if batch or len(still) < len(behind):
                 deadline = loop.time() + timeout_s

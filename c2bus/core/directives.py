@@ -12,6 +12,7 @@ import msgspec
 from c2bus.core.cloudevents import new_event
 from c2bus.core.decision import Decision
 from c2bus.core.events import (
+    ChainLink,
     DecisionData,
     DecisionEvent,
     DirectiveEvent,
@@ -49,8 +50,10 @@ def decision_event(
     approvals: int = 0,
     *,
     replay_of: str | None = None,
+    chain: ChainLink | None = None,
 ) -> DecisionEvent:
-    """The audit record of a verdict; it carries the directive's own security label."""
+    """The audit record of a verdict, at ``chain`` in the audit chain; it carries the
+    directive's own security label."""
     data = directive.data
     return new_event(
         DecisionEvent,
@@ -69,6 +72,7 @@ def decision_event(
             policy_version=decision.policy_version,
             policy_hash=decision.policy_hash,
             reasons=list(decision.reasons),
+            chain=chain,
         ),
     )
 

@@ -29,12 +29,13 @@ The rules, per partition and in input order:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from c2bus.core.audit import Chains, Head
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.decision import Approval, Decision, DirectivePolicy
 from c2bus.core.directives import approved_directive, decided_status, decision_event
@@ -150,6 +151,7 @@ class Enforcement:
         self.source = source
         self.actor = actor
         self.held = HeldDirectives()
+        self.chains = Chains()
         self.refresh_span = refresh_span
         self.refresh_limit = refresh_limit
 
@@ -195,7 +197,8 @@ class Enforcement:
             self._approve(event, partition, now, step)
         elif self.held.known(event.id, partition):
             decision = policy.decide(event, now, replay=True)
-            self._decision(step, event, decision, now, 0, replay_of=f"{partition}-{offset}")
+            replay_of = f"{partition}-{offset}"
+            self._decision(step, event, decision, now, 0, partition=partition, replay_of=replay_of)
         else:
             decision = policy.decide(event, now)
             self._record(step, Held(event, frozenset(), partition), decision, now)
@@ -217,9 +220,11 @@ class Enforcement:
 
     # -- the partition's state, as Kafka holds it ----------------------------------------------
 
-    def restore(self, records: Iterable[Any]) -> int:
+    def restore(self, records: Iterable[Any], heads: Mapping[int, Head]) -> int:
         """Fold held-topic records (oldest first per partition, each from its mark or its
-        beginning) into the state; returns how many are held."""
+        beginning) into the state, and continue each decisions partition's audit chain from
+        its head in ``heads``; returns how many are held."""
+        self.chains.restore(heads)
         return self.held.restore(records)
 
     def mark(self, partition: int) -> int:
@@ -230,6 +235,7 @@ class Enforcement:
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of ``partitions`` (revoked, or their transaction failed)."""
         self.held.drop_partitions(partitions)
+        self.chains.drop(partitions)
 
     # -- the rules ----------------------------------------------------------------------------
 
@@ -247,7 +253,9 @@ class Enforcement:
     def _record(self, step: Step, held: Held, decision: Decision, now: datetime) -> None:
         """A decision and its consequences: hold, or end a hold and release."""
         directive = held.directive
-        self._decision(step, directive, decision, now, len(held.approvals))
+        self._decision(
+            step, directive, decision, now, len(held.approvals), partition=held.partition
+        )
         key = directive.id.encode()
         if decision.verdict is Verdict.HOLD:
             self.held.put(held)
@@ -272,17 +280,22 @@ class Enforcement:
         now: datetime,
         approvals: int,
         *,
+        partition: int,
         replay_of: str | None = None,
     ) -> None:
-        """The decision (audit trail) and the DECIDED step of the directive's lifecycle."""
+        """The decision (audit trail, the next link of its partition's chain) and the
+        DECIDED step of the directive's lifecycle."""
         key = directive.id.encode()
+        link = self.chains.head(partition).link(partition)
         audit = decision_event(
-            directive, decision, now, self.source, approvals, replay_of=replay_of
+            directive, decision, now, self.source, approvals, replay_of=replay_of, chain=link
         )
         status = decided_status(
             directive, decision, now, self.actor, approvals, replay_of=replay_of
         )
-        step.writes.append(_event(Stream.DECISIONS, key, audit))
+        value = encode_event(audit)
+        self.chains.append(partition, link.seq, value)
+        step.writes.append(Write(Stream.DECISIONS, key, value, partition, kind=event_type(audit)))
         step.writes.append(_event(Stream.STATUS, key, status))
         step.decided.append(Decided(directive, decision, approvals, replay_of))
 

@@ -147,8 +147,22 @@ class Reason(Struct, frozen=True, forbid_unknown_fields=True):
     message: Text
 
 
+Digest = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class ChainLink(Struct, frozen=True, forbid_unknown_fields=True):
+    """A decision's place in the audit chain of its partition of the decisions topic: its
+    sequence number there and the digest of the record before it (see
+    :mod:`c2bus.core.audit`). The signature over the record covers the link."""
+
+    partition: Annotated[int, Meta(ge=0)]
+    seq: Annotated[int, Meta(ge=0)]
+    prev: Digest
+
+
 class DecisionData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """The enforcer's verdict on one directive, with every reason and the policy it used."""
+    """The enforcer's verdict on one directive, with every reason and the policy it used,
+    and (from enforcers that chain their decisions) its link in the audit chain."""
 
     directive_id: EventId
     verdict: Verdict
@@ -157,8 +171,9 @@ class DecisionData(Struct, frozen=True, forbid_unknown_fields=True, omit_default
     kind: Identifier
     policy_set_id: Identifier
     policy_version: Annotated[int, Meta(ge=0)]
-    policy_hash: Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+    policy_hash: Digest
     reasons: list[Reason] = msgspec.field(default_factory=list)
+    chain: ChainLink | None = None
 
 
 class DirectiveStatusData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -448,6 +448,51 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the decisions topic's audit chain and signatures; exit 1 on any bad record."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from c2bus.adapters.signing import trust_for
+    from c2bus.adapters.topics import TopicNames
+    from c2bus.tools.audit import render, verify_decisions
+
+    settings = KafkaSettings.from_env(principal="reader")
+    trust = trust_for(SigningSettings.from_env())
+    topic = TopicNames(settings.topic_prefix).decisions
+    since = None if args.since is None else datetime.now(UTC) - timedelta(seconds=args.since)
+    _progress(f"reading {topic} {'from the beginning' if since is None else 'since ' + str(since)}")
+    try:
+        report = asyncio.run(
+            verify_decisions(
+                settings, topic, trust, since=since, progress=_progress, timeout_s=args.timeout
+            )
+        )
+    except KafkaUnavailable as exc:
+        raise KafkaUnavailable(f"{exc}: {_external_hint(settings)}") from exc
+    if args.json:
+        doc = {
+            "topic": report.topic,
+            "records": report.records,
+            "partitions": report.partitions,
+            "bad": [
+                {"partition": f.partition, "offset": f.offset, "problem": f.problem}
+                for f in report.findings
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render(report))
+    if not report.ok:
+        first = report.findings[0]
+        _progress(
+            f"{len(report.findings)} bad record(s) in {topic}; the first: partition "
+            f"{first.partition} offset {first.offset}"
+        )
+        return EXIT_FAILURE
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the harness as ``python -m loadtests`` in the checkout it belongs to: the
     benchmarks live beside the package, not in it."""
@@ -621,6 +666,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the trace as JSON, for scripts")
     p.set_defaults(func=cmd_trace)
+
+    audit = commands.add_parser("audit", help="the decisions topic as evidence")
+    audit_cmds = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = audit_cmds.add_parser(
+        "verify",
+        help="check every decision's signature and the audit chain; name each bad record",
+        description="Read <prefix>.decisions (read_committed, as the reader principal) and "
+        "check, per partition in offset order, that every record is a decision signed by a "
+        "key the trust store trusts for decisions (C2BUS_TRUST_FILE, or the local one) and "
+        "that it names the record before it (digest and sequence number). Each record that "
+        "fails is printed with its partition, offset and what is wrong; the records after it "
+        "are checked against the last good one, so a forged or replayed record is named "
+        "alone.",
+        epilog="Exit status: 0 when every record verified, 1 when any did not (or Kafka or "
+        "the trust store could not be read), 2 for usage errors.",
+    )
+    p.add_argument(
+        "--since",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="check only records from this long ago (by Kafka record time: 30m, 6h, 7d); "
+        "the first signed record read anchors each partition (default: from the beginning, "
+        "where each chain must begin)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="give up when the read makes no progress for S seconds (the request timeout)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON, for scripts")
+    p.set_defaults(func=cmd_audit_verify)
 
     p = commands.add_parser(
         "bench",

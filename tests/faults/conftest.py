@@ -54,7 +54,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write("fault suite: invariants per scenario (read_committed output against the oracle)")
     header = (
         f"{'scenario':<18}{'in':>7}{'decided':>9}{'dup':>5}{'lost':>6}{'order':>7}"
-        f"{'verdict':>9}{'appr≠allow':>11}{'aborted':>9}{'lane fail':>10}{'fenced':>8}"
+        f"{'verdict':>9}{'appr≠allow':>11}{'chain':>7}{'aborted':>9}{'lane fail':>10}{'fenced':>8}"
         f"{'recover s':>11}{'drain s':>9}  result"
     )
     write(header)
@@ -64,13 +64,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         write(
             f"{r.scenario:<18}{r.directives_in:>7}{r.decisions_out:>9}"
             f"{r.duplicates + r.concurrent_duplicates:>5}{r.lost:>6}{r.order_violations:>7}"
-            f"{r.wrong_verdicts:>9}{mismatched:>11}{r.aborted_records:>9}{r.lane_failures:>10}"
+            f"{r.wrong_verdicts:>9}{mismatched:>11}{r.chain_breaks:>7}{r.aborted_records:>9}{r.lane_failures:>10}"
             f"{r.fenced:>8}"
             f"{r.recover_s:>11.1f}{r.drain_s:>9.1f}  {result}"
         )
     write(
         "dup: duplicates in the final read plus those seen by a concurrent read_committed "
-        "consumer; aborted: records only a read_uncommitted consumer saw (aborted "
+        "consumer; chain: decisions breaking their partition's audit chain (`c2bus audit verify`"
+        "'s check); "
+        "aborted: records only a read_uncommitted consumer saw (aborted "
         "transactions); lane fail / fenced: partition lanes failed and set up again (of them, "
         "refused as fenced); recover: heal -> input at the heal decided; drain: end of load -> "
         "lag 0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -35,8 +36,11 @@ from c2bus.adapters.kafka import (
     start_client,
 )
 from c2bus.adapters.policy_store import publish
-from c2bus.adapters.settings import KafkaSettings
+from c2bus.adapters.settings import KafkaSettings, SigningSettings
+from c2bus.adapters.signing import DECISIONS as SIGNED_DECISIONS
+from c2bus.adapters.signing import trust_for
 from c2bus.adapters.topics import TopicNames, create_topics
+from c2bus.core.audit import Verifier
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.events import DecisionEvent, DirectiveEvent, SubmittedEvent, Verdict
 from c2bus.core.policy.compiler import compile_policy, load_policy_document
@@ -224,6 +228,8 @@ class Report:
     allowed_not_approved: int = 0
     concurrent_duplicates: int = 0
     aborted_records: int = 0
+    #: decisions records that break their partition's audit chain (c2bus audit verify)
+    chain_breaks: int = 0
     recover_s: float = float("nan")
     drain_s: float = float("nan")
     lane_failures: int = 0
@@ -242,6 +248,7 @@ class Report:
                 ("approved_not_allowed", self.approved_not_allowed),
                 ("allowed_not_approved", self.allowed_not_approved),
                 ("concurrent_duplicates", self.concurrent_duplicates),
+                ("chain_breaks", self.chain_breaks),
             )
             if value
         ]
@@ -407,6 +414,15 @@ class Scenario:
                 expected = self.evaluator.decide(directive, decision.time).verdict
                 report.wrong_verdicts += expected is not decision.data.verdict
         report.decisions_out = sum(per_directive.values())
+        # every lane set up after a kill, a fence or an abort went on from its partition's
+        # committed chain head: the chain holds as `c2bus audit verify` checks it
+        chain = Verifier(
+            functools.partial(trust_for(SigningSettings.from_env()).check, SIGNED_DECISIONS)
+        )
+        for record in decisions:
+            chain.feed(record.partition, record.offset, record.value, record.headers)
+        report.chain_breaks = len(chain.findings)
+        report.notes.extend(str(finding) for finding in chain.findings[:5])
         report.duplicates = sum(n - 1 for n in per_directive.values() if n > 1)
         report.lost = sum(1 for d in directives if d not in per_directive)
         approved_ids: Counter[str] = Counter()

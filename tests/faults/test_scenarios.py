@@ -69,6 +69,7 @@ def run_scenario(
     scenario.log(
         f"in={report.directives_in} decided={report.decisions_out} dup={report.duplicates} "
         f"lost={report.lost} order={report.order_violations} aborted={report.aborted_records} "
+        f"chain_breaks={report.chain_breaks} "
         f"fenced={report.fenced} recover={report.recover_s:.1f}s drain={report.drain_s:.1f}s"
     )
     assert not report.violations, report.violations

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from c2bus.core.audit import START
 from c2bus.core.codec import decode_event
 from c2bus.core.decision import Approval, Decision, DirectivePolicy
 from c2bus.core.enforcement import Enforcement, Step, Stream, Write
@@ -32,6 +33,8 @@ from c2bus.errors import PolicyError, UnverifiedRecord
 
 NOW = datetime(2026, 11, 26, 8, tzinfo=UTC)
 SOURCE, ACTOR = "urn:c2bus:enforcer:test", "enforcer:test"
+#: every partition's audit chain as a lane set up on an empty decisions topic starts it
+STARTS = {partition: START for partition in range(12)}
 
 
 class ScriptedPolicy(DirectivePolicy):
@@ -86,7 +89,11 @@ def attested(value: bytes, headers: Any) -> str | None:
 
 
 def core(policy: DirectivePolicy | None = None) -> Enforcement:
-    return Enforcement(policy or ScriptedPolicy(), source=SOURCE, actor=ACTOR, attest=attested)
+    enforcement = Enforcement(
+        policy or ScriptedPolicy(), source=SOURCE, actor=ACTOR, attest=attested
+    )
+    enforcement.restore([], STARTS)
+    return enforcement
 
 
 def to(step: Step, stream: Stream) -> list[Write]:
@@ -227,6 +234,7 @@ def test_only_attested_approvals_count(valid_example: Any) -> None:
         return None if headers == [("c2bus_sig", b"ok")] else "unsigned: no attestation"
 
     enforcement = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR, attest=attest)
+    enforcement.restore([], STARTS)
     enforcement.submitted(directive(valid_example, "d-7", "ENGAGE"), 0, 0, NOW, headers=[])
     assert seen == []  # directives need none: the enforcer decides them
     forged = enforcement.submitted(approval(valid_example, "d-7", "alice"), 0, 1, NOW, headers=[])
@@ -241,6 +249,7 @@ def test_only_attested_approvals_count(valid_example: Any) -> None:
     assert counted.decided[0].approvals == 1
 
     unchecked = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR)
+    unchecked.restore([], STARTS)
     unchecked.submitted(directive(valid_example, "d-8", "ENGAGE"), 0, 0, NOW)
     step = unchecked.submitted(approval(valid_example, "d-8", "alice"), 0, 1, NOW, good)
     assert step.dead_letter is not None and isinstance(step.dead_letter.error, UnverifiedRecord)
@@ -310,7 +319,7 @@ def test_state_restored_from_the_held_changelog_decides_the_same(valid_example: 
         first.submitted(directive(valid_example, "a"), 4, 2, NOW),
     ]
     second = core()
-    assert second.restore(changelog(*steps)) == 1
+    assert second.restore(changelog(*steps), STARTS) == 1
     assert second.held.known("a")
     replay = second.submitted(directive(valid_example, "a"), 4, 3, NOW)
     assert decisions(replay)[0].id == "decision:a:replay:4-3"
@@ -336,11 +345,11 @@ def test_each_partition_decides_from_its_own_state_alone(valid_example: Any) -> 
     assert decisions(other)[0].data.verdict is Verdict.ALLOW
 
     enforcement.drop({2})
-    enforcement.restore(changelog(other))
+    enforcement.restore(changelog(other), STARTS)
     assert enforcement.held.get("x", 1) is not None  # partition 1's hold survives
     assert enforcement.held.known("x", 2) and enforcement.held.get("x", 2) is None
     enforcement.drop({1})
-    enforcement.restore(changelog(held))
+    enforcement.restore(changelog(held), STARTS)
     assert enforcement.held.known("x", 2)  # and partition 2's seen mark survives that
 
 

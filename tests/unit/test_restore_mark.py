@@ -19,6 +19,7 @@ from tests.unit.test_enforcement import (
     ACTOR,
     NOW,
     SOURCE,
+    STARTS,
     ScriptedPolicy,
     approval,
     attested,
@@ -29,7 +30,7 @@ PARTITIONS = (0, 1)
 
 
 def enforcement(refresh_span: int = 1_000, refresh_limit: int = 500) -> Enforcement:
-    return Enforcement(
+    core = Enforcement(
         ScriptedPolicy(),
         source=SOURCE,
         actor=ACTOR,
@@ -37,6 +38,8 @@ def enforcement(refresh_span: int = 1_000, refresh_limit: int = 500) -> Enforcem
         refresh_limit=refresh_limit,
         attest=attested,
     )
+    core.restore([], STARTS)
+    return core
 
 
 @dataclass
@@ -145,7 +148,7 @@ def test_restoring_from_the_committed_mark_gives_the_committed_state(
         else:  # the transaction aborts: the lane drops its state and restores it
             open_txn[partition].clear()
             core.drop({partition})
-            core.restore(kafka.read(partition, marks[partition]))
+            core.restore(kafka.read(partition, marks[partition]), STARTS)
             check(partition)
     for partition in PARTITIONS:
         commit(partition)
@@ -203,7 +206,7 @@ def test_a_late_report_from_an_aborted_transaction_is_ignored(valid_example: Any
     (w,) = [w for w in again.writes if w.stream is Stream.HELD]
     lost = kafka.append(0, w.key, w.value)
     core.drop({0})
-    core.restore(kafka.read(0, mark))
+    core.restore(kafka.read(0, mark), STARTS)
     core.held.located(0, "h", lost.offset, generation)
     assert core.mark(0) == kept.offset  # not the aborted record's offset
     assert json.loads(kafka.read(0, core.mark(0))[0].value or b"")["approvals"] == []

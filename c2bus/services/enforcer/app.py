@@ -33,7 +33,7 @@ from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_app
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
-from c2bus.adapters.signing import APPROVALS, signer_for, trust_for
+from c2bus.adapters.signing import APPROVALS, DECISIONS, signer_for, trust_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.adapters.watchdog import Heartbeat, supervise
 from c2bus.core.enforcement import Enforcement, Stream
@@ -86,6 +86,7 @@ class Enforcer:
             dlq,
             self.core.held,
             signer_for(settings.signing, "enforcer"),
+            functools.partial(trust.check, DECISIONS),
         )
         self.pipeline: Pipeline | None = None
         self.http = HttpServer(

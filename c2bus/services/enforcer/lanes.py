@@ -29,6 +29,7 @@ from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.signing import APPROVED, DECISIONS, Signer
+from c2bus.core.audit import Check
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.enforcement import Step, Stream, Write
 from c2bus.core.held import HeldDirectives
@@ -65,6 +66,8 @@ class Outputs:
     held: HeldDirectives
     #: signs every decision and approved directive (None: unsigned, for benchmarks only)
     signer: Signer | None
+    #: checks a decision's signature, when the audit chain's head is read back
+    trusted: Check
 
     def topic(self, stream: Stream) -> str:
         return self.topics[stream]

@@ -39,7 +39,7 @@ from c2bus.core.enforcement import Decided, Enforcement, Step
 from c2bus.errors import KafkaError
 from c2bus.services.enforcer.lanes import Lane, Lanes, Outputs
 from c2bus.services.enforcer.metrics import EnforcerMetrics, TimedPolicy
-from c2bus.services.enforcer.restore import committed, read_held, with_mark
+from c2bus.services.enforcer.restore import committed, read_heads, read_held, with_mark
 
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_S = 1.0
@@ -71,6 +71,7 @@ class Pipeline:
         self.clock = clock
         self.input_topic = topics.submitted
         self.held_topic = topics.held
+        self.decisions_topic = topics.decisions
         self.group_id = f"{settings.kafka.topic_prefix}.enforcer"
         self.lanes = Lanes()
         self.consumer: AIOKafkaConsumer | None = None
@@ -193,9 +194,13 @@ class Pipeline:
                         if entry.mark is not None:
                             marks[tp.partition] = entry.mark
                     self.core.drop(set(partitions))
-                    held = await read_held(self.settings.kafka, self.held_topic, partitions, marks)
+                    kafka = self.settings.kafka
+                    held = await read_held(kafka, self.held_topic, partitions, marks)
                     _check_committed(uncommitted, held.records)
-                    self.core.restore(held.records)
+                    heads = await read_heads(
+                        kafka, self.decisions_topic, partitions, self.outputs.trusted
+                    )
+                    self.core.restore(held.records, heads)
                     for lane in due:
                         consumer.seek(self._tp(lane), positions[lane.partition])
         except KafkaError as exc:

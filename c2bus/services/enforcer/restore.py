@@ -1,5 +1,5 @@
-"""Setting a lane up from Kafka: its committed input offset, and its held state read from the
-mark committed with it.
+"""Setting a lane up from Kafka: its committed input offset, its held state read from the
+mark committed with it, and the head of its decisions partition's audit chain.
 
 Every transaction of a lane commits, with its input offset, the held topic's *restore mark*
 for that partition (:meth:`c2bus.core.held.HeldDirectives.mark`) as the offset's metadata
@@ -7,6 +7,10 @@ for that partition (:meth:`c2bus.core.held.HeldDirectives.mark`) as the offset's
 reading the held partition from the mark to its end: a read bounded by the live state, not
 by the partition's history. An offset committed without a mark (by an older enforcer, or
 none at all) restores from the beginning, as before.
+
+The audit chain (:mod:`c2bus.core.audit`) continues from the newest record of the lane's
+decisions partition whose signature verifies: the tail is read, a little at first and more
+only if no record there verifies.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from c2bus.adapters.kafka import Reading, admin_client, kafka_step, read_topic
 from c2bus.adapters.settings import KafkaSettings
+from c2bus.core.audit import START, Check, Head, head_of
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +81,38 @@ async def read_held(
     """The held state's records of ``partitions``, each from its mark (or beginning)."""
     with kafka_step("read held state"):
         return await read_topic(kafka, topic, partitions, starts=marks)
+
+
+#: how many of a decisions partition's last offsets are read first for its chain head
+TAIL = 64
+
+
+async def read_heads(
+    kafka: KafkaSettings, topic: str, partitions: list[int], check: Check
+) -> dict[int, Head]:
+    """The audit chain head of each decisions partition: its newest record whose signature
+    ``check`` verifies (:data:`~c2bus.core.audit.START` for a partition with none)."""
+    heads: dict[int, Head] = {}
+    wanted, last = list(partitions), TAIL
+    while wanted:
+        with kafka_step("read decisions tail"):
+            reading = await read_topic(kafka, topic, wanted, last=last)
+        by_partition: dict[int, list[object]] = {p: [] for p in wanted}
+        for record in reading.records:
+            by_partition[record.partition].append(record)
+        short = []
+        for partition, records in by_partition.items():
+            head = head_of(records, check)
+            if head is not None:
+                heads[partition] = head
+            elif last >= reading.ends.get(partition, 0):  # all of it read: none verifies
+                heads[partition] = START
+            else:
+                short.append(partition)
+        for partition in short:
+            log.warning(
+                "enforcer.chain_tail_unverified",
+                extra={"partition": partition, "records": last},
+            )
+        wanted, last = short, last * 16
+    return heads
