@@ -5,7 +5,7 @@ duplicates by id)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -77,9 +77,31 @@ def decision_event(
     )
 
 
-def approved_directive(directive: DirectiveEvent) -> DirectiveEvent:
-    """The directive as released downstream, naming the decision that allowed it."""
-    return msgspec.structs.replace(directive, decisionid=decision_id(directive))
+def approved_directive(directive: DirectiveEvent, now: datetime) -> DirectiveEvent:
+    """The directive as released downstream, naming the decision that allowed it and when."""
+    return msgspec.structs.replace(directive, decisionid=decision_id(directive), decidedat=now)
+
+
+def stale_release(
+    directive: DirectiveEvent, now: datetime, horizon: timedelta, skew: timedelta
+) -> str | None:
+    """Why an approved directive (its signature verified) is not to be delivered at ``now``:
+    not a release, expired, or decided longer ago than ``horizon`` less ``skew`` (a reader
+    that remembers releases over ``horizon`` can tell a copy of one from the release
+    itself, and one older than that it cannot); None when it may be."""
+    decided = directive.decidedat
+    if directive.decisionid is None or decided is None:
+        return "not a release: an approved directive names its decision and when it was made"
+    if directive.data.expires <= now:
+        return f"stale: expired at {directive.data.expires.isoformat()}"
+    if decided < now - horizon + skew:
+        return (
+            f"stale: decided at {decided.isoformat()}, before the replay horizon "
+            f"({int(horizon.total_seconds())} s)"
+        )
+    if decided > now + skew:
+        return f"decided at {decided.isoformat()}, ahead of this clock"
+    return None
 
 
 def lifecycle_step(

@@ -269,7 +269,7 @@ class Enforcement:
         seen = seen_key(directive.id).encode()
         step.writes.append(Write(Stream.HELD, seen, encode_seen(expires), held.partition))
         if decision.verdict is Verdict.ALLOW:
-            approved = approved_directive(directive)
+            approved = approved_directive(directive, now)
             step.writes.append(_event(Stream.APPROVED, directive.data.target.encode(), approved))
 
     def _decision(

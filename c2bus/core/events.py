@@ -242,8 +242,10 @@ class Envelope(Struct, frozen=True, kw_only=True, tag_field="type", omit_default
     subject: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
-    #: On an approved directive: the id of the ALLOW decision that let it through.
+    #: On an approved directive: the id of the ALLOW decision that let it through, and
+    #: when it was decided (a gateway refuses a release older than its replay horizon).
     decisionid: EventId | None = None
+    decidedat: Timestamp | None = None
 
     #: Short name of the topic family this event belongs on (see ``adapters.topics``).
     topic_role: ClassVar[str]

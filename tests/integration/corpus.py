@@ -180,6 +180,9 @@ class Corpus:
                 },
             }
             event["id"] = directive_id
+            # As the enforcer releases it: naming its decision and when it was made.
+            event["decisionid"] = f"decision:{directive_id}"
+            event["decidedat"] = event["time"]
             self.events.append((stream, target, event))
         elif stream == "decisions":
             event = self._envelope("dec", i) | {

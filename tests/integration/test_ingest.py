@@ -200,6 +200,10 @@ async def test_a_directive_is_issued_by_the_tokens_unit_within_what_it_may_see(
         with_decision = await http.post("/v1/directives", json=decided, headers=jfc)
         assert with_decision.status_code == 422, with_decision.text
         assert with_decision.json()["problems"][0]["path"] == "$.decisionid"
+        stamped = directive | {"decidedat": "2026-12-02T08:00:00Z"}
+        with_time = await http.post("/v1/directives", json=stamped, headers=jfc)
+        assert with_time.status_code == 422, with_time.text
+        assert with_time.json()["problems"][0]["path"] == "$.decidedat"
         sent = await http.post("/v1/directives", json=directive, headers=jfc)
         assert sent.status_code == 202, sent.text
         assert sent.json()["id"] == f"JFC-BRUNSSUM~{directive['id']}"  # the id it is known by

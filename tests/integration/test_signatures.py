@@ -33,6 +33,7 @@ def forged_directive(valid_example: Any, directive_id: str) -> bytes:
     doc["id"] = directive_id
     doc["time"] = datetime.now(UTC).isoformat()
     doc["decisionid"] = f"decision:{directive_id}"
+    doc["decidedat"] = doc["time"]
     doc["data"].update(issuer="MNC-NE", target="POL-12BDE")
     doc["data"]["expires"] = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     doc["data"].pop("valid_from", None)

@@ -91,7 +91,7 @@ def decided(
         found(STATUS, decided_status(d, decision, at, ENFORCER, approvals, **kw)),
     ]
     if decision.verdict is Verdict.ALLOW and not kw:
-        out.append(found(APPROVED, approved_directive(d)))
+        out.append(found(APPROVED, approved_directive(d, at)))
     return out
 
 
@@ -369,7 +369,7 @@ def test_an_approved_record_without_its_decision_is_timed_by_kafka() -> None:
     released = int(ms(15).timestamp() * 1000)
     records = [
         found(SUBMITTED, d),
-        found(APPROVED, approved_directive(d), timestamp_ms=released),
+        found(APPROVED, approved_directive(d, ms(15)), timestamp_ms=released),
         step(d, DirectiveState.DELIVERED, "console-a", ms(20)),
     ]
     timeline = build_timeline("d-1", records)

@@ -75,6 +75,7 @@ class Gateway:
             policy=self.policy,
             metrics=self.metrics,
             trust=trust_for(settings.signing),
+            horizon=timedelta(seconds=self.config.sa_horizon_s),
         )
         self.history = History(
             settings.kafka,

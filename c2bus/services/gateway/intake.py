@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -23,8 +23,10 @@ from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.signing import APPROVED, DECISIONS, TrustStore
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder, encode_event
+from c2bus.core.directives import stale_release
 from c2bus.core.entitlement import Routed, UnitTree
 from c2bus.core.events import (
+    SA_CLOCK_SKEW,
     DecisionEvent,
     DirectiveEvent,
     DirectiveStatusEvent,
@@ -56,9 +58,13 @@ class Intake:
         policy: PolicySource,
         metrics: GatewayMetrics,
         trust: TrustStore,
+        horizon: timedelta,
     ) -> None:
         self.topics = topics
         self.trust = trust
+        #: how far back releases are read at start-up: a release decided longer ago cannot be
+        #: told from a copy of it, so it is refused as stale
+        self.horizon = horizon
         self.hub = hub
         self.latest = latest
         self.directory = directory
@@ -154,7 +160,8 @@ class Intake:
         Raises :class:`InvalidEvent` for anything that is not a valid, labelled event (SA
         dated more than the skew ahead of this clock included), and
         :class:`UnverifiedRecord` for an approved directive or a decision that a key trusted
-        for it did not sign (the enforcer's).
+        for it did not sign (the enforcer's), and for an approved directive that is stale
+        (expired, or decided before the horizon) or a copy of a release read elsewhere.
         """
         stream, decoder = self.decoders[record.topic]
         if record.value is None:
@@ -169,11 +176,17 @@ class Intake:
             label = event.label
         except ValueError as exc:  # a label that does not parse: never delivered
             raise InvalidEvent(str(exc)) from exc
+        position = f"{record.topic}/{record.partition}/{record.offset}"
         if stream is Stream.SA:
             ahead = dated_ahead(event, datetime.now(UTC))
             if ahead is not None:
                 raise InvalidEvent(ahead, "$.time")
-        position = f"{record.topic}/{record.partition}/{record.offset}"
+        elif isinstance(event, DirectiveEvent):
+            now = datetime.now(UTC)
+            why = stale_release(event, now, self.horizon, SA_CLOCK_SKEW)
+            why = why or self.directory.replay_of(event, position)
+            if why is not None:
+                raise UnverifiedRecord(why)
         message = event_frame(stream, position, encode_event(event))
         key = sa_key(event) if stream is Stream.SA else None
         return Routed(stream, event, label, message, key)
@@ -199,7 +212,8 @@ class Intake:
         if routed.key is not None:
             self.latest.update(routed.key, Latest(routed.event, routed.label, routed.message))
         elif isinstance(routed.event, DirectiveEvent):
-            self.directory.add(routed.event, record.timestamp / 1000)
+            position = f"{record.topic}/{record.partition}/{record.offset}"
+            self.directory.add(routed.event, record.timestamp / 1000, position)
         delivered = self.hub.route(routed, tp, record.offset)
         # Live routing has now handled this offset: a replay may hand over past it.
         self.hub.live_next[tp] = record.offset + 1

@@ -54,22 +54,43 @@ class LatestSa:
 
 
 class DirectiveDirectory:
-    """The most recent approved directives by id (bounded: the oldest are forgotten)."""
+    """The most recent approved directives by id (bounded: the oldest are forgotten), each
+    with where its release was read: another record releasing the same id is a copy of it
+    (a replay), and one decided before the oldest release forgotten can no longer be told
+    from a copy, so it is refused as stale."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        #: id → (the directive, when it was approved: its record's time, epoch s)
-        self.directives: OrderedDict[str, tuple[DirectiveEvent, float]] = OrderedDict()
+        #: id → (the directive, when it was approved: its record's time, epoch s, and the
+        #: position of its release)
+        self.directives: OrderedDict[str, tuple[DirectiveEvent, float, str]] = OrderedDict()
         #: id → when this gateway first delivered it to a console of its target (epoch s)
         self._delivered: dict[str, float] = {}
+        #: when the newest release forgotten was decided
+        self.forgotten_to: datetime | None = None
 
-    def add(self, directive: DirectiveEvent, approved_at: float) -> None:
+    def add(self, directive: DirectiveEvent, approved_at: float, position: str = "") -> None:
         known = self.directives.get(directive.id)
-        self.directives[directive.id] = (directive, known[1] if known else approved_at)
+        if known is None:
+            self.directives[directive.id] = (directive, approved_at, position)
         self.directives.move_to_end(directive.id)
         while len(self.directives) > self.capacity:
-            gone, _ = self.directives.popitem(last=False)
-            self._delivered.pop(gone, None)
+            _, (gone, _, _) = self.directives.popitem(last=False)
+            self._delivered.pop(gone.id, None)
+            decided = gone.decidedat
+            if decided is not None and (self.forgotten_to is None or decided > self.forgotten_to):
+                self.forgotten_to = decided
+
+    def replay_of(self, directive: DirectiveEvent, position: str) -> str | None:
+        """Why a release read at ``position`` is not to be delivered: a copy of one read
+        elsewhere, or too old to tell; None when it is the release itself."""
+        known = self.directives.get(directive.id)
+        if known is not None and known[2] != position:
+            return f"replay: directive {directive.id} was released at {known[2]}"
+        forgotten, decided = self.forgotten_to, directive.decidedat
+        if known is None and forgotten is not None and decided is not None and decided <= forgotten:
+            return "stale: decided before the oldest release this gateway remembers"
+        return None
 
     def get(self, directive_id: str) -> DirectiveEvent | None:
         known = self.directives.get(directive_id)

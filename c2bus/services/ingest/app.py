@@ -397,9 +397,10 @@ def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> 
         )
     if not identity.may_see(event.label):
         raise Refused("forbidden", "a directive cannot be labelled above what its issuer may see")
-    if event.decisionid is not None:
-        problem = Problem("$.decisionid", "set by the enforcer only, never by a submitter")
-        raise Refused("invalid", "invalid event", problems=[problem.as_dict(index)])
+    for name in ("decisionid", "decidedat"):
+        if getattr(event, name) is not None:
+            problem = Problem(f"$.{name}", "set by the enforcer only, never by a submitter")
+            raise Refused("invalid", "invalid event", problems=[problem.as_dict(index)])
     try:  # the id is the issuer's alone: no unit can take another's
         directive_id = issuer_scoped(event.data.issuer, event.id)
     except ValueError as exc:
