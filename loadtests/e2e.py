@@ -59,7 +59,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -171,11 +171,16 @@ async def _stop(process: asyncio.subprocess.Process, grace_s: float = 30.0) -> N
             await process.wait()
 
 
+class GatewayPorts(NamedTuple):
+    console: int
+    ops: int  # metrics
+
+
 @contextlib.asynccontextmanager
-async def gateway(world: Deployment) -> AsyncIterator[int]:
-    """``python -m c2bus.services.gateway`` on a free port; yields the port once ``/readyz`` says
+async def gateway(world: Deployment) -> AsyncIterator[GatewayPorts]:
+    """``python -m c2bus.services.gateway`` on free ports; yields them once ``/readyz`` says
     ready, SIGTERM at the end (SIGKILL if it has not stopped within 30 s)."""
-    port = _free_port()
+    port, ops = _free_port(), _free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{world.topics.prefix}-gateway.log"
     env = {
@@ -184,6 +189,7 @@ async def gateway(world: Deployment) -> AsyncIterator[int]:
         "C2BUS_TOPIC_PREFIX": world.topics.prefix,
         "C2BUS_JWT_DIR": str(world.tokens.dir),
         "C2BUS_GATEWAY_PORT": str(port),
+        "C2BUS_GATEWAY_OPS_PORT": str(ops),
         "C2BUS_INSTANCE": f"bench-{world.topics.prefix}",
         "C2BUS_SHUTDOWN_TIMEOUT_S": "5",
     }
@@ -205,7 +211,7 @@ async def gateway(world: Deployment) -> AsyncIterator[int]:
                         tail = log_path.read_text(errors="replace")[-2000:]
                         raise RuntimeError(f"the gateway exited ({process.returncode}): {tail}")
                     await asyncio.sleep(0.2)
-            yield port
+            yield GatewayPorts(port, ops)
         finally:
             await _stop(process)
 
@@ -481,7 +487,7 @@ class SaRig:
     """The SA set-up, running: a gateway's consoles, a producer, the tracks."""
 
     world: Deployment
-    port: int
+    ops_port: int  # the gateway's metrics
     clients: Consoles
     producer: AIOKafkaProducer
     areas: list[Area]
@@ -507,11 +513,11 @@ class SaRig:
     async def step(self, rate: float, seconds: float) -> SaStep:
         """One paced run, its tail waited for, measured producer -> last console."""
         before = await self.clients.frames()
-        ages = await asyncio.to_thread(event_ages, self.port)
+        ages = await asyncio.to_thread(event_ages, self.ops_port)
         sent = await self.produce(rate, seconds)
         await self.clients.settle(before + sum(wanted for *_, wanted in sent.events))
         report = await self.clients.report()
-        after = await asyncio.to_thread(event_ages, self.port)
+        after = await asyncio.to_thread(event_ages, self.ops_port)
         queued = {bound: after[bound] - ages.get(bound, 0.0) for bound in after}
         return SaStep(rate, sent, last_console(sent, report), report.closed, queued)
 
@@ -546,7 +552,7 @@ async def sa_rig(
         world = await Deployment.create(kafka, tag, Path(workdir))
         areas = sectors(SECTORS)
         bench.say(f"topics under {world.topics.prefix}; starting the gateway")
-        async with gateway(world) as port:
+        async with gateway(world) as (port, ops_port):
             specs = sa_consoles(world, areas, per_area)
             bench.say(f"gateway ready on :{port}; connecting {len(specs)} consoles")
             async with consoles(port, specs, max_seconds) as clients:
@@ -554,7 +560,7 @@ async def sa_rig(
                 producer = new_producer(kafka, f"bench-{world.topics.prefix}")
                 await start_client(producer, kafka)
                 try:
-                    yield SaRig(world, port, clients, producer, areas, per_area)
+                    yield SaRig(world, ops_port, clients, producer, areas, per_area)
                 finally:
                     await producer.stop()
 
@@ -780,7 +786,7 @@ class DirectiveRun:
             world = await Deployment.create(kafka, "dir", Path(workdir))
             self.bench.say(f"topics under {world.topics.prefix}; starting enforcer and gateway")
             with Enforcer(kafka, world.topics.prefix, True, self.interval_ms):
-                async with gateway(world) as port:
+                async with gateway(world) as (port, _):
                     subscribe = {"id": "s", "streams": ["directives"], "snapshot": False}
                     specs = [
                         {

@@ -90,7 +90,12 @@ class GatewayServer:
     """The real gateway session machinery on a port, fed records directly."""
 
     def __init__(self) -> None:
-        env = {"C2BUS_GATEWAY_PORT": "0", "C2BUS_INSTANCE": "bench", "C2BUS_LOG_LEVEL": "WARNING"}
+        env = {
+            "C2BUS_GATEWAY_PORT": "0",
+            "C2BUS_GATEWAY_OPS_PORT": "0",
+            "C2BUS_INSTANCE": "bench",
+            "C2BUS_LOG_LEVEL": "WARNING",
+        }
         settings = ServiceSettings.from_env("gateway", env)
         self.gateway = Gateway(settings, TokenVerifier(KEY, AUDIENCE, ISSUER))
         # Every record the benchmark routes is valid: nothing is dead-lettered.

@@ -403,6 +403,9 @@ class EnforcerSettings:
         )
 
 
+GATEWAY_OPS_PORT = 8766
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """How the gateway serves consoles.
@@ -412,12 +415,15 @@ class GatewaySettings:
     ``sa_horizon_s``: how far back the latest-SA snapshot reaches (read at start-up too).
     ``submit_rate``: directives and acknowledgements per second per console (burst: twice).
     ``replays``: resumes read from Kafka at the same time (the others wait their turn).
+    ``ops_port``: the operators' listener (``/metrics``, ``/healthz``, ``/readyz``), apart
+    from the console port (0 picks a free one).
     """
 
     buffer_bytes: int
     sa_horizon_s: int
     submit_rate: float
     replays: int
+    ops_port: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -427,6 +433,7 @@ class GatewaySettings:
             sa_horizon_s=_int(env, "C2BUS_GATEWAY_SA_HORIZON_S", 3600, 1, 30 * 86400),
             submit_rate=float(_int(env, "C2BUS_GATEWAY_SUBMIT_RATE", 5, 1, 10_000)),
             replays=_int(env, "C2BUS_GATEWAY_REPLAYS", 4, 1, 64),
+            ops_port=_int(env, "C2BUS_GATEWAY_OPS_PORT", GATEWAY_OPS_PORT, 0, 65535),
         )
 
 
@@ -447,6 +454,9 @@ class ServiceSettings:
     shutdown_timeout_s: float
     #: how long an HTTP client may take to send a request's head (C2BUS_HTTP_HEAD_TIMEOUT_S)
     http_head_timeout_s: float
+    #: the policy API's limit on the work one request's document makes (parsing,
+    #: validating, compiling, a dry or shadow run), C2BUS_POLICY_API_TIME_LIMIT_S
+    policy_api_time_limit_s: float
     log_level: str
     policy_file: Path
     policy_set_id: str
@@ -470,6 +480,7 @@ class ServiceSettings:
             port=_int(env, f"C2BUS_{upper}_PORT", DEFAULT_PORTS.get(service, 0), 0, 65535),
             shutdown_timeout_s=_int(env, "C2BUS_SHUTDOWN_TIMEOUT_S", 10, 1, 300),
             http_head_timeout_s=_int(env, "C2BUS_HTTP_HEAD_TIMEOUT_S", 10, 1, 300),
+            policy_api_time_limit_s=_int(env, "C2BUS_POLICY_API_TIME_LIMIT_S", 10, 1, 600),
             log_level=env.get("C2BUS_LOG_LEVEL") or "INFO",
             policy_file=Path(policy).expanduser().resolve(),
             policy_set_id=env.get("C2BUS_POLICY_SET") or "alliance-main",

@@ -26,12 +26,14 @@ import msgspec
 from msgspec import Meta, Struct
 
 from c2bus.core.fields import (
+    NAMESPACE_SEPARATOR,
     Bearing,
     EventId,
     GeoPoint,
     Identifier,
     Percent,
     ReleasableTo,
+    ScopedIdentifier,
     Speed,
     Text,
     Timestamp,
@@ -73,7 +75,8 @@ class Readiness(enum.Enum):
 class TrackData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A sensor track: an entity observed at a position."""
 
-    track_id: Identifier
+    #: in its publisher's namespace (``<unit>~<track>``) when it came through the ingest
+    track_id: ScopedIdentifier
     position: GeoPoint
     domain: TrackDomain
     identity: StandardIdentity = StandardIdentity.UNKNOWN
@@ -369,7 +372,7 @@ TYPE_TAGS: dict[type[Envelope], str] = {cls: type_tag(cls) for cls in EVENT_TYPE
 
 
 #: Between a directive id's issuer and the id its submitter chose: no unit id holds one.
-ISSUER_SEPARATOR = "~"
+ISSUER_SEPARATOR = NAMESPACE_SEPARATOR
 MAX_EVENT_ID = 256
 
 

@@ -13,11 +13,25 @@ Timestamp = Annotated[
     datetime,
     Meta(tz=True, description="RFC 3339 timestamp with a UTC offset, e.g. 2026-11-26T07:00:00Z"),
 ]
+_IDENT = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
 Identifier = Annotated[
     str,
     Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+        pattern=rf"^{_IDENT}$",
         description="An identifier: letters, digits and . _ : / - (1 to 128 characters)",
+    ),
+]
+#: Between a namespace (a unit id) and the identifier chosen in it; no identifier holds one.
+NAMESPACE_SEPARATOR = "~"
+#: An identifier in its publisher's namespace, ``<unit>~<identifier>`` (e.g. a track id,
+#: scoped by the ingest to the unit whose sensor reported it); the namespace is optional
+#: only so that feeds writing to Kafka directly keep their own names.
+SCOPED_IDENTIFIER_PATTERN = rf"^(?:{_IDENT}{NAMESPACE_SEPARATOR})?{_IDENT}$"
+ScopedIdentifier = Annotated[
+    str,
+    Meta(
+        pattern=SCOPED_IDENTIFIER_PATTERN,
+        description="An identifier, optionally in a unit's namespace: <unit>~<identifier>",
     ),
 ]
 EventId = Annotated[str, Meta(min_length=1, max_length=256)]

@@ -334,6 +334,7 @@ def _identity_token(args: argparse.Namespace, ttl_s: int) -> str:
         clearance=clearance,
         unit=args.unit,
         roles=frozenset(r for r in args.roles.split(",") if r),
+        acts_for=frozenset(u for u in (args.acts_for or "").split(",") if u),
     )
     return local_minter(auth, LOCAL_ISSUER)(identity, ttl_s)
 
@@ -399,6 +400,13 @@ def _add_identity_options(p: argparse.ArgumentParser) -> None:
         default="console",
         help="comma-separated roles (console; commander to submit directives through the gateway; "
         "sa-publisher, directive-publisher for ingest)",
+    )
+    p.add_argument(
+        "--acts-for",
+        default="",
+        metavar="UNITS",
+        help="comma-separated units besides --unit whose directives and SA the token may post "
+        "to the ingest (default none)",
     )
 
 

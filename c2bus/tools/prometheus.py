@@ -29,7 +29,7 @@ JOBS = {
     "c2bus-ingest": "ingest",
     "c2bus-enforcer": "enforcer",
     "c2bus-policy-api": "policy_api",
-    "c2bus-gateway": "gateway",
+    "c2bus-gateway": "gateway_ops",  # the ops listener, not the console port
 }
 
 

@@ -116,7 +116,9 @@ async def up(options: UpOptions, progress: Progress, stop: asyncio.Event) -> int
         log_dir = _home() / "logs"
         names = ("enforcer", "ingest", "policy_api", "gateway")
         ports = {s: ServiceSettings.from_env(s).port for s in names}
-        host = ServiceSettings.from_env("gateway").host
+        gateway = ServiceSettings.from_env("gateway")
+        ports["gateway_ops"] = gateway.gateway.ops_port  # its metrics, apart from consoles
+        host = gateway.host
         for name in names:
             process, log = _spawn(name, [f"c2bus.services.{name}"], log_dir)
             children.append(Child(name, process, f"http://{host}:{ports[name]}/readyz", log))
@@ -242,7 +244,8 @@ def _summary(
         f"  ingest     http://{host}:{ports['ingest']}  (OpenAPI: http://{host}:{ports['ingest']}/docs)",
         f"  enforcer   http://{host}:{ports['enforcer']}/metrics",
         f"  policy API http://{host}:{ports['policy_api']}/docs",
-        f"  gateway    ws://{host}:{ports['gateway']}  (subprotocol c2bus.v1)",
+        f"  gateway    ws://{host}:{ports['gateway']}  (subprotocol c2bus.v1; metrics: "
+        f"http://{host}:{ports['gateway_ops']}/metrics)",
     ]
     if options.simulator:
         lines.append(

@@ -85,7 +85,11 @@ class Env:
         }
 
     def settings(self, service: str, **extra: str) -> ServiceSettings:
-        defaults = {f"C2BUS_{service.upper()}_PORT": "0", "C2BUS_INSTANCE": f"{service}-test"}
+        defaults = {
+            f"C2BUS_{service.upper()}_PORT": "0",
+            "C2BUS_GATEWAY_OPS_PORT": "0",
+            "C2BUS_INSTANCE": f"{service}-test",
+        }
         env = self.vars(**(defaults | extra))
         return ServiceSettings.from_env(service, env)
 
@@ -169,7 +173,9 @@ async def gateway_process(env: Env, instance: str) -> AsyncIterator[int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    variables = env.vars(C2BUS_GATEWAY_PORT=str(port), C2BUS_INSTANCE=instance)
+    variables = env.vars(
+        C2BUS_GATEWAY_PORT=str(port), C2BUS_GATEWAY_OPS_PORT="0", C2BUS_INSTANCE=instance
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

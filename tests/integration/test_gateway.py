@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,12 +117,22 @@ def get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-async def test_ops_endpoints_answer_without_a_token(env: Env) -> None:
+async def test_ops_endpoints_answer_on_their_own_listener(env: Env) -> None:
+    """Metrics are the operators': served on the ops listener, not on the console port
+    (health and readiness answer on both, for load balancers in front of consoles)."""
     async with gateway(env) as gw:
+        assert gw.ops.port not in (0, gw.port)
         for path, needle in (("/healthz", "ok"), ("/readyz", "ready"), ("/metrics", "c2bus_")):
-            status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{gw.port}{path}")
+            status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{gw.ops.port}{path}")
             assert status == 200
             assert needle in body
+        for path, needle in (("/healthz", "ok"), ("/readyz", "ready")):
+            status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{gw.port}{path}")
+            assert (status, needle in body) == (200, True)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(get, f"http://127.0.0.1:{gw.port}/metrics")
+        assert refused.value.code == 401  # a console's handshake, which needs a token
+        assert "c2bus_" not in refused.value.read().decode()
 
 
 def small_receive_buffer(port: int) -> socket.socket:

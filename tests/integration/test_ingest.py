@@ -21,8 +21,12 @@ from tests.integration.test_roundtrip import read_all
 
 
 def publisher(env: Env, *roles: str) -> dict[str, str]:
-    token = env.token(unit="JFC-BRUNSSUM", clearance=Classification.COSMIC_TOP_SECRET, roles=roles)
-    return {"Authorization": f"Bearer {token}"}
+    """A JFC's token that also acts for POL-12BDE (issues directives and reports SA for it)."""
+    identity = Identity(
+        "test-jfc", "DEU", Classification.COSMIC_TOP_SECRET, "JFC-BRUNSSUM",
+        frozenset(roles), acts_for=frozenset({"POL-12BDE"}),
+    )  # fmt: skip
+    return {"Authorization": f"Bearer {env.mint(identity, ttl_s=600)}"}
 
 
 async def test_publish_single_and_batch(env: Env, topics: TopicNames, valid_example: Any) -> None:
@@ -46,7 +50,12 @@ async def test_publish_single_and_batch(env: Env, topics: TopicNames, valid_exam
         assert sent.status_code == 202, sent.text
 
     sa = await read_all(env.kafka, topics.sa)
-    assert sorted(r.key for r in sa) == [b"POL-12BDE", b"TRK-4711", b"TRK-4711"]
+    # a track is its publisher's unit's; the status is of a unit the token reports for
+    assert sorted(r.key for r in sa) == [
+        b"JFC-BRUNSSUM~TRK-4711",
+        b"JFC-BRUNSSUM~TRK-4711",
+        b"POL-12BDE",
+    ]
     [submitted] = await read_all(env.kafka, topics.submitted)
     assert submitted.key == b"NLD-11AMB"  # keyed by target unit
     assert decode_event(submitted.value).id == f"JFC-BRUNSSUM~{directive['id']}"  # its issuer's
@@ -216,6 +225,63 @@ async def test_a_directive_is_issued_by_the_tokens_unit_within_what_it_may_see(
         (f"JFC-BRUNSSUM~{directive['id']}", "jfc-ops"),
         ("JFC-BRUNSSUM~d-bridged", "bridge"),
     ]
+
+
+async def test_an_sa_publisher_writes_only_its_own_entities(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """A sensor's tracks live in its unit's namespace (``<unit>~<track>``), so another
+    publisher's track of the same name is a different entity, never an overwrite; a
+    publisher cannot name a track in another unit's namespace, nor report the position or
+    status of a unit it does not report for."""
+    track = valid_example("sa-track")  # TRK-4711
+    position = valid_example("sa-position")  # DEU-PZGRENBTL-122
+    status = valid_example("sa-unit-status")  # POL-12BDE
+    roles = frozenset({"sa-publisher"})
+    top = Classification.COSMIC_TOP_SECRET
+
+    def bearer(identity: Identity) -> dict[str, str]:
+        return {"Authorization": f"Bearer {env.mint(identity, ttl_s=600)}"}
+
+    german = bearer(Identity("radar-a", "DEU", top, "DEU-PZGRENBTL-122", roles))
+    polish = bearer(Identity("radar-b", "POL", top, "POL-12BDE", roles))
+    relay = bearer(
+        Identity("bft", "DEU", top, "C2-BRIDGE", roles, acts_for=frozenset({"POL-12BDE"}))
+    )
+    async with (
+        ingest(env) as service,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}") as http,
+    ):
+        mine = await http.post("/v1/sa", json=track, headers=german)
+        assert mine.status_code == 202, mine.text
+        same_name = await http.post("/v1/sa", json=track | {"id": "t-pol"}, headers=polish)
+        assert same_name.status_code == 202, same_name.text
+        again = track | {"id": "t-again"}
+        again["data"] = track["data"] | {"track_id": "DEU-PZGRENBTL-122~TRK-4711"}
+        theirs = await http.post("/v1/sa", json=again, headers=polish)
+        assert theirs.status_code == 403, theirs.text
+        assert "POL-12BDE~" in theirs.json()["detail"]
+        own_again = await http.post("/v1/sa", json=again, headers=german)  # already scoped
+        assert own_again.status_code == 202, own_again.text
+        foreign = await http.post("/v1/sa/batch", json=[status, position], headers=polish)
+        assert foreign.status_code == 403, foreign.text  # all or nothing
+        assert "may report for POL-12BDE only" in foreign.json()["detail"]
+        assert (await http.post("/v1/sa", json=status, headers=polish)).status_code == 202
+        assert (await http.post("/v1/sa", json=position, headers=german)).status_code == 202
+        relayed = status | {"id": "st-relayed"}
+        assert (await http.post("/v1/sa", json=relayed, headers=relay)).status_code == 202
+
+    produced = [(r.key, decode_event(r.value).id) for r in await read_all(env.kafka, topics.sa)]
+    assert sorted(produced) == sorted(
+        [
+            (b"DEU-PZGRENBTL-122~TRK-4711", track["id"]),
+            (b"POL-12BDE~TRK-4711", "t-pol"),
+            (b"DEU-PZGRENBTL-122~TRK-4711", "t-again"),
+            (b"POL-12BDE", status["id"]),
+            (b"DEU-PZGRENBTL-122", position["id"]),
+            (b"POL-12BDE", "st-relayed"),
+        ]
+    )
 
 
 async def test_a_client_trickling_its_request_head_is_disconnected(env: Env) -> None:

@@ -315,7 +315,7 @@ async def test_a_service_refused_by_kafka_at_run_time_says_so_counts_it_and_serv
         gateway(env) as service,
         Console.connect(service.port, commander, ("directives",)) as console,
     ):
-        url = f"http://127.0.0.1:{service.port}/metrics"
+        url = f"http://127.0.0.1:{service.ops.port}/metrics"
         before = refusals((await asyncio.to_thread(get, url))[1])
         assert await revoke(env.kafka, "gateway")
         submit = {

@@ -32,7 +32,7 @@ from tests.unit.test_cli import run
 
 KAFKA_PORT = "31092"  # below the ephemeral port range, apart from the other suites
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
-SERVICES = ("INGEST", "ENFORCER", "POLICY_API", "GATEWAY", "PROMETHEUS")
+SERVICES = ("INGEST", "ENFORCER", "POLICY_API", "GATEWAY", "GATEWAY_OPS", "PROMETHEUS")
 
 
 def panel_queries() -> list[tuple[str, str, str]]:

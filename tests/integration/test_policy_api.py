@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,8 +29,9 @@ async def api(
     roles: tuple[str, ...],
     clearance: Classification = Classification.NATO_SECRET,
     nation: str = "DEU",
+    **settings: str,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    service = PolicyApi(env.settings("policy_api"), env.verifier())
+    service = PolicyApi(env.settings("policy_api", **settings), env.verifier())
     async with running(service, lambda: service.ready):
         token = env.token(unit="SHAPE", roles=roles, clearance=clearance, nation=nation)
         async with httpx.AsyncClient(
@@ -200,3 +202,43 @@ async def test_the_policy_is_shown_only_to_readers_cleared_for_it(
         assert report.status_code == 200, report.text
         body = report.json()
         assert (body["directives"], body["not_shown"], body["changed"]) == (0, 1, [])
+
+
+async def test_a_document_too_costly_to_check_is_stopped_while_the_api_answers_others(
+    env: Env,
+) -> None:
+    """A 1 MB document (a 30,000-point caveat area: seconds of parsing and validating) is
+    worked on in the API's worker process: the API answers other requests meanwhile, and
+    at the time limit the work is stopped and refused (422); the next request is served."""
+    doc = yaml.safe_load(REFERENCE_POLICY.read_text())
+    doc["caveats"][0]["allowed_area"] = [
+        {"lat": 50 + (i % 1000) / 1000, "lon": round(i / 1500, 3)} for i in range(30_000)
+    ]
+    costly = json.dumps(doc, default=str, separators=(",", ":")).encode()
+    assert len(costly) < 1 << 20  # within the body limit: only its cost is the problem
+    async with api(env, ("policy-reader",), C2BUS_POLICY_API_TIME_LIMIT_S="2") as reader:
+        # The service runs on this test's event loop: were the work done on it, the loop
+        # would stand still for the seconds the document takes.
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.05)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        slow = asyncio.create_task(reader.post("/v1/policies/validate", content=costly))
+        await asyncio.sleep(0.5)  # the body is in; the work has begun
+        health = await reader.get("/healthz")
+        assert health.status_code == 200
+        assert not slow.done()  # answered while the costly document was being worked on
+        refused = await slow
+        ticker.cancel()
+        assert max(gaps) < 1.0, max(gaps)  # the loop was never held
+        assert refused.status_code == 422, refused.text
+        assert "took longer than 2s" in refused.json()["detail"], refused.text
+        ok = await reader.post("/v1/policies/validate", content=REFERENCE_POLICY.read_bytes())
+        assert ok.status_code == 200, ok.text  # a fresh worker took the next one

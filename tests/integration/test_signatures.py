@@ -109,7 +109,7 @@ async def test_the_gateway_delivers_only_what_the_enforcer_signed(
         async with asyncio.timeout(20):
             while len(letters) < 6:
                 letters = await read_all(env.kafka, topics.dlq)
-        _, metrics = await asyncio.to_thread(get, f"http://127.0.0.1:{gw.port}/metrics")
+        _, metrics = await asyncio.to_thread(get, f"http://127.0.0.1:{gw.ops.port}/metrics")
 
     reasons = {}
     for letter in letters:

@@ -103,10 +103,11 @@ def running_up(
 
 def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
     cluster = LocalCluster(local_settings(C2BUS_HOME=str(tmp_path), C2BUS_KAFKA_PORT=KAFKA_PORT))
-    services = ("INGEST", "ENFORCER", "GATEWAY", "PROMETHEUS")
+    services = ("INGEST", "ENFORCER", "GATEWAY", "GATEWAY_OPS", "PROMETHEUS")
     with running_up(tmp_path, KAFKA_PORT, ["--tracks", "5", "--rate", "2"], services) as up:
         ports, output = up.ports, up.output
         assert f"ws://127.0.0.1:{ports['GATEWAY']}" in output
+        assert f"http://127.0.0.1:{ports['GATEWAY_OPS']}/metrics" in output
         assert f"http://127.0.0.1:{ports['INGEST']}/docs" in output
         assert "started by c2bus up" in output
 
@@ -123,7 +124,7 @@ def test_up_console_and_ctrl_c(tmp_path: Path) -> None:
         for name, path, needle in (
             ("ENFORCER", "/metrics", "c2bus_enforcer_decisions"),
             ("INGEST", "/readyz", "ready"),
-            ("GATEWAY", "/metrics", "c2bus_gateway_connections"),
+            ("GATEWAY_OPS", "/metrics", "c2bus_gateway_connections"),
         ):
             url = f"http://127.0.0.1:{ports[name]}{path}"
             with urllib.request.urlopen(url, timeout=5) as response:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import pytest
 
 from tests.conftest import ROOT
@@ -141,3 +142,16 @@ def test_schemas_check_fails_when_a_file_is_stale(tmp_path: Path) -> None:
     assert_one_line_error(
         run("schemas", "export", "--check", "--dir", str(tmp_path)), "c2bus.sa.track.v1"
     )
+
+
+def test_token_mints_the_units_it_acts_for(tmp_path: Path) -> None:
+    """``c2bus token --acts-for`` puts the claim in the token that the ingest checks."""
+    result = run(
+        "token", "--unit", "C2-BRIDGE", "--acts-for", "MNC-NE,POL-12BDE",
+        "--roles", "sa-publisher", env={"C2BUS_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
+    assert (claims["unit"], claims["acts_for"]) == ("C2-BRIDGE", ["MNC-NE", "POL-12BDE"])
+    plain = run("token", env={"C2BUS_HOME": str(tmp_path)})
+    assert "acts_for" not in jwt.decode(plain.stdout.strip(), options={"verify_signature": False})

@@ -28,6 +28,7 @@ from c2bus.core.events import (
     issuer_scoped,
     type_tag,
 )
+from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.errors import InvalidEvent
 from tests.conftest import VALID_EXAMPLES
@@ -167,3 +168,34 @@ def test_a_directive_id_is_its_issuers_alone() -> None:
     assert issuer_scoped("A/B", "C") != issuer_scoped("A", "B/C")
     with pytest.raises(ValueError, match="longer than 256"):
         issuer_scoped("MNC-NE", "x" * 250)
+
+
+def test_an_sa_publisher_names_tracks_in_its_own_namespace_only() -> None:
+    """The ingest scopes a track id to its publisher's unit, so two sensors' tracks of the
+    same name are two entities; an id already in the namespace of a unit the publisher acts
+    for stays, one in any other unit's namespace is refused (None)."""
+    roles = frozenset({"sa-publisher"})
+    radar = Identity("radar", "DEU", Classification.NATO_SECRET, "DEU-BTL", roles)
+    relay = Identity(
+        "bft", "DEU", Classification.NATO_SECRET, "BRIDGE", roles, frozenset({"POL-BDE"})
+    )
+    assert radar.in_namespace("TRK-1") == "DEU-BTL~TRK-1"
+    assert radar.in_namespace("DEU-BTL~TRK-1") == "DEU-BTL~TRK-1"
+    assert radar.in_namespace("POL-BDE~TRK-1") is None
+    assert relay.in_namespace("POL-BDE~TRK-1") == "POL-BDE~TRK-1"
+    assert relay.in_namespace("TRK-1") == "BRIDGE~TRK-1"
+    assert relay.acting() == ("BRIDGE", "POL-BDE")
+    assert (radar.may_act_for("DEU-BTL"), radar.may_act_for("POL-BDE")) == (True, False)
+    # what it yields is what the schema takes, and nothing else
+    decoder = msgspec.json.Decoder(TrackData)
+    doc = {"position": {"lat": 1.0, "lon": 2.0}, "domain": "AIR"}
+    for good in ("DEU-BTL~TRK-1", "TRK-1"):
+        decoder.decode(msgspec.json.encode(doc | {"track_id": good}))
+    for bad in ("a~b~c", "~TRK-1", "DEU-BTL~", "x" * 129 + "~T"):
+        with pytest.raises(msgspec.ValidationError):
+            decoder.decode(msgspec.json.encode(doc | {"track_id": bad}))
+    with pytest.raises(ValueError, match="namespace"):
+        radar.in_namespace("T" * 129)
+    unnamed = Identity("radar", "DEU", Classification.NATO_SECRET, "no unit!", roles)
+    with pytest.raises(ValueError, match="namespace"):
+        unnamed.in_namespace("TRK-1")

@@ -89,7 +89,10 @@ def test_the_directory_times_the_first_delivery_from_the_approval(valid_example:
 
 
 def test_local_prometheus_config_points_at_the_ports_in_use(tmp_path: Path) -> None:
-    ports = {"ingest": 18081, "enforcer": 18082, "policy_api": 18083, "gateway": 18765}
+    ports = {
+        "ingest": 18081, "enforcer": 18082, "policy_api": 18083,
+        "gateway": 18765, "gateway_ops": 18766,
+    }  # fmt: skip
     config = local_config("127.0.0.1", ports, 19090, scrape_interval_s=1)
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
@@ -98,7 +101,7 @@ def test_local_prometheus_config_points_at_the_ports_in_use(tmp_path: Path) -> N
         "c2bus-ingest": ["127.0.0.1:18081"],
         "c2bus-enforcer": ["127.0.0.1:18082"],
         "c2bus-policy-api": ["127.0.0.1:18083"],
-        "c2bus-gateway": ["127.0.0.1:18765"],
+        "c2bus-gateway": ["127.0.0.1:18766"],  # its ops listener, not the console port
         "prometheus": ["127.0.0.1:19090"],
     }
     assert config["global"]["scrape_interval"] == "1000ms"

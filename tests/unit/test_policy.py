@@ -327,6 +327,18 @@ def test_structural_errors_are_located(change: Any, pointer: str, text: str) -> 
     assert text in issue.message
 
 
+def test_a_message_about_a_long_value_quotes_only_its_ends() -> None:
+    """A caveat area of 2,000 points (over the schema's maximum) is named in a message of a
+    few hundred characters, not one that repeats the whole area back."""
+    area = [{"lat": 50 + i / 10_000, "lon": 10 + i / 10_000} for i in range(2_000)]
+    with pytest.raises(PolicyInvalid) as err:
+        load_policy(mutated(lambda d: d["caveats"][0].update(allowed_area=area)))
+    [issue] = err.value.issues
+    assert issue.pointer == "/caveats/0/allowed_area"
+    assert len(issue.message) <= 240
+    assert issue.message.startswith("[{'lat': 50.0") and issue.message.endswith("is too long")
+
+
 def test_yaml_aliases_are_refused_before_anything_expands() -> None:
     """A few hundred bytes of nested aliases expand to gigabytes: refused at once, with
     the place of the first anchor, however the document is otherwise wrong."""

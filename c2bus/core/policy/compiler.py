@@ -158,8 +158,20 @@ def _structural_issues(raw: bytes) -> list[PolicyIssue]:
     issues = []
     for found in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
         err = best_match([found]) or found  # "not valid under any of" -> the branch that fits
-        issues.append(PolicyIssue("".join(f"/{part}" for part in err.absolute_path), err.message))
+        pointer = "".join(f"/{part}" for part in err.absolute_path)
+        issues.append(PolicyIssue(pointer, _abridged(err.message)))
     return issues
+
+
+#: A message quotes the value it is about; a long value is cut to its two ends.
+MAX_MESSAGE = 240
+
+
+def _abridged(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    end = MAX_MESSAGE // 2 - 2
+    return f"{message[:end]} … {message[-end:]}"
 
 
 def _window_issues(window: Window | None, pointer: str) -> Iterator[PolicyIssue]:

@@ -7,10 +7,13 @@ back over the snapshot horizon and the policy topic from its start, and only the
 consoles. Each event is decoded once, its frame encoded once, and offered to every entitled
 session. Consoles authenticate at the handshake with a bearer token and speak ``c2bus.v1``.
 
-The parts: ``handshake`` (HTTP endpoints, authentication), ``sessions`` (a console's tasks),
-``requests`` (subscribe, resume, submit, acknowledge), ``routing`` (the pure routing core:
-outboxes, who gets what, subscription start), ``history`` (resume from Kafka), ``intake``
-(Kafka in), ``reports`` (lifecycle steps out), ``metrics``.
+Metrics, health and readiness are served on an ops listener of their own
+(``C2BUS_GATEWAY_OPS_PORT``), apart from the console port.
+
+The parts: ``handshake`` (health on the console port, authentication), ``sessions`` (a
+console's tasks), ``requests`` (subscribe, resume, submit, acknowledge), ``routing`` (the
+pure routing core: outboxes, who gets what, subscription start), ``history`` (resume from
+Kafka), ``intake`` (Kafka in), ``reports`` (lifecycle steps out), ``metrics``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import assign_all, new_consumer, new_producer, start_clients
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import export_kafka_refusals
+from c2bus.adapters.ops import HttpServer, ops_app
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.signing import trust_for
@@ -105,8 +109,12 @@ class Gateway:
             metrics=self.metrics,
             buffer_bytes=self.config.buffer_bytes,
         )
-        self.handshake = Handshake(
-            verifier, self.registry, self.metrics.refused, lambda: self.ready
+        self.handshake = Handshake(verifier, self.metrics.refused, lambda: self.ready)
+        self.ops = HttpServer(
+            ops_app("c2bus gateway", self.registry, lambda: self.ready),
+            settings.host,
+            self.config.ops_port,
+            settings.http_head_timeout_s,
         )
 
     async def serve(self) -> Server:
@@ -132,6 +140,7 @@ class Gateway:
         """Catch up, accept consoles, route until ``stop``; then close consoles (1001),
         stop replays, flush what is produced and close the clients, each step bounded."""
         kafka = self.settings.kafka
+        self.ops.bind()  # a port in use fails before anything connects
         consumer = new_consumer(
             kafka, self.settings.instance, group_id=None, auto_offset_reset="latest"
         )
@@ -141,6 +150,7 @@ class Gateway:
         dlq = DeadLetters(producer, self.topics.dlq, self.settings.instance, self.registry)
         dlq.expect("gateway.decode", UnverifiedRecord)
         server: Server | None = None
+        ops = asyncio.create_task(self.ops.serve())  # answers "not ready" while catching up
         try:
             await assign_all(consumer, kafka, self.intake.topic_names)
             await self.intake.position(consumer, self.config.sa_horizon_s)
@@ -148,7 +158,7 @@ class Gateway:
             self.reports.producer = producer
             server = await self.serve()
             self.ready = True
-            log.info("gateway.started", extra={"port": self.port})
+            log.info("gateway.started", extra={"port": self.port, "ops_port": self.ops.port})
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(self.sessions.watch_revocations()),
@@ -169,6 +179,8 @@ class Gateway:
             self.reports.producer = None
             await bounded("consumer.stop", consumer.stop(), timeout)
             await bounded("producer.stop", producer.stop(), timeout)
+            self.ops.stop()
+            await bounded("ops.stop", ops, timeout)
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:

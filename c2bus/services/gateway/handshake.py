@@ -1,7 +1,8 @@
-"""The HTTP side of the gateway's port: health, readiness and metrics, and the handshake's
-authentication (a bearer token in the ``Authorization`` header, or the ``access_token``
-query parameter for browsers). A handshake without a valid token is refused with 401
-before any session exists."""
+"""The HTTP side of the console port: health and readiness (for load balancers in front
+of consoles; metrics are on the ops listener), and the handshake's authentication (a bearer
+token in the ``Authorization`` header, or the ``access_token`` query parameter for
+browsers). A handshake without a valid token is refused with 401 before any session
+exists."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import Counter
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from c2bus.adapters.auth import TokenVerifier, bearer_token
@@ -34,12 +34,10 @@ class Handshake:
     def __init__(
         self,
         verifier: TokenVerifier,
-        registry: CollectorRegistry,
         refused: Counter,
         ready: Callable[[], bool],
     ) -> None:
         self.verifier = verifier
-        self.registry = registry
         self.refused = refused
         self.ready = ready
 
@@ -51,12 +49,6 @@ class Handshake:
             if self.ready():
                 return connection.respond(HTTPStatus.OK, '{"status": "ready"}\n')
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, '{"status": "not ready"}\n')
-        if path == "/metrics":
-            body = generate_latest(self.registry)
-            headers = Headers(
-                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))]
-            )
-            return Response(200, "OK", headers, body)
         token = token_of(request)
         if not token:
             return self._refuse(connection, "missing", "a bearer token is required")

@@ -219,6 +219,9 @@ class Ingest:
             events = self._decode(body, route, batch)
             if route.name == "sa":
                 refuse_dated_ahead(events, batch)
+                events = [
+                    reported_by(identity, e, i if batch else None) for i, e in enumerate(events)
+                ]
             if route.name == "directives":
                 events = [
                     issued_by(identity, e, i if batch else None) for i, e in enumerate(events)
@@ -382,6 +385,34 @@ def refuse_dated_ahead(events: list[Envelope], batch: bool) -> None:
         raise Refused("invalid", "invalid event", problems=problems)
 
 
+def reported_by(identity: Identity, event: Envelope, index: int | None = None) -> Envelope:
+    """SA as its authenticated publisher may report it: a track in the namespace of the
+    token's unit (``<unit>~<track>``; one already scoped to a unit the token acts for keeps
+    its name), so that no publisher overwrites another's track of the same name; a position
+    or status only of a unit the token acts for. Raises :class:`Refused` otherwise."""
+    if not isinstance(event, TrackEvent):
+        assert isinstance(event, PositionEvent | UnitStatusEvent)
+        if not identity.may_act_for(event.data.unit_id):
+            raise Refused(
+                "forbidden", f"the token may report for {', '.join(identity.acting())} only"
+            )
+        return event
+    try:
+        track_id = identity.in_namespace(event.data.track_id)
+    except ValueError as exc:
+        problem = Problem("$.data.track_id", str(exc))
+        raise Refused("invalid", "invalid event", problems=[problem.as_dict(index)]) from exc
+    if track_id is None:
+        raise Refused(
+            "forbidden",
+            "the token may name tracks only in its own namespace: "
+            + ", ".join(f"{unit}~<track>" for unit in identity.acting()),
+        )
+    return msgspec.structs.replace(
+        event, data=msgspec.structs.replace(event.data, track_id=track_id)
+    )
+
+
 def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> Envelope:
     """A directive as its authenticated issuer may submit it: for the token's unit (or one
     it acts for), labelled within what the token may see, with no decision id (the
@@ -389,11 +420,10 @@ def issued_by(identity: Identity, event: Envelope, index: int | None = None) -> 
     CloudEvents ``subject`` becomes the issuing subject, which the two-person rule never
     counts as an approver. Raises :class:`Refused` otherwise."""
     assert isinstance(event, DirectiveEvent)
-    if not identity.may_issue_for(event.data.issuer):
+    if not identity.may_act_for(event.data.issuer):
         raise Refused(
             "forbidden",
-            f"the token may issue directives for {identity.unit} only"
-            + (f" and {', '.join(sorted(identity.acts_for))}" if identity.acts_for else ""),
+            f"the token may issue directives for {', '.join(identity.acting())} only",
         )
     if not identity.may_see(event.label):
         raise Refused("forbidden", "a directive cannot be labelled above what its issuer may see")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from fastapi import FastAPI, Request
@@ -37,23 +38,19 @@ from c2bus.adapters.policy_store import (
 )
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
+from c2bus.adapters.worker import Overrun, Worker
 from c2bus.core.codec import EventDecoder
 from c2bus.core.decision import Approval, Decision
 from c2bus.core.events import DirectiveEvent, PolicySetEvent
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from c2bus.core.policy.compiler import (
-    PolicyInvalid,
-    compile_policy,
-    content_hash,
-    load_policy_document,
-)
-from c2bus.core.policy.evaluator import DirectiveContext, PolicyEvaluator
+from c2bus.core.policy.compiler import PolicyIssue, content_hash
 from c2bus.core.policy.model import PolicyDocument
 from c2bus.errors import InvalidEvent, KafkaError, Refused
-from c2bus.services.policy_api.shadow import shadow
+from c2bus.services.policy_api import work
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 ADMIN_ROLE = "policy-admin"
 #: Reading policies (and validating, dry-running and shadow-running against them) needs
 #: this role or the admin's, and clearance for the policy's label.
@@ -81,6 +78,11 @@ class DryRun(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     approvals: list[ApprovalSpec] = []
 
 
+def _invalid(issues: list[PolicyIssue]) -> Refused:
+    problems = [{"pointer": i.pointer, "message": i.message} for i in issues]
+    return Refused("invalid", "invalid policy", problems=problems)
+
+
 def _decision(decision: Decision) -> dict[str, Any]:
     return {
         "verdict": decision.verdict.value,
@@ -104,6 +106,8 @@ class PolicyApi:
         self.ready = False
         #: the policy topics followed (read once from their start, then as they grow)
         self.view = PolicyView(self.topics.policy)
+        #: where a caller's document is worked on, within the time limit
+        self.worker = Worker("policy-api", settings.policy_api_time_limit_s)
         self.app = self._build()
         self.http = HttpServer(self.app, settings.host, settings.port, settings.http_head_timeout_s)
 
@@ -112,18 +116,25 @@ class PolicyApi:
     def _identity(self, request: Request) -> Identity:
         return authenticate(self.verifier, request.headers.get("authorization", ""))
 
-    @staticmethod
-    def _document(raw: bytes) -> PolicyDocument:
+    async def _work(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the worker process, refused (422) past the time limit."""
         try:
-            doc = load_policy_document(raw)
-            compile_policy(doc)
-        except PolicyInvalid as exc:
-            problems = [{"pointer": i.pointer, "message": i.message} for i in exc.issues]
-            raise Refused("invalid", "invalid policy", problems=problems) from exc
-        return doc
+            return await self.worker.run(fn, *args)
+        except Overrun as exc:
+            log.warning("policy_api.overrun", extra={"work": fn.__name__, "error": str(exc)})
+            raise Refused(
+                "invalid",
+                f"working this request out {exc}: a document or run this costly is not taken",
+            ) from None
 
-    async def _current(self, set_id: str, identity: Identity) -> PolicyEvaluator:
-        return PolicyEvaluator(compile_policy(self._visible(set_id, identity).data.document))
+    async def _document(self, raw: bytes) -> PolicyDocument:
+        result = await self._work(work.checked, raw)
+        if isinstance(result, list):
+            raise _invalid(result)
+        return result
+
+    def _current(self, set_id: str, identity: Identity) -> PolicyDocument:
+        return self._visible(set_id, identity).data.document
 
     def _visible(self, set_id: str, identity: Identity) -> PolicySetEvent:
         """The version in force of ``set_id`` if the caller may see it; a caller who may not
@@ -165,7 +176,7 @@ class PolicyApi:
         @app.post("/v1/policies/validate", tags=["policies"], summary="Validate a document")
         async def validate(request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
-                doc = self._document(await read_body(request, MAX_BODY_BYTES))
+                doc = await self._document(await read_body(request, MAX_BODY_BYTES))
                 return 200, {
                     "valid": True,
                     "policy_set_id": doc.policy_set_id,
@@ -239,7 +250,7 @@ class PolicyApi:
             async def handle(identity: Identity) -> tuple[int, Any]:
                 if not identity.has_role(ADMIN_ROLE):
                     raise Refused("forbidden", f"publishing needs the role {ADMIN_ROLE}")
-                doc = self._document(await read_body(request, MAX_BODY_BYTES))
+                doc = await self._document(await read_body(request, MAX_BODY_BYTES))
                 if doc.policy_set_id != set_id:
                     raise Refused(
                         "invalid", f"the document is policy set {doc.policy_set_id}, not {set_id}"
@@ -278,15 +289,11 @@ class PolicyApi:
                 except RecursionError as exc:
                     raise Refused("invalid", "invalid dry-run request: nested too deeply") from exc
                 if body.policy is not None:
-                    try:
-                        evaluator = PolicyEvaluator(compile_policy(body.policy))
-                    except PolicyInvalid as exc:
-                        problems = [
-                            {"pointer": i.pointer, "message": i.message} for i in exc.issues
-                        ]
-                        raise Refused("invalid", "invalid policy", problems=problems) from exc
+                    policy = body.policy
+                    if issues := await self._work(work.compiles, policy):
+                        raise _invalid(issues)
                 else:
-                    evaluator = await self._current(set_id, identity)
+                    policy = self._current(set_id, identity)
                 at = body.at or directive.time
                 approvals = frozenset(
                     Approval(
@@ -297,7 +304,7 @@ class PolicyApi:
                     )
                     for a in body.approvals
                 )
-                decision = evaluator.evaluate(directive, DirectiveContext(at, approvals))
+                decision = await self._work(work.dry_run, policy, directive, at, approvals)
                 return 200, {"directive": directive.id, "at": at.isoformat(), **_decision(decision)}
 
             return await self._call("dry-run", request, handle)
@@ -311,17 +318,15 @@ class PolicyApi:
             async def handle(identity: Identity) -> tuple[int, Any]:
                 if not 1 <= last <= MAX_SHADOW:
                     raise Refused("invalid", f"last must be between 1 and {MAX_SHADOW}")
-                candidate = PolicyEvaluator(
-                    compile_policy(self._document(await read_body(request, MAX_BODY_BYTES)))
-                )
-                current = await self._current(set_id, identity)
+                candidate = await self._document(await read_body(request, MAX_BODY_BYTES))
+                current = self._current(set_id, identity)
                 recorded = await recorded_directives(
                     self.settings.kafka, self.topics.submitted, last
                 )
                 # Only what the caller may see: of the rest, neither verdict nor change is
                 # told (a candidate of the caller's choosing would narrow them down).
                 directives = [d for d in recorded if identity.may_see(d.label)]
-                report = shadow(directives, current, candidate)
+                report = await self._work(work.shadow_run, directives, current, candidate)
                 return 200, {
                     "directives": report.directives,
                     "not_shown": len(recorded) - len(directives),
@@ -334,6 +339,7 @@ class PolicyApi:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.http.bind()
+        await self.worker.start()
         log.info("policy_api.started", extra={"port": self.http.port})
 
         def caught_up() -> None:
@@ -358,6 +364,7 @@ class PolicyApi:
                 self.ready = False
                 self.http.stop()
                 await bounded("http.drain", self.http.stopped(), self.settings.shutdown_timeout_s)
+                await bounded("worker.close", self.worker.close(), self.settings.shutdown_timeout_s)
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:
