@@ -3,10 +3,11 @@
 A signing service holds an Ed25519 private key; every record it signs carries two Kafka
 headers, ``c2bus_kid`` (the key's id) and ``c2bus_sig`` (the signature). The signature
 covers the record's value bytes exactly as they are on Kafka, bound to the record's family
-(``decisions``, ``directives.approved``, ``approvals``…) so that a record signed for one
-topic cannot pass for another. Readers trust only the public keys of their trust store,
-each for the families it names: the gateway delivers an approved directive only when a key
-trusted for ``directives.approved`` signed it.
+(``decisions``, ``directives.approved``, ``approvals``, ``directives.status``) so that a
+record signed for one topic cannot pass for another. Readers trust only the public keys of
+their trust store, each for the families it names: the gateway delivers an approved
+directive only when a key trusted for ``directives.approved`` signed it, and a lifecycle
+step only when a key trusted for ``directives.status`` (the enforcer's, a gateway's) did.
 
 Local deployments keep their keys in one directory (``C2BUS_SIGNING_DIR``, default
 ``.c2bus/secrets/signing``): ``<name>.key`` (PKCS#8 PEM, mode 0600, made on first use) and
@@ -49,7 +50,8 @@ _DOMAIN = b"c2bus.record.v1\x00"
 DECISIONS = "decisions"
 APPROVED = "directives.approved"
 APPROVALS = "approvals"
-FAMILIES = (DECISIONS, APPROVED, APPROVALS)
+STATUS = "directives.status"
+FAMILIES = (DECISIONS, APPROVED, APPROVALS, STATUS)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -211,8 +213,9 @@ def trust_entry(name: str, public: Ed25519PublicKey, families: Iterable[str]) ->
 
 #: Who signs what in a local deployment.
 LOCAL_SIGNERS: dict[str, tuple[str, ...]] = {
-    "enforcer": (DECISIONS, APPROVED),
+    "enforcer": (DECISIONS, APPROVED, STATUS),  # STATUS: the DECIDED step
     "ingest": (APPROVALS,),
+    "gateway": (STATUS,),  # DELIVERED, and the consoles' WILCO, CANTCO and HAVE_DO
 }
 
 

@@ -34,6 +34,8 @@ class EventDecoder(Generic[E]):
             raise _invalid(str(exc)) from exc
         except msgspec.DecodeError as exc:
             raise InvalidEvent(f"malformed JSON: {exc}") from exc
+        except UnicodeDecodeError as exc:  # msgspec's, for a string that is not UTF-8
+            raise InvalidEvent(f"malformed JSON: a string is not UTF-8 ({exc.reason})") from exc
         except RecursionError as exc:  # nesting deeper than the decoder recurses
             raise InvalidEvent("nested too deeply to be an event") from exc
 

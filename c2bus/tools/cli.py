@@ -619,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="record-signing keys and the trust store")
     keys_cmds = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = keys_cmds.add_parser(
-        "init", help="make the local signing keys (enforcer, ingest) and trust them"
+        "init", help="make the local signing keys (enforcer, ingest, gateway) and trust them"
     )
     p.set_defaults(func=cmd_keys_init)
     p = keys_cmds.add_parser("show", help="print the trust store: key id, name, what it signs")

@@ -209,7 +209,7 @@ class Matcher:
             return None
         try:
             return self._held.decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidEvent(f"not a held record: {exc}") from exc
 
     def _concerns(self, event: TracedEvent) -> bool:

@@ -55,7 +55,7 @@ class Env:
     prefix: str
     #: the test's token keys (EdDSA; services read their public JWKS only)
     tokens: LocalTokenKeys
-    #: the test's record-signing keys and trust store (the enforcer's and the ingest's)
+    #: the test's record-signing keys and trust store (enforcer's, ingest's, gateway's)
     signing: LocalKeys
 
     @classmethod

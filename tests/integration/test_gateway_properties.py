@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from c2bus.adapters.kafka import client_options
-from c2bus.adapters.signing import APPROVED, DECISIONS
+from c2bus.adapters.signing import APPROVED, DECISIONS, STATUS
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.labels import Classification
 from tests.integration.corpus import TOPIC_ROLE, Corpus, Viewer, random_viewer
@@ -42,8 +42,9 @@ def token(env: Env, viewer: Viewer) -> str:
     )
 
 
-#: The streams the gateway delivers only signed by the enforcer: this test plays it.
-SIGNED = {"directives": APPROVED, "decisions": DECISIONS}
+#: The streams the gateway delivers only signed (by the enforcer; lifecycle steps by it or
+#: a gateway): this test plays the enforcer.
+SIGNED = {"directives": APPROVED, "decisions": DECISIONS, "status": STATUS}
 
 
 async def publish(env: Env, topics: TopicNames, corpus: Corpus, start: int = 0) -> None:

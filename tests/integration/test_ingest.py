@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,10 +93,13 @@ async def test_invalid_bodies_list_every_problem(
         assert garbage.json()["problems"][0]["message"].startswith("malformed JSON")
 
         deep = b"[" * 10_000 + b"]" * 10_000  # ~20 kB
+        not_utf8 = json.dumps(good).encode().replace(b'"id": "', b'"id": "\xf1', 1)
         for body in (
             deep,
             b'{"type": {}}',
             b'{"type": "c2bus.sa.track.v1", "data": ' + deep + b"}",
+            not_utf8,  # JSON whose string is not UTF-8
+            b'{"directive_id": "\xf1", "target": "POL-12BDE"}',
         ):
             for route in ("/v1/sa", "/v1/sa/batch", "/v1/approvals"):
                 answer = await http.post(route, content=body)

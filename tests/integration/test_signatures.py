@@ -1,7 +1,7 @@
-"""Only what the enforcer signed reaches a console: an approved directive or a decision
-written straight to Kafka (unsigned, signed by an unknown key or by a key trusted for
-something else, or altered after signing) is dead-lettered with the reason, counted, and
-never delivered; the genuine ones, signed by the enforcer, are."""
+"""Only what its writer signed reaches a console: an approved directive, a decision or a
+lifecycle step written straight to Kafka (unsigned, signed by an unknown key or by a key
+trusted for something else, or altered after signing) is dead-lettered with the reason,
+counted, and never delivered; the genuine ones, signed by the enforcer or a gateway, are."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from c2bus.adapters.kafka import client_options
-from c2bus.adapters.signing import APPROVED, DECISIONS, Signer
+from c2bus.adapters.signing import APPROVED, DECISIONS, STATUS, Signer
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from tests.integration.services import Console, Env, enforcer, event_id, gateway
@@ -128,3 +128,99 @@ async def test_the_gateway_delivers_only_what_the_enforcer_signed(
     assert len(reasons) == 5
     line = 'c2bus_dead_letters_total{reason="UnverifiedRecord",stage="gateway.decode"} 6.0'
     assert line in metrics
+
+
+async def test_a_lifecycle_step_reaches_consoles_only_signed_by_a_gateway_or_the_enforcer(
+    env: Env, topics: TopicNames
+) -> None:
+    """A CANTCO or HAVE_DO written straight to Kafka, unsigned, by an unknown key or by the
+    ingest's key (trusted for approvals only), never reaches the issuer's console; the
+    enforcer's DECIDED and the gateway's DELIVERED and WILCO do, each signed by its
+    writer, and the forgeries are dead-lettered with the reason."""
+    body = {
+        "kind": "MOVE",
+        "target": "POL-12BDE",
+        "expires": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "area": [{"lat": 52.0, "lon": 5.0}, {"lat": 52.0, "lon": 6.0}, {"lat": 52.5, "lon": 5.5}],
+        "text": "Move to assembly area BRAVO.",
+    }
+    stranger = Signer(Ed25519PrivateKey.generate())
+    ingest = env.signing.signer("ingest")
+    async with (
+        enforcer(env),
+        gateway(env) as gw,
+        Console.connect(
+            gw.port, env.token(unit="MNC-NE", roles=("console", "commander"))
+        ) as issuer,
+        Console.connect(gw.port, env.token(unit="POL-12BDE", nation="POL")) as target,
+    ):
+        directive_id = await issuer.submit(body)
+
+        def step(state: str) -> Any:
+            return lambda f: (
+                f["stream"] == "status"
+                and f["event"]["data"]["directive_id"] == directive_id
+                and f["event"]["data"]["state"] == state
+            )
+
+        await issuer.events_until(step("DELIVERED"))
+
+        def forged(state: str) -> bytes:
+            return json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": f"forged-{state.lower()}",
+                    "source": "urn:c2bus:gateway:forged",
+                    "type": "c2bus.directive.status.v1",
+                    "time": datetime.now(UTC).isoformat(),
+                    "classification": "NATO SECRET",
+                    "releasableto": "NATO",
+                    "data": {
+                        "directive_id": directive_id,
+                        "state": state,
+                        "actor": "POL-12BDE",
+                        "issuer": "MNC-NE",
+                        "target": "POL-12BDE",
+                        **({"reason": "no fuel"} if state == "CANTCO" else {}),
+                    },
+                }
+            ).encode()
+
+        headers = list(KAFKA_HEADERS)
+        cantco, have_do, by_ingest = forged("CANTCO"), forged("HAVE_DO"), forged("CANTCO")
+        by_ingest = by_ingest.replace(b"forged-cantco", b"forged-by-ingest")
+        await write(
+            env,
+            topics.status,
+            [
+                (cantco, headers),
+                (have_do, headers + stranger.headers(STATUS, have_do)),
+                (by_ingest, headers + ingest.headers(STATUS, by_ingest)),
+            ],
+        )
+        await target.ws.send(
+            json.dumps({"op": "ack", "id": "ack-1", "directive_id": directive_id, "state": "WILCO"})
+        )
+        assert (await target.reply_to("ack-1", ("acked", "error")))["op"] == "acked"
+        await issuer.events_until(step("WILCO"))  # written after the forgeries
+        await issuer.drain()
+        states = [f["event"]["data"]["state"] for f in issuer.frames if f["stream"] == "status"]
+        assert states == ["DECIDED", "DELIVERED", "WILCO"], states
+
+    records = await read_all(env.kafka, topics.status)
+    genuine = [r for r in records if not json.loads(r.value)["id"].startswith("forged")]
+    assert len(genuine) == 3
+    for record in genuine:  # each step signed by its writer's key, for status records
+        writer = "enforcer" if json.loads(record.value)["data"]["state"] == "DECIDED" else "gateway"
+        assert dict(record.headers)["c2bus_kid"].decode() == env.signing.signer(writer).kid
+    letters = await records_eventually(env, topics.dlq)
+    async with asyncio.timeout(20):
+        while len(letters) < 3:
+            letters = await read_all(env.kafka, topics.dlq)
+    reasons = {
+        json.loads(letter.value)["id"]: dict(letter.headers)[PREFIX + "exception.message"].decode()
+        for letter in letters
+    }
+    assert reasons["forged-cantco"].startswith("unsigned")
+    assert reasons["forged-have_do"].startswith("unknown signing key")
+    assert "not trusted to sign directives.status" in reasons["forged-by-ingest"]

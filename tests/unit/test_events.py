@@ -199,3 +199,14 @@ def test_an_sa_publisher_names_tracks_in_its_own_namespace_only() -> None:
     unnamed = Identity("radar", "DEU", Classification.NATO_SECRET, "no unit!", roles)
     with pytest.raises(ValueError, match="namespace"):
         unnamed.in_namespace("TRK-1")
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_invalid_utf8_inside_a_string_is_an_invalid_event(name: str, valid_example: Any) -> None:
+    """A byte that is not UTF-8 inside the id (JSON that otherwise parses) is refused as an
+    invalid event like any other bad input, never an exception of another kind."""
+    raw = json.dumps(valid_example(name)).encode()
+    at = raw.index(b'"id": "') + len(b'"id": "')
+    broken = raw[:at] + b"\xf1" + raw[at + 1 :]
+    with pytest.raises(InvalidEvent, match="UTF-8"):
+        decode_event(broken)

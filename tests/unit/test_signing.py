@@ -18,6 +18,7 @@ from c2bus.adapters.signing import (
     DECISIONS,
     KEY_ID_HEADER,
     SIGNATURE_HEADER,
+    STATUS,
     LocalKeys,
     Signer,
     TrustStore,
@@ -60,9 +61,9 @@ def test_local_keys_are_made_once_private_and_trusted_for_what_they_sign(
     tmp_path: Path,
 ) -> None:
     keys = LocalKeys(tmp_path / "signing")
-    assert keys.ensure() == ["enforcer", "ingest"]
+    assert keys.ensure() == ["enforcer", "ingest", "gateway"]
     assert keys.ensure() == []  # made once
-    for name in ("enforcer", "ingest"):
+    for name in ("enforcer", "ingest", "gateway"):
         assert stat.S_IMODE(os.stat(keys.key_file(name)).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(keys.dir).st_mode) == 0o700
     trust = TrustStore(keys.trust_file)
@@ -71,6 +72,12 @@ def test_local_keys_are_made_once_private_and_trusted_for_what_they_sign(
     ingest = keys.signer("ingest")
     assert trust.check(APPROVALS, VALUE, ingest.headers(APPROVALS, VALUE)) is None
     assert trust.check(DECISIONS, VALUE, ingest.headers(DECISIONS, VALUE)) is not None
+    # lifecycle steps: the enforcer's DECIDED and a gateway's; a gateway signs nothing else
+    gateway = keys.signer("gateway")
+    for writer in (enforcer, gateway):
+        assert trust.check(STATUS, VALUE, writer.headers(STATUS, VALUE)) is None
+    assert trust.check(STATUS, VALUE, ingest.headers(STATUS, VALUE)) is not None
+    assert trust.check(APPROVED, VALUE, gateway.headers(APPROVED, VALUE)) is not None
 
     # a service of a fresh local deployment makes its own key on first use
     settings = SigningSettings.from_env({"C2BUS_SIGNING_DIR": str(tmp_path / "fresh")})

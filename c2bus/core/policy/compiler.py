@@ -127,7 +127,7 @@ def load_policy_document(raw: bytes) -> PolicyDocument:
             reason, _, path = str(exc).partition(" - at `")
             issues = [PolicyIssue(_pointer(path.rstrip("`")), reason)]
         raise PolicyInvalid(issues) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise PolicyInvalid([PolicyIssue("", f"not YAML or JSON: {exc}")]) from exc
     except RecursionError as exc:
         raise PolicyInvalid([PolicyIssue("", "nested too deeply to be a policy")]) from exc
@@ -152,7 +152,7 @@ def _structural_issues(raw: bytes) -> list[PolicyIssue]:
     """Every structural problem, via the document's JSON Schema (msgspec stops at one)."""
     try:
         doc = msgspec.to_builtins(msgspec.yaml.decode(raw))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return []
     validator = Draft202012Validator(msgspec.json.schema(PolicyDocument))
     issues = []

@@ -28,7 +28,7 @@ from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import KafkaSettings
-from c2bus.adapters.signing import APPROVED, DECISIONS, Signer
+from c2bus.adapters.signing import APPROVED, DECISIONS, STATUS, Signer
 from c2bus.core.audit import Check
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.enforcement import Step, Stream, Write
@@ -73,8 +73,8 @@ class Outputs:
         return self.topics[stream]
 
     def headers(self, write: Write) -> list[tuple[str, bytes]] | None:
-        """Events in CloudEvents structured mode, decisions and approved directives signed;
-        held-state records are not events."""
+        """Events in CloudEvents structured mode, decisions, approved directives and
+        lifecycle steps signed; held-state records are not events."""
         if write.kind is None:
             return None
         family = SIGNED.get(write.stream)
@@ -84,7 +84,7 @@ class Outputs:
 
 
 #: The streams whose records the enforcer signs, with their record family.
-SIGNED = {Stream.DECISIONS: DECISIONS, Stream.APPROVED: APPROVED}
+SIGNED = {Stream.DECISIONS: DECISIONS, Stream.APPROVED: APPROVED, Stream.STATUS: STATUS}
 
 
 @dataclass(eq=False)

@@ -33,7 +33,7 @@ from c2bus.adapters.metrics import export_kafka_refusals
 from c2bus.adapters.ops import HttpServer, ops_app
 from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
-from c2bus.adapters.signing import trust_for
+from c2bus.adapters.signing import signer_for, trust_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.protocol import SUBPROTOCOL
 from c2bus.errors import UnverifiedRecord
@@ -88,7 +88,13 @@ class Gateway:
             self.intake.replayed,
             self.config.replays,
         )
-        self.reports = Reports(topics.status, source, self.directory, self.metrics)
+        self.reports = Reports(
+            topics.status,
+            source,
+            self.directory,
+            self.metrics,
+            signer_for(settings.signing, "gateway"),
+        )
         requests = Requests(
             config=self.config,
             topics=topics,

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import kafka_step, pause_refused
 from c2bus.adapters.policy_source import PolicySource
-from c2bus.adapters.signing import APPROVED, DECISIONS, TrustStore
+from c2bus.adapters.signing import APPROVED, DECISIONS, STATUS, TrustStore
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.directives import stale_release
@@ -44,7 +44,7 @@ from c2bus.services.gateway.state import DirectiveDirectory, Latest, LatestSa, s
 log = logging.getLogger(__name__)
 
 #: The streams whose records the gateway delivers only when the enforcer's key signed them.
-VERIFIED = {Stream.DIRECTIVES: APPROVED, Stream.DECISIONS: DECISIONS}
+VERIFIED = {Stream.DIRECTIVES: APPROVED, Stream.DECISIONS: DECISIONS, Stream.STATUS: STATUS}
 
 
 class Intake:
@@ -159,9 +159,10 @@ class Intake:
 
         Raises :class:`InvalidEvent` for anything that is not a valid, labelled event (SA
         dated more than the skew ahead of this clock included), and
-        :class:`UnverifiedRecord` for an approved directive or a decision that a key trusted
-        for it did not sign (the enforcer's), and for an approved directive that is stale
-        (expired, or decided before the horizon) or a copy of a release read elsewhere.
+        :class:`UnverifiedRecord` for an approved directive, a decision or a lifecycle step
+        that a key trusted for it did not sign (the enforcer's; a gateway's for steps), and
+        for an approved directive that is stale (expired, or decided before the horizon) or
+        a copy of a release read elsewhere.
         """
         stream, decoder = self.decoders[record.topic]
         if record.value is None:

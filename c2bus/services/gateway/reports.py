@@ -1,5 +1,5 @@
-"""Lifecycle steps the gateway writes: DELIVERED when a directive reaches a console of its
-target, and the consoles' WILCO, CANTCO and HAVE_DO.
+"""Lifecycle steps the gateway writes, each signed with its key: DELIVERED when a directive
+reaches a console of its target, and the consoles' WILCO, CANTCO and HAVE_DO.
 
 DELIVERED steps are produced off the console writers: a writer hands the step to a bounded
 queue and goes on sending; one task produces them in order and retries a failed produce
@@ -11,6 +11,7 @@ waits for its ``acked`` reply, which carries the record's position.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from c2bus.adapters.kafka import kafka_step, send_event
+from c2bus.adapters.signing import STATUS, Signer
 from c2bus.core.directives import lifecycle_step
 from c2bus.core.events import DirectiveEvent, DirectiveState, DirectiveStatusEvent, Envelope
 from c2bus.core.events import event_type as type_of
@@ -63,8 +65,11 @@ class Reports:
         source: str,
         directory: DirectiveDirectory,
         metrics: GatewayMetrics,
+        signer: Signer,
     ) -> None:
         self.status_topic = status_topic
+        #: signs every lifecycle step this gateway writes (consoles get only signed ones)
+        self.sign_step = functools.partial(signer.headers, STATUS)
         self.source = source
         self.directory = directory
         self.metrics = metrics
@@ -78,7 +83,8 @@ class Reports:
         try:
             with kafka_step("produce"):
                 async with asyncio.timeout(PRODUCE_TIMEOUT_S):
-                    sent = await send_event(self.producer, topic, event)
+                    sign = self.sign_step if isinstance(event, DirectiveStatusEvent) else None
+                    sent = await send_event(self.producer, topic, event, sign)
                     meta = await sent
         except KafkaError as exc:
             log.error("produce.failed", extra={"topic": topic, "error": str(exc)})
@@ -124,7 +130,7 @@ class Reports:
             )
             try:
                 with kafka_step("produce"):
-                    future = await send_event(producer, self.status_topic, status)
+                    future = await send_event(producer, self.status_topic, status, self.sign_step)
             except KafkaError as exc:
                 log.error("produce.failed", extra={"topic": self.status_topic, "error": str(exc)})
                 failed.append(item)

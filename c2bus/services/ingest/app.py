@@ -265,7 +265,12 @@ class Ingest:
             try:
                 raw = await read_body(request, MAX_APPROVAL_BYTES)
                 body = msgspec.json.decode(raw, type=ApprovalRequest)
-            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            except (
+                msgspec.ValidationError,
+                msgspec.DecodeError,
+                UnicodeDecodeError,
+                RecursionError,
+            ) as exc:
                 reason, _, path = str(exc).partition(" - at `")
                 if isinstance(exc, RecursionError):
                     reason, path = TOO_DEEP, ""

@@ -85,7 +85,7 @@ def _problems(
 ) -> list[Problem]:
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return [Problem("$", message)]
     if not batch:
         return finder.find(doc, message)

@@ -284,7 +284,12 @@ class PolicyApi:
                         await read_body(request, MAX_BODY_BYTES), type=DryRun
                     )
                     directive = DIRECTIVES.decode_event(bytes(body.directive))
-                except (msgspec.ValidationError, msgspec.DecodeError, InvalidEvent) as exc:
+                except (
+                    msgspec.ValidationError,
+                    msgspec.DecodeError,
+                    UnicodeDecodeError,
+                    InvalidEvent,
+                ) as exc:
                     raise Refused("invalid", f"invalid dry-run request: {exc}") from exc
                 except RecursionError as exc:
                     raise Refused("invalid", "invalid dry-run request: nested too deeply") from exc
