@@ -17,6 +17,7 @@ from typing import Any
 import h11
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -45,11 +46,73 @@ def refusal(exc: Refused) -> JSONResponse:
     return JSONResponse(content, status_code=exc.http_status, headers=headers)
 
 
+def with_bodies(
+    app: FastAPI, components: dict[str, Any], bodies: dict[str, dict[str, Any]]
+) -> None:
+    """Give ``app``'s OpenAPI document the request bodies its routes read themselves (raw,
+    to stream them within a size limit): ``bodies`` maps a path to the ``content`` of its
+    POST's body, ``components`` the schemas those refer to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, description=app.description
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            for path, content in bodies.items():
+                schema["paths"][path]["post"]["requestBody"] = {
+                    "required": True,
+                    "content": content,
+                }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI response with a JSON body of ``schema``."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def refusal_responses(
+    descriptions: dict[int, str], problem: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for the refusals a route gives (status: what it means), each with
+    the body :func:`refusal` writes: ``detail`` (a sentence; a list where FastAPI itself
+    refused a query parameter) and, where the body was wrong, ``problems``."""
+    schema = {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {
+            "detail": {"anyOf": [{"type": "string"}, {"type": "array"}]},
+            "problems": {"type": "array", "items": problem or {"type": "object"}},
+        },
+    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, description in descriptions.items():
+        response = json_response(description, schema)
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {"schema": {"type": "string"}, "required": True}
+            }
+        responses[status] = response
+    return responses
+
+
 #: How long a client may take to send a request's head, and then its body.
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 #: Connections and requests a service's HTTP server takes at once; beyond, 503.
 CONCURRENCY_LIMIT = 512
+
+#: The refusals every authenticated POST with a body can give.
+BODY_REFUSALS = {
+    401: "Missing or invalid bearer token",
+    408: f"The body took longer than {BODY_TIMEOUT_S:g} s to arrive",
+    413: "Body too large (refused as soon as it streams past the limit)",
+    503: "Not ready, or Kafka did not take the request",
+}
 
 
 async def read_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> bytes:

@@ -19,7 +19,6 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 
@@ -27,7 +26,16 @@ from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.kafka import kafka_step, new_producer, send_event, start_client
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import EventFlow, export_kafka_refusals
-from c2bus.adapters.ops import HttpServer, ops_router, read_body, refusal
+from c2bus.adapters.ops import (
+    BODY_REFUSALS,
+    HttpServer,
+    json_response,
+    ops_router,
+    read_body,
+    refusal,
+    refusal_responses,
+    with_bodies,
+)
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.signing import APPROVALS, signer_for
 from c2bus.adapters.topics import TopicNames
@@ -143,6 +151,19 @@ class Ingest:
             methods=["POST"],
             status_code=202,
             summary="Approve a held directive (two-person rule, national red card)",
+            responses={
+                202: json_response("Produced to Kafka, attested by this ingest", ACCEPTED),
+                **refusal_responses(
+                    BODY_REFUSALS
+                    | {
+                        403: "The token lacks the role approver or red-card-holder, or the "
+                        "approval is labelled above what it may see",
+                        413: "Body over 64 KiB",
+                        422: "Invalid approval: the problem, with its JSON path",
+                    },
+                    PROBLEM,
+                ),
+            },
             description="Body: {directive_id, target, comment?, classification?, "
             "releasableto?}. The approver's subject, nation and roles come from the token; "
             "the policy decides whether the approval counts.",
@@ -150,30 +171,12 @@ class Ingest:
         )
 
         components = _components()
-
-        def openapi() -> dict[str, Any]:
-            if app.openapi_schema is None:
-                schema = get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    routes=app.routes,
-                    description=app.description,
-                )
-                schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                    components["schemas"]
-                )
-                for path, ref in components["bodies"].items():
-                    schema["paths"][path]["post"]["requestBody"] = {
-                        "required": True,
-                        "content": {
-                            "application/cloudevents+json": {"schema": ref},
-                            "application/json": {"schema": ref},
-                        },
-                    }
-                app.openapi_schema = schema
-            return app.openapi_schema
-
-        app.openapi = openapi  # type: ignore[method-assign]
+        media = ("application/cloudevents+json", "application/json")
+        bodies = {
+            path: {kind: {"schema": ref} for kind in media}
+            for path, ref in components["bodies"].items()
+        }
+        with_bodies(app, components["schemas"], bodies)
         return app
 
     def _add_routes(self, app: FastAPI, name: str) -> None:
@@ -185,20 +188,22 @@ class Ingest:
         async def batch(request: Request) -> JSONResponse:
             return await self._handle(request, route, batch=True)
 
-        responses: dict[int | str, dict[str, Any]] = {
-            202: {"description": "Produced to Kafka"},
-            401: {"description": "Missing or invalid bearer token"},
-            403: {"description": "Token lacks the role " + route.role},
-            413: {"description": "Body or batch too large"},
-            422: {"description": "Invalid event(s): every problem, with JSON path"},
-            503: {"description": "Kafka unavailable"},
-        }
+        refused = refusal_responses(
+            BODY_REFUSALS
+            | {
+                403: f"The token lacks the role {route.role}, or may not publish this "
+                "(another unit's, or above what it may see)",
+                413: "Body over 4 MiB or batch over 1000 events",
+                422: "Invalid event(s): every problem, with its JSON path",
+            },
+            PROBLEM,
+        )
         app.add_api_route(
             f"/v1/{name}",
             single,
             methods=["POST"],
             status_code=202,
-            responses=responses,
+            responses={202: json_response("Produced to Kafka", ACCEPTED), **refused},
             summary=f"Publish one {name} event",
             tags=[name],
         )
@@ -207,7 +212,10 @@ class Ingest:
             batch,
             methods=["POST"],
             status_code=202,
-            responses=responses,
+            responses={
+                202: json_response("Produced to Kafka, all of them", ACCEPTED_ALL),
+                **refused,
+            },
             summary=f"Publish a batch of {name} events (all or nothing)",
             tags=[name],
         )
@@ -451,15 +459,43 @@ def _components() -> dict[str, Any]:
         ref_template="#/components/schemas/{name}",
     )
     sa, sa_batch, directive, directive_batch = schemas
+    (approval,), approval_components = msgspec.json.schema_components(
+        [ApprovalRequest], ref_template="#/components/schemas/{name}"
+    )
     return {
-        "schemas": components,
+        "schemas": components | approval_components,
         "bodies": {
             "/v1/sa": sa,
             "/v1/sa/batch": sa_batch,
             "/v1/directives": directive,
             "/v1/directives/batch": directive_batch,
+            "/v1/approvals": approval,
         },
     }
+
+
+#: What a 202 answers, per event.
+ACCEPTED = {
+    "type": "object",
+    "required": ["id", "topic", "partition", "offset"],
+    "properties": {
+        "id": {"type": "string"},
+        "topic": {"type": "string"},
+        "partition": {"type": "integer"},
+        "offset": {"type": "integer"},
+    },
+}
+ACCEPTED_ALL = {"type": "array", "items": ACCEPTED}
+#: One problem of a refused body.
+PROBLEM = {
+    "type": "object",
+    "required": ["path", "message"],
+    "properties": {
+        "path": {"type": "string"},
+        "message": {"type": "string"},
+        "index": {"type": "integer"},
+    },
+}
 
 
 async def main(settings: ServiceSettings, stop: asyncio.Event) -> None:

@@ -28,7 +28,16 @@ from prometheus_client import CollectorRegistry, Counter
 from c2bus.adapters.auth import TokenVerifier, authenticate, verifier_for
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.metrics import export_kafka_refusals
-from c2bus.adapters.ops import HttpServer, ops_router, read_body, refusal
+from c2bus.adapters.ops import (
+    BODY_REFUSALS,
+    HttpServer,
+    json_response,
+    ops_router,
+    read_body,
+    refusal,
+    refusal_responses,
+    with_bodies,
+)
 from c2bus.adapters.policy_store import (
     PolicyConflict,
     PolicyView,
@@ -76,6 +85,71 @@ class DryRun(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     policy: PolicyDocument | None = None
     at: datetime | None = None
     approvals: list[ApprovalSpec] = []
+
+
+#: What each refusal of the policy API means.
+REFUSALS = BODY_REFUSALS | {
+    403: f"The token lacks the role {READER_ROLE} or {ADMIN_ROLE} (publishing: {ADMIN_ROLE})",
+    404: "No version of the policy set that the caller may see",
+    409: "The version named in `replaces` is not the one in force",
+    413: "Body over 1 MiB",
+    422: "Invalid policy or request: every problem, with its JSON pointer; or working it "
+    "out took longer than the time limit",
+    503: "Kafka did not take the request",
+}
+PROBLEM = {
+    "type": "object",
+    "required": ["pointer", "message"],
+    "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}},
+}
+_STR, _INT = {"type": "string"}, {"type": "integer"}
+_REPLACES = {"type": ["integer", "null"]}
+VALID = {
+    "type": "object",
+    "required": ["valid", "policy_set_id", "version", "policy_hash"],
+    "properties": {"valid": {"type": "boolean"}, "policy_set_id": _STR, "version": _INT,
+                   "policy_hash": _STR},
+}  # fmt: skip
+VERSION = {
+    "type": "object",
+    "required": ["version", "published", "policy_hash"],
+    "properties": {"policy_set_id": _STR, "version": _INT, "replaces": _REPLACES,
+                   "published": _STR, "source": _STR, "policy_hash": _STR},
+}  # fmt: skip
+SHOWN = {
+    "type": "object",
+    "required": ["policy_set_id", "version", "published", "document"],
+    "properties": {"policy_set_id": _STR, "version": _INT, "replaces": _REPLACES,
+                   "published": _STR, "document": {"type": "object"}},
+}  # fmt: skip
+PUBLISHED = {
+    "type": "object",
+    "required": ["policy_set_id", "version"],
+    "properties": {"policy_set_id": _STR, "version": _INT},
+}
+DRY_RUN = {
+    "type": "object",
+    "required": ["directive", "at", "verdict", "reasons", "policy_version", "policy_hash"],
+    "properties": {"directive": _STR, "at": _STR, "verdict": {"enum": ["ALLOW", "DENY", "HOLD"]},
+                   "reasons": {"type": "array"}, "policy_set_id": _STR, "policy_version": _INT,
+                   "policy_hash": _STR},
+}  # fmt: skip
+SHADOW = {
+    "type": "object",
+    "required": ["directives", "not_shown", "changed"],
+    "properties": {"directives": _INT, "not_shown": _INT, "current_version": _INT,
+                   "candidate_version": _INT, "changed": {"type": "array"}},
+}  # fmt: skip
+
+
+def answers(
+    body: dict[str, Any], *refusals: int, status: int = 200
+) -> dict[int | str, dict[str, Any]]:
+    """A route's documented answers: ``body`` on success, and ``refusals`` (statuses)."""
+    return {
+        status: json_response("Done", body),
+        **refusal_responses({code: REFUSALS[code] for code in refusals}, PROBLEM),
+    }
 
 
 def _invalid(issues: list[PolicyIssue]) -> Refused:
@@ -170,10 +244,30 @@ class PolicyApi:
         app.include_router(ops_router(self.registry, lambda: self.ready))
         self._reading_routes(app)
         self._writing_routes(app)
+        (document, dry_run), components = msgspec.json.schema_components(
+            [PolicyDocument, DryRun], ref_template="#/components/schemas/{name}"
+        )
+        policy = {"application/yaml": {"schema": {"type": "string"}}}
+        policy["application/json"] = {"schema": document}
+        with_bodies(
+            app,
+            components,
+            {
+                "/v1/policies/validate": policy,
+                "/v1/policies/{set_id}/versions": policy,
+                "/v1/policies/{set_id}/shadow": policy,
+                "/v1/policies/{set_id}/dry-run": {"application/json": {"schema": dry_run}},
+            },
+        )
         return app
 
     def _reading_routes(self, app: FastAPI) -> None:
-        @app.post("/v1/policies/validate", tags=["policies"], summary="Validate a document")
+        @app.post(
+            "/v1/policies/validate",
+            tags=["policies"],
+            summary="Validate a document",
+            responses=answers(VALID, 401, 403, 408, 413, 422),
+        )
         async def validate(request: Request) -> JSONResponse:
             async def handle(_: Identity) -> tuple[int, Any]:
                 doc = await self._document(await read_body(request, MAX_BODY_BYTES))
@@ -186,7 +280,12 @@ class PolicyApi:
 
             return await self._call("validate", request, handle)
 
-        @app.get("/v1/policies", tags=["policies"], summary="Versions in force")
+        @app.get(
+            "/v1/policies",
+            tags=["policies"],
+            summary="Versions in force",
+            responses=answers({"type": "array", "items": VERSION}, 401, 403),
+        )
         async def current(request: Request) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
                 latest = {k: v for k, v in self.view.latest.items() if identity.may_see(v.label)}
@@ -203,7 +302,12 @@ class PolicyApi:
 
             return await self._call("list", request, handle)
 
-        @app.get("/v1/policies/{set_id}", tags=["policies"], summary="The version in force")
+        @app.get(
+            "/v1/policies/{set_id}",
+            tags=["policies"],
+            summary="The version in force",
+            responses=answers(SHOWN, 401, 403, 404),
+        )
         async def show(set_id: str, request: Request) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
                 event = self._visible(set_id, identity)
@@ -221,6 +325,7 @@ class PolicyApi:
             "/v1/policies/{set_id}/history",
             tags=["policies"],
             summary="Every version ever published, oldest first",
+            responses=answers({"type": "array", "items": VERSION}, 401, 403, 404),
         )
         async def versions(set_id: str, request: Request) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
@@ -245,6 +350,8 @@ class PolicyApi:
             "/v1/policies/{set_id}/versions",
             tags=["policies"],
             summary="Publish the next version (policy-admin; name the version it replaces)",
+            status_code=201,
+            responses=answers(PUBLISHED, 401, 403, 408, 409, 413, 422, 503, status=201),
         )
         async def push(set_id: str, request: Request, replaces: int | None = None) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
@@ -275,7 +382,10 @@ class PolicyApi:
             return await self._call("push", request, handle)
 
         @app.post(
-            "/v1/policies/{set_id}/dry-run", tags=["policies"], summary="Decide one directive"
+            "/v1/policies/{set_id}/dry-run",
+            tags=["policies"],
+            summary="Decide one directive",
+            responses=answers(DRY_RUN, 401, 403, 404, 408, 413, 422),
         )
         async def dry_run(set_id: str, request: Request) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
@@ -318,6 +428,7 @@ class PolicyApi:
             "/v1/policies/{set_id}/shadow",
             tags=["policies"],
             summary="Re-decide recorded directives under a candidate (the body)",
+            responses=answers(SHADOW, 401, 403, 404, 408, 413, 422, 503),
         )
         async def shadow_run(set_id: str, request: Request, last: int = 1000) -> JSONResponse:
             async def handle(identity: Identity) -> tuple[int, Any]:
