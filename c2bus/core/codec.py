@@ -16,6 +16,9 @@ from c2bus.errors import InvalidEvent
 E = TypeVar("E")
 
 _PATH_SEPARATOR = " - at `"
+#: What msgspec raises for bytes that are no JSON: malformed, or a string in it that is not
+#: UTF-8 (msgspec raises that one as it is, not as a DecodeError).
+MALFORMED = (msgspec.DecodeError, UnicodeDecodeError)
 _encoder = msgspec.json.Encoder()
 
 

@@ -31,7 +31,7 @@ import msgspec
 from c2bus.adapters.kafka import LIBRARY_ERRORS, new_consumer, start_client, topic_partitions
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.topics import TopicNames
-from c2bus.core.codec import EventDecoder
+from c2bus.core.codec import MALFORMED, EventDecoder
 from c2bus.core.events import (
     ApprovalEvent,
     DecisionEvent,
@@ -209,7 +209,7 @@ class Matcher:
             return None
         try:
             return self._held.decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.ValidationError, *MALFORMED) as exc:
             raise InvalidEvent(f"not a held record: {exc}") from exc
 
     def _concerns(self, event: TracedEvent) -> bool:

@@ -18,6 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from c2bus.core.codec import MALFORMED
 from c2bus.core.policy.geo import Polygon
 from c2bus.core.policy.model import (
     Caveat,
@@ -127,7 +128,7 @@ def load_policy_document(raw: bytes) -> PolicyDocument:
             reason, _, path = str(exc).partition(" - at `")
             issues = [PolicyIssue(_pointer(path.rstrip("`")), reason)]
         raise PolicyInvalid(issues) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except MALFORMED as exc:
         raise PolicyInvalid([PolicyIssue("", f"not YAML or JSON: {exc}")]) from exc
     except RecursionError as exc:
         raise PolicyInvalid([PolicyIssue("", "nested too deeply to be a policy")]) from exc
@@ -152,7 +153,7 @@ def _structural_issues(raw: bytes) -> list[PolicyIssue]:
     """Every structural problem, via the document's JSON Schema (msgspec stops at one)."""
     try:
         doc = msgspec.to_builtins(msgspec.yaml.decode(raw))
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except MALFORMED:
         return []
     validator = Draft202012Validator(msgspec.json.schema(PolicyDocument))
     issues = []

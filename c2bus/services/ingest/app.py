@@ -40,7 +40,7 @@ from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.signing import APPROVALS, signer_for
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.cloudevents import new_event
-from c2bus.core.codec import EventDecoder
+from c2bus.core.codec import MALFORMED, EventDecoder
 from c2bus.core.events import (
     ApprovalData,
     ApprovalEvent,
@@ -273,12 +273,7 @@ class Ingest:
             try:
                 raw = await read_body(request, MAX_APPROVAL_BYTES)
                 body = msgspec.json.decode(raw, type=ApprovalRequest)
-            except (
-                msgspec.ValidationError,
-                msgspec.DecodeError,
-                UnicodeDecodeError,
-                RecursionError,
-            ) as exc:
+            except (msgspec.ValidationError, *MALFORMED, RecursionError) as exc:
                 reason, _, path = str(exc).partition(" - at `")
                 if isinstance(exc, RecursionError):
                     reason, path = TOO_DEEP, ""

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from jsonschema import Draft202012Validator, FormatChecker
 
-from c2bus.core.codec import EventDecoder
+from c2bus.core.codec import MALFORMED, EventDecoder
 from c2bus.core.events import Envelope, type_tag
 from c2bus.errors import InvalidEvent
 
@@ -85,7 +85,7 @@ def _problems(
 ) -> list[Problem]:
     try:
         doc = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except MALFORMED:
         return [Problem("$", message)]
     if not batch:
         return finder.find(doc, message)

@@ -48,7 +48,7 @@ from c2bus.adapters.policy_store import (
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.topics import TopicNames
 from c2bus.adapters.worker import Overrun, Worker
-from c2bus.core.codec import EventDecoder
+from c2bus.core.codec import MALFORMED, EventDecoder
 from c2bus.core.decision import Approval, Decision
 from c2bus.core.events import DirectiveEvent, PolicySetEvent
 from c2bus.core.identity import Identity
@@ -394,21 +394,11 @@ class PolicyApi:
                         await read_body(request, MAX_BODY_BYTES), type=DryRun
                     )
                     directive = DIRECTIVES.decode_event(bytes(body.directive))
-                except (
-                    msgspec.ValidationError,
-                    msgspec.DecodeError,
-                    UnicodeDecodeError,
-                    InvalidEvent,
-                ) as exc:
+                except (msgspec.ValidationError, *MALFORMED, InvalidEvent) as exc:
                     raise Refused("invalid", f"invalid dry-run request: {exc}") from exc
                 except RecursionError as exc:
                     raise Refused("invalid", "invalid dry-run request: nested too deeply") from exc
-                if body.policy is not None:
-                    policy = body.policy
-                    if issues := await self._work(work.compiles, policy):
-                        raise _invalid(issues)
-                else:
-                    policy = self._current(set_id, identity)
+                policy = body.policy if body.policy is not None else self._current(set_id, identity)
                 at = body.at or directive.time
                 approvals = frozenset(
                     Approval(
@@ -420,6 +410,8 @@ class PolicyApi:
                     for a in body.approvals
                 )
                 decision = await self._work(work.dry_run, policy, directive, at, approvals)
+                if isinstance(decision, list):  # the posted policy's issues
+                    raise _invalid(decision)
                 return 200, {"directive": directive.id, "at": at.isoformat(), **_decision(decision)}
 
             return await self._call("dry-run", request, handle)

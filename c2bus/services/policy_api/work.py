@@ -31,20 +31,15 @@ def checked(raw: bytes) -> PolicyDocument | list[PolicyIssue]:
     return doc
 
 
-def compiles(doc: PolicyDocument) -> list[PolicyIssue]:
-    """The issues of a document already decoded (empty: it compiles)."""
-    try:
-        compile_policy(doc)
-    except PolicyInvalid as exc:
-        return exc.issues
-    return []
-
-
 def dry_run(
     doc: PolicyDocument, directive: DirectiveEvent, at: datetime, approvals: frozenset[Approval]
-) -> Decision:
-    """``directive`` decided under ``doc`` at ``at`` with ``approvals``."""
-    evaluator = PolicyEvaluator(compile_policy(doc))
+) -> Decision | list[PolicyIssue]:
+    """``directive`` decided under ``doc`` at ``at`` with ``approvals``; the document's
+    issues instead if it does not compile."""
+    try:
+        evaluator = PolicyEvaluator(compile_policy(doc))
+    except PolicyInvalid as exc:
+        return exc.issues
     return evaluator.evaluate(directive, DirectiveContext(at, approvals))
 
 
