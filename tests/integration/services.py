@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -364,3 +364,12 @@ async def eventually(predicate: Any, timeout_s: float = 20.0, interval_s: float 
 
 def event_id(frame: dict[str, Any]) -> str:
     return str(frame["event"]["id"])
+
+
+def lifecycle(directive_id: str, state: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether a console's frame is the lifecycle step ``state`` of ``directive_id``."""
+    return lambda f: (
+        f["stream"] == "status"
+        and f["event"]["data"]["directive_id"] == directive_id
+        and f["event"]["data"]["state"] == state
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from tests.integration.services import (
     event_id,
     gateway,
     gateway_process,
+    lifecycle,
     publish_reference_policy,
 )
 from tests.integration.test_pipeline import produce
@@ -220,12 +222,7 @@ async def test_a_directive_goes_submit_decided_delivered_wilco_and_the_issuer_se
             "releasableto": "NATO",
         }
 
-        def step(state: str) -> Any:
-            return lambda f: (
-                f["stream"] == "status"
-                and f["event"]["data"]["directive_id"] == directive_id
-                and f["event"]["data"]["state"] == state
-            )
+        step = functools.partial(lifecycle, directive_id)
 
         await issuer.events_until(step("DECIDED"))
         delivered = await target.events_until(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from c2bus.adapters.kafka import client_options
 from c2bus.adapters.signing import APPROVED, DECISIONS, STATUS, Signer
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.cloudevents import KAFKA_HEADERS
-from tests.integration.services import Console, Env, enforcer, event_id, gateway
+from tests.integration.services import Console, Env, enforcer, event_id, gateway, lifecycle
 from tests.integration.test_gateway import get
 from tests.integration.test_held import records_eventually
 from tests.integration.test_roundtrip import read_all
@@ -156,12 +157,7 @@ async def test_a_lifecycle_step_reaches_consoles_only_signed_by_a_gateway_or_the
     ):
         directive_id = await issuer.submit(body)
 
-        def step(state: str) -> Any:
-            return lambda f: (
-                f["stream"] == "status"
-                and f["event"]["data"]["directive_id"] == directive_id
-                and f["event"]["data"]["state"] == state
-            )
+        step = functools.partial(lifecycle, directive_id)
 
         await issuer.events_until(step("DELIVERED"))
 
