@@ -207,16 +207,15 @@ async def test_the_policy_is_shown_only_to_readers_cleared_for_it(
 async def test_a_document_too_costly_to_check_is_stopped_while_the_api_answers_others(
     env: Env,
 ) -> None:
-    """A 1 MB document (a 30,000-point caveat area: seconds of parsing and validating) is
-    worked on in the API's worker process: the API answers other requests meanwhile, and
+    """A 1 MB document (a 54,000-point caveat area: several seconds of parsing and validating
+    on this machine, eight times the limit set here, so a faster machine still overruns it)
+    is worked on in the API's worker process: the API answers other requests meanwhile, and
     at the time limit the work is stopped and refused (422); the next request is served."""
     doc = yaml.safe_load(REFERENCE_POLICY.read_text())
-    doc["caveats"][0]["allowed_area"] = [
-        {"lat": 50 + (i % 1000) / 1000, "lon": round(i / 1500, 3)} for i in range(30_000)
-    ]
+    doc["caveats"][0]["allowed_area"] = [{"lat": 50 + i % 2, "lon": i % 10} for i in range(54_000)]
     costly = json.dumps(doc, default=str, separators=(",", ":")).encode()
     assert len(costly) < 1 << 20  # within the body limit: only its cost is the problem
-    async with api(env, ("policy-reader",), C2BUS_POLICY_API_TIME_LIMIT_S="2") as reader:
+    async with api(env, ("policy-reader",), C2BUS_POLICY_API_TIME_LIMIT_S="1") as reader:
         # The service runs on this test's event loop: were the work done on it, the loop
         # would stand still for the seconds the document takes.
         gaps: list[float] = []
@@ -239,6 +238,6 @@ async def test_a_document_too_costly_to_check_is_stopped_while_the_api_answers_o
         ticker.cancel()
         assert max(gaps) < 1.0, max(gaps)  # the loop was never held
         assert refused.status_code == 422, refused.text
-        assert "took longer than 2s" in refused.json()["detail"], refused.text
+        assert "took longer than 1s" in refused.json()["detail"], refused.text
         ok = await reader.post("/v1/policies/validate", content=REFERENCE_POLICY.read_bytes())
         assert ok.status_code == 200, ok.text  # a fresh worker took the next one
