@@ -432,12 +432,35 @@ def refusal(kafka: KafkaSettings, reason: str | None, exc: BaseException) -> Kaf
     return KafkaUnavailable(f"no Kafka broker answered at {where}{suffix}")
 
 
+_CLEANUPS: set[asyncio.Future[None]] = set()  # stops under way for callers that left
+
+
+async def _stop_once_started(
+    client: AIOKafkaProducer | AIOKafkaConsumer, starting: asyncio.Future[None]
+) -> None:
+    with contextlib.suppress(Exception):
+        await starting
+    with contextlib.suppress(Exception):
+        await client.stop()
+
+
 async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
     """Start a client; a failure comes out as :class:`KafkaRefused` (a broker said no, and
     why) or :class:`KafkaUnavailable` (none answered)."""
     with _reasons() as reasons:
+        starting = asyncio.ensure_future(client.start())
         try:
-            await client.start()
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # A caller that gave up (a console that left mid-replay) must not leave a
+            # half-started client behind. The start is let finish rather than cancelled:
+            # aiokafka loses track of a connection cancelled while it connects.
+            cleanup = asyncio.ensure_future(_stop_once_started(client, starting))
+            _CLEANUPS.add(cleanup)
+            cleanup.add_done_callback(_CLEANUPS.discard)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(cleanup)
+            raise
         except (AioKafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await client.stop()

@@ -3,6 +3,7 @@ Kafka refuses comes out as a counted KafkaRefused."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 from pathlib import Path
@@ -146,3 +147,29 @@ def test_a_refusal_is_a_counted_kafka_refused_that_tells_the_caller_nothing_inte
     assert sum(kafka.REFUSALS.values()) == sum(
         s.value for m in registry.collect() for s in m.samples if m.name == "c2bus_kafka_refusals"
     )
+
+
+async def test_a_client_whose_start_is_cancelled_is_stopped_and_holds_no_connection() -> None:
+    """A replay cancelled while its consumer connects (the console left) must not leave the
+    half-started client behind: aiokafka warns of it when collected, and it holds sockets."""
+
+    class Slow:
+        stopped = False
+
+        started = False
+
+        async def start(self) -> None:
+            await asyncio.sleep(0.05)
+            self.started = True
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    client = Slow()
+    task = asyncio.create_task(kafka.start_client(client, SETTINGS))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # its start was let finish, not cut off mid-connect, and then it was stopped
+    assert client.started and client.stopped
