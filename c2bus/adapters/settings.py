@@ -381,6 +381,9 @@ class EnforcerSettings:
     ``watchdog_s``: a pipeline that makes no progress for this long is restarted.
     ``session_timeout_ms``: how long the group waits for a silent enforcer before giving
     its partitions to the others (the broker's minimum is 6 s).
+    ``checkpoint_interval_s``: how often, at most, a lane signs a checkpoint of its decisions
+    partition's audit chain while the chain moves on; decisions removed from a partition's
+    end after its last checkpoint go unnoticed, so this bounds what could.
     """
 
     exactly_once: bool
@@ -388,6 +391,7 @@ class EnforcerSettings:
     commit_timeout_s: int
     watchdog_s: int
     session_timeout_ms: int
+    checkpoint_interval_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EnforcerSettings:
@@ -400,6 +404,7 @@ class EnforcerSettings:
             session_timeout_ms=_int(
                 env, "C2BUS_ENFORCER_SESSION_TIMEOUT_MS", 10_000, 6_000, 300_000
             ),
+            checkpoint_interval_s=_int(env, "C2BUS_ENFORCER_CHECKPOINT_INTERVAL_S", 30, 1, 3600),
         )
 
 

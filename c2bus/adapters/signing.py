@@ -9,6 +9,13 @@ their trust store, each for the families it names: the gateway delivers an appro
 directive only when a key trusted for ``directives.approved`` signed it, and a lifecycle
 step only when a key trusted for ``directives.status`` (the enforcer's, a gateway's) did.
 
+A writer that writes several records of one step together (the enforcer: a decision, its
+DECIDED step and the approved directive) may sign them as a *record set*, with one
+signature: a third header, ``c2bus_set``, lists each record of the set as its family and
+the SHA-256 of its value, and the signature covers that list. A reader checks that its
+record's family and digest are in the list and the signature over the list; a reader of
+several records of the set verifies the signature once (a verified list is remembered).
+
 Local deployments keep their keys in one directory (``C2BUS_SIGNING_DIR``, default
 ``.c2bus/secrets/signing``): ``<name>.key`` (PKCS#8 PEM, mode 0600, made on first use) and
 ``trust.json``, the trust store, to which a key made there is added. Rotation: add the new
@@ -44,14 +51,20 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "c2bus_sig"
 KEY_ID_HEADER = "c2bus_kid"
+SET_HEADER = "c2bus_set"
 _DOMAIN = b"c2bus.record.v1\x00"
+_SET_DOMAIN = b"c2bus.record-set.v1\x00"
+#: verified record sets a reader remembers (a set's records are read close together)
+VERIFIED_SETS = 4096
 
 #: The families of records that are signed, and who signs them.
 DECISIONS = "decisions"
 APPROVED = "directives.approved"
 APPROVALS = "approvals"
 STATUS = "directives.status"
-FAMILIES = (DECISIONS, APPROVED, APPROVALS, STATUS)
+#: The enforcer's checkpoints of the decisions topic's audit chains.
+CHECKPOINTS = "audit.checkpoints"
+FAMILIES = (DECISIONS, APPROVED, APPROVALS, STATUS, CHECKPOINTS)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -59,6 +72,11 @@ Headers = Sequence[tuple[str, bytes]]
 def signed_message(family: str, value: bytes) -> bytes:
     """The bytes a signature covers: a domain tag, the record's family, its value."""
     return _DOMAIN + family.encode() + b"\x00" + value
+
+
+def set_entry(family: str, value: bytes) -> bytes:
+    """A record's line in a record set: its family and the SHA-256 of its value."""
+    return f"{family} {hashlib.sha256(value).hexdigest()}".encode()
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -96,6 +114,15 @@ class Signer:
         signature = self._private.sign(signed_message(family, value))
         return [(KEY_ID_HEADER, self._kid), (SIGNATURE_HEADER, signature)]
 
+    def set_headers(self, records: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The headers that sign ``records`` (family, value) as one record set: the same for
+        each of them. A single record is signed alone."""
+        if len(records) == 1:
+            return self.headers(*records[0])
+        listed = b"\n".join(set_entry(family, value) for family, value in records)
+        signature = self._private.sign(_SET_DOMAIN + listed)
+        return [(KEY_ID_HEADER, self._kid), (SIGNATURE_HEADER, signature), (SET_HEADER, listed)]
+
 
 @dataclass(frozen=True, slots=True)
 class TrustedKey:
@@ -121,6 +148,8 @@ class TrustStore:
         self._stamp: float | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
+        #: record sets whose signature verified: (key id, signature, list), oldest first
+        self._sets: dict[tuple[str, bytes, bytes], None] = {}
         if path is not None:
             self._reload()
 
@@ -146,10 +175,32 @@ class TrustStore:
             return f"unknown signing key {name[:32]!r}"
         if family not in key.families:
             return f"key {name} ({key.name}) is not trusted to sign {family} records"
+        listed = found.get(SET_HEADER)
+        if listed is not None:
+            return self._check_set(key, signature, listed, set_entry(family, value or b""))
         try:
             key.public.verify(signature, signed_message(family, value or b""))
         except InvalidSignature:
             return f"bad signature by key {name} ({key.name})"
+        return None
+
+    def _check_set(
+        self, key: TrustedKey, signature: bytes, listed: bytes, entry: bytes
+    ) -> str | None:
+        """Why a record of a record set is not to be trusted: not in the set's list, or the
+        list not signed by ``key`` (verified once per set, then remembered)."""
+        if entry not in listed.split(b"\n"):
+            return f"altered: not a record of the set key {key.kid} ({key.name}) signed"
+        seen = (key.kid, signature, listed)
+        if seen in self._sets:
+            return None
+        try:
+            key.public.verify(signature, _SET_DOMAIN + listed)
+        except InvalidSignature:
+            return f"bad signature by key {key.kid} ({key.name})"
+        self._sets[seen] = None
+        if len(self._sets) > VERIFIED_SETS:
+            del self._sets[next(iter(self._sets))]
         return None
 
     def _refresh(self) -> None:
@@ -213,9 +264,10 @@ def trust_entry(name: str, public: Ed25519PublicKey, families: Iterable[str]) ->
 
 #: Who signs what in a local deployment.
 LOCAL_SIGNERS: dict[str, tuple[str, ...]] = {
-    "enforcer": (DECISIONS, APPROVED, STATUS),  # STATUS: the DECIDED step
+    "enforcer": (DECISIONS, APPROVED, STATUS, CHECKPOINTS),  # STATUS: the DECIDED step
     "ingest": (APPROVALS,),
-    "gateway": (STATUS,),  # DELIVERED, and the consoles' WILCO, CANTCO and HAVE_DO
+    # DELIVERED, the consoles' WILCO, CANTCO and HAVE_DO, and their approvers' approvals
+    "gateway": (STATUS, APPROVALS),
 }
 
 

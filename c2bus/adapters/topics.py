@@ -60,6 +60,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         "every verdict with its reasons, keyed by directive id: the audit trail, kept forever",
     ),
     TopicSpec(
+        "audit.checkpoints",
+        1,
+        {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+        "signed checkpoints of each decisions partition's audit chain, kept forever",
+    ),
+    TopicSpec(
         "directives.status",
         6,
         {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
@@ -113,6 +119,10 @@ class TopicNames:
     @property
     def decisions(self) -> str:
         return f"{self.prefix}.decisions"
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{self.prefix}.audit.checkpoints"
 
     @property
     def status(self) -> str:

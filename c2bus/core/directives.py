@@ -1,7 +1,8 @@
 """What the enforcer writes for a decided directive: the decision event, the DECIDED step
-of its lifecycle and, if allowed, the approved directive. Pure: ids are derived from the
-directive id, so reprocessing the same directive yields the same events (downstream can drop
-duplicates by id)."""
+of its lifecycle and, if allowed, the approved directive; and the approval an edge writes
+for an approver it authenticated. Pure: ids are derived from the directive id, so
+reprocessing the same directive yields the same events (downstream can drop duplicates by
+id)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import msgspec
 from c2bus.core.cloudevents import new_event
 from c2bus.core.decision import Decision
 from c2bus.core.events import (
+    ApprovalData,
+    ApprovalEvent,
     ChainLink,
     DecisionData,
     DecisionEvent,
@@ -21,6 +24,12 @@ from c2bus.core.events import (
     DirectiveStatusEvent,
     Verdict,
 )
+from c2bus.core.identity import Identity
+from c2bus.core.labels import Classification
+
+#: The roles whose holders may approve a held directive (whether an approval counts is the
+#: policy's to say: a red-card holder's, for one, only where the policy lets it).
+APPROVER_ROLES = ("approver", "red-card-holder")
 
 
 def decision_id(
@@ -156,4 +165,38 @@ def decided_status(
         source=f"urn:c2bus:{actor}",
         now=now,
         reason=reason[:4096],
+    )
+
+
+def approval_event(
+    approver: Identity,
+    directive_id: str,
+    target: str,
+    *,
+    classification: Classification,
+    releasableto: str,
+    comment: str,
+    source: str,
+    now: datetime,
+) -> ApprovalEvent:
+    """``approver``'s approval of held directive ``directive_id`` (of unit ``target``: the
+    approval is keyed like the directive, so it lands in its partition), naming the
+    approver's verified identity. One per approver and directive: a second is a copy."""
+    return new_event(
+        ApprovalEvent,
+        id=f"approval:{directive_id}:{approver.subject}",
+        source=source,
+        time=now,
+        classification=classification,
+        releasableto=releasableto,
+        subject=directive_id,
+        data=ApprovalData(
+            directive_id=directive_id,
+            target=target,
+            approver=approver.subject,
+            nation=approver.nation,
+            roles=sorted(approver.roles),
+            comment=comment,
+            clearance=approver.clearance,
+        ),
     )

@@ -24,18 +24,19 @@ The rules, per partition and in input order:
 - a tick denies the partition's held directives that expired and forgets the seen marks of
   directives that expired; then, if the partition's held topic holds much more after its
   restore mark than the live state, it writes the oldest live records again (unchanged), so
-  the mark moves on (see :mod:`c2bus.core.held`).
+  the mark moves on (see :mod:`c2bus.core.held`); and, when one is due, it writes a
+  checkpoint of the partition's audit chain (see :mod:`c2bus.core.audit`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from c2bus.core.audit import Chains, Head
+from c2bus.core.audit import Chains, Head, checkpoint_event
 from c2bus.core.codec import EventDecoder, encode_event
 from c2bus.core.decision import Approval, Decision, DirectivePolicy
 from c2bus.core.directives import approved_directive, decided_status, decision_event
@@ -71,6 +72,7 @@ class Stream(Enum):
     STATUS = "status"
     APPROVED = "approved"
     HELD = "held"
+    CHECKPOINTS = "checkpoints"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +133,10 @@ class Enforcement:
 
     ``source`` and ``actor`` name the enforcer in the events it writes. A tick writes up to
     ``refresh_limit`` live held-state records again once more than ``refresh_span`` records
-    (and twice the live ones) lie after the partition's restore mark. ``attest`` checks that
-    an approval was attested by an edge that authenticated its approver; without it, no
-    approval counts.
+    (and twice the live ones) lie after the partition's restore mark, and a checkpoint of
+    the partition's audit chain at most every ``checkpoint_interval`` while it moves on.
+    ``attest`` checks that an approval was attested by an edge that authenticated its
+    approver; without it, no approval counts.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class Enforcement:
         actor: str,
         refresh_span: int = 1_000,
         refresh_limit: int = 500,
+        checkpoint_interval: timedelta = timedelta(seconds=30),
         attest: Attest = _unattested,
     ) -> None:
         self._policy = policy
@@ -151,7 +155,7 @@ class Enforcement:
         self.source = source
         self.actor = actor
         self.held = HeldDirectives()
-        self.chains = Chains()
+        self.chains = Chains(checkpoint_interval)
         self.refresh_span = refresh_span
         self.refresh_limit = refresh_limit
 
@@ -205,7 +209,8 @@ class Enforcement:
         return step
 
     def tick(self, partition: int, now: datetime) -> Step:
-        """Deny ``partition``'s held directives that expired; forget expired seen marks."""
+        """Deny ``partition``'s held directives that expired; forget expired seen marks;
+        checkpoint the partition's audit chain if that is due."""
         policy = self.policy
         step = Step()
         for held in self.held.expired(now, partition):
@@ -216,6 +221,10 @@ class Enforcement:
             self.held.forget_seen(directive_id, partition)
         for live, value in self.held.stale(partition, self.refresh_span, self.refresh_limit):
             step.writes.append(Write(Stream.HELD, live.encode(), value, partition))
+        head = self.chains.due(partition, now)
+        if head is not None:
+            checkpoint = checkpoint_event(partition, head, now, self.source)
+            step.writes.append(_event(Stream.CHECKPOINTS, checkpoint.key().encode(), checkpoint))
         return step
 
     # -- the partition's state, as Kafka holds it ----------------------------------------------

@@ -163,6 +163,17 @@ class ChainLink(Struct, frozen=True, forbid_unknown_fields=True):
     prev: Digest
 
 
+class CheckpointData(Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the audit chain of one decisions partition stood when its writer vouched for
+    it: the sequence number and digest of the partition's newest decision then (see
+    :mod:`c2bus.core.audit`). A log that ends before ``seq``, or holds another record
+    there, has lost or changed records the checkpoint was written after."""
+
+    partition: Annotated[int, Meta(ge=0)]
+    seq: Annotated[int, Meta(ge=0)]
+    head: Digest
+
+
 class DecisionData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The enforcer's verdict on one directive, with every reason and the policy it used,
     and (from enforcers that chain their decisions) its link in the audit chain."""
@@ -305,6 +316,17 @@ class DecisionEvent(Envelope, frozen=True, kw_only=True, tag="c2bus.decision.v1"
         return self.data.directive_id
 
 
+class CheckpointEvent(Envelope, frozen=True, kw_only=True, tag="c2bus.audit.checkpoint.v1"):
+    """An enforcer's signed checkpoint of a decisions partition's audit chain; it names
+    nothing but that partition's place and digest, so it is NATO UNCLASSIFIED."""
+
+    topic_role: ClassVar[str] = "audit.checkpoints"
+    data: CheckpointData
+
+    def key(self) -> str:
+        return str(self.data.partition)
+
+
 class DirectiveStatusEvent(Envelope, frozen=True, kw_only=True, tag="c2bus.directive.status.v1"):
     topic_role: ClassVar[str] = "directives.status"
     data: DirectiveStatusData
@@ -338,6 +360,7 @@ AnyEvent = (
     | DirectiveEvent
     | ApprovalEvent
     | DecisionEvent
+    | CheckpointEvent
     | DirectiveStatusEvent
     | PolicySetEvent
 )
@@ -350,6 +373,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     DirectiveEvent,
     ApprovalEvent,
     DecisionEvent,
+    CheckpointEvent,
     DirectiveStatusEvent,
     PolicySetEvent,
 )

@@ -28,7 +28,8 @@ from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 
 SUBPROTOCOL = "c2bus.v1"
-#: The role a console needs to submit directives (acknowledging needs only to be the target).
+#: The role a console needs to submit directives (acknowledging needs only to be the target;
+#: approving, one of ``core.directives.APPROVER_ROLES``).
 COMMANDER_ROLE = "commander"
 
 
@@ -121,6 +122,22 @@ class Submit(Struct, tag_field="op", tag="submit", forbid_unknown_fields=True):
     directive_id: EventId | None = None
 
 
+class Approve(Struct, tag_field="op", tag="approve", forbid_unknown_fields=True):
+    """The console's user approves a held directive (roles ``approver`` or
+    ``red-card-holder``): the gateway writes the approval with the user's verified identity
+    and signs it as the edge that authenticated them. Whether it counts is the enforcer's
+    to decide; the answer says only that it was written."""
+
+    directive_id: EventId
+    #: the directive's target unit: the approval is keyed by it, so it reaches the
+    #: directive's partition
+    target: Identifier
+    classification: Classification
+    releasableto: ReleasableTo
+    id: CorrelationId = ""
+    comment: Text = ""
+
+
 class Ack(Struct, tag_field="op", tag="ack", forbid_unknown_fields=True):
     """The target unit's answer to a directive delivered to it."""
 
@@ -203,6 +220,14 @@ class SubmittedFrame(Struct, tag_field="op", tag="submitted", forbid_unknown_fie
     pos: str
 
 
+class ApprovalFrame(Struct, tag_field="op", tag="approval", forbid_unknown_fields=True):
+    """An approval written at ``pos`` (not that it counts: the enforcer decides that)."""
+
+    id: str
+    directive_id: str
+    pos: str
+
+
 class AckedFrame(Struct, tag_field="op", tag="acked", forbid_unknown_fields=True):
     id: str
     directive_id: str
@@ -239,12 +264,13 @@ ServerFrame = (
     | LiveFrame
     | PongFrame
     | SubmittedFrame
+    | ApprovalFrame
     | AckedFrame
     | ErrorFrame
 )
 
-ClientMessage = Subscribe | Unsubscribe | Ping | Submit | Ack
-CLIENT_MESSAGES: tuple[type[Struct], ...] = (Subscribe, Unsubscribe, Ping, Submit, Ack)
+ClientMessage = Subscribe | Unsubscribe | Ping | Submit | Approve | Ack
+CLIENT_MESSAGES: tuple[type[Struct], ...] = (Subscribe, Unsubscribe, Ping, Submit, Approve, Ack)
 _client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _encoder = msgspec.json.Encoder()
 

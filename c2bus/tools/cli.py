@@ -467,13 +467,20 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     settings = KafkaSettings.from_env(principal="reader")
     trust = trust_for(SigningSettings.from_env())
-    topic = TopicNames(settings.topic_prefix).decisions
+    topics = TopicNames(settings.topic_prefix)
+    topic = topics.decisions
     since = None if args.since is None else datetime.now(UTC) - timedelta(seconds=args.since)
     _progress(f"reading {topic} {'from the beginning' if since is None else 'since ' + str(since)}")
     try:
         report = asyncio.run(
             verify_decisions(
-                settings, topic, trust, since=since, progress=_progress, timeout_s=args.timeout
+                settings,
+                topic,
+                trust,
+                checkpoints_topic=topics.checkpoints,
+                since=since,
+                progress=_progress,
+                timeout_s=args.timeout,
             )
         )
     except KafkaUnavailable as exc:
@@ -484,7 +491,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             "records": report.records,
             "partitions": report.partitions,
             "bad": [
-                {"partition": f.partition, "offset": f.offset, "problem": f.problem}
+                {
+                    "topic": f.topic or report.topic,
+                    "partition": f.partition,
+                    "offset": f.offset,
+                    "problem": f.problem,
+                }
                 for f in report.findings
             ],
         }
@@ -494,8 +506,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if not report.ok:
         first = report.findings[0]
         _progress(
-            f"{len(report.findings)} bad record(s) in {topic}; the first: partition "
-            f"{first.partition} offset {first.offset}"
+            f"{len(report.findings)} bad record(s); the first: {first.topic or topic} "
+            f"partition {first.partition} offset {first.offset}"
         )
         return EXIT_FAILURE
     return 0
@@ -686,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
         "that it names the record before it (digest and sequence number). Each record that "
         "fails is printed with its partition, offset and what is wrong; the records after it "
         "are checked against the last good one, so a forged or replayed record is named "
-        "alone.",
+        "alone. The enforcer's signed checkpoints (<prefix>.audit.checkpoints) are read "
+        "first: a partition that ends before its newest checkpoint, or holds another record "
+        "at its sequence number, had records removed from its end, and is named.",
         epilog="Exit status: 0 when every record verified, 1 when any did not (or Kafka or "
         "the trust store could not be read), 2 for usage errors.",
     )

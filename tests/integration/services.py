@@ -151,10 +151,10 @@ async def publish_reference_policy(env: Env) -> None:
 
 
 @contextlib.asynccontextmanager
-async def enforcer(env: Env, publish_policy: bool = True) -> AsyncIterator[Enforcer]:
+async def enforcer(env: Env, publish_policy: bool = True, **extra: str) -> AsyncIterator[Enforcer]:
     if publish_policy:
         await publish_reference_policy(env)
-    service = Enforcer(env.settings("enforcer"))
+    service = Enforcer(env.settings("enforcer", **extra))
     async with running(service, lambda: service.ready) as s:
         yield s
 

@@ -1,7 +1,9 @@
 """``c2bus audit verify`` on real Kafka: the decisions of a real enforcer verify; one decision
 rewritten on the topic by the admin principal (verdict flipped, the enforcer's signature
 kept) is named alone, by partition and offset, and the command exits non-zero, though the
-enforcer decided on after it, across a restart that read the forged record at the tail."""
+enforcer decided on after it, across a restart that read the forged record at the tail.
+A decisions topic written again by the admin without its last decisions is named by the
+enforcer's signed checkpoints."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from c2bus.adapters.kafka import client_options
-from c2bus.adapters.topics import TopicNames
+from c2bus.adapters.kafka import admin_client, client_options
+from c2bus.adapters.topics import TopicNames, create_topics
 from c2bus.core.audit import digest
 from c2bus.core.codec import decode_event, encode_event
-from c2bus.core.events import ChainLink, DecisionEvent, Verdict
+from c2bus.core.events import ChainLink, CheckpointEvent, DecisionEvent, Verdict
+from c2bus.errors import TopicError
 from tests.integration.services import Env, enforcer
 from tests.integration.test_pipeline import produce
 from tests.integration.test_roundtrip import read_all
@@ -112,8 +115,10 @@ async def test_audit_verify_names_exactly_the_rewritten_decision(
     bad = [line for line in out.splitlines() if line.startswith("BAD")]
     assert len(bad) == 1, out
     where = f"BAD partition {written.partition} offset {written.offset}: "
-    assert bad[0].startswith(where + "signature: bad signature by key"), out
-    assert f"the first: partition {written.partition} offset {written.offset}" in err
+    # the decision was signed in a record set: the altered value is not among its records
+    assert bad[0].startswith(where + "signature: altered: not a record of the set key"), out
+    first_bad = f"{topics.decisions} partition {written.partition} offset {written.offset}"
+    assert f"the first: {first_bad}" in err
 
     code, out, _ = await c2bus(capsys, "audit", "verify", "--json")
     assert code == 1
@@ -122,3 +127,75 @@ async def test_audit_verify_names_exactly_the_rewritten_decision(
     assert [(b["partition"], b["offset"]) for b in report["bad"]] == [
         (written.partition, written.offset)
     ]
+
+
+async def test_decisions_removed_from_a_partitions_end_are_named_by_its_checkpoint(
+    env: Env,
+    topics: TopicNames,
+    valid_example: Any,
+    cli_env: None,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The admin deletes the decisions topic and writes back every record but the last two
+    of one partition: each chain left holds, so only the checkpoint shows the loss."""
+    monkeypatch.setenv("C2BUS_TRUST_FILE", str(env.signing.trust_file))
+    sent = [directive(valid_example, f"d-{t}-{n}", t) for n in range(3) for t in TARGETS]
+    async with enforcer(env, C2BUS_ENFORCER_CHECKPOINT_INTERVAL_S="1"):
+        await produce(env.kafka, topics.submitted, *sent)
+        records = await decided(env, topics, len(sent))
+        tails = {r.partition: link_of(r).seq for r in records}  # the newest seq of each
+        async with asyncio.timeout(30):  # a checkpoint of each tail (at most 1 s after it)
+            while True:
+                vouched = {}
+                for r in await read_all(env.kafka, topics.checkpoints):
+                    checkpoint = decode_event(r.value)
+                    assert isinstance(checkpoint, CheckpointEvent)
+                    data = checkpoint.data
+                    vouched[data.partition] = max(vouched.get(data.partition, -1), data.seq)
+                if vouched == tails:
+                    break
+                await asyncio.sleep(0.3)
+    code, out, err = await c2bus(capsys, "audit", "verify")
+    assert code == 0, out + err
+    assert "checkpointed at seq" in out
+
+    victim = max(tails, key=lambda p: tails[p])
+    assert tails[victim] >= 2  # the partition keeps at least one decision
+    kept = sorted(records, key=lambda r: (r.partition, r.offset))
+    removed = [r for r in kept if r.partition == victim][-2:]
+    kept = [r for r in kept if r not in removed]
+    async with admin_client(env.kafka) as admin:
+        await admin.delete_topics([topics.decisions])
+    async with asyncio.timeout(60):  # the deletion completes a moment after it is accepted
+        while True:
+            try:
+                await create_topics(env.kafka, env.prefix)
+                break
+            except TopicError:
+                await asyncio.sleep(0.5)
+    producer = AIOKafkaProducer(**client_options(env.kafka), acks="all")
+    await producer.start()
+    try:
+        for r in kept:
+            await producer.send_and_wait(
+                topics.decisions,
+                r.value,
+                key=r.key,
+                partition=r.partition,
+                headers=list(r.headers),
+            )
+    finally:
+        await producer.stop()
+
+    code, out, err = await c2bus(capsys, "audit", "verify")
+    assert code == 1, out + err
+    bad = [line for line in out.splitlines() if line.startswith("BAD")]
+    end = sum(1 for r in kept if r.partition == victim)  # where the removed ones were
+    assert len(bad) == 1, out
+    assert bad[0].startswith(
+        f"BAD partition {victim} offset {end}: records removed from the end: the checkpoint at "
+    ), out
+    assert bad[0].endswith(
+        f"vouches for seq {tails[victim]}, the partition ends at seq {tails[victim] - 2}"
+    ), out

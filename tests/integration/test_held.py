@@ -16,7 +16,7 @@ from c2bus.adapters.topics import TopicNames
 from c2bus.core.codec import decode_event, encode_event
 from c2bus.core.events import ApprovalData, ApprovalEvent, DecisionEvent, DirectiveEvent
 from c2bus.core.labels import Classification
-from tests.integration.services import Env, enforcer, eventually, ingest
+from tests.integration.services import Console, Env, enforcer, eventually, gateway, ingest
 from tests.integration.test_pipeline import produce
 from tests.integration.test_roundtrip import read_all
 
@@ -174,3 +174,70 @@ async def test_approvals_via_ingest_and_for_nothing_held(env: Env, topics: Topic
     stamped = decode_event(letters[0].value)
     assert isinstance(stamped, ApprovalEvent)
     assert (stamped.data.approver, stamped.data.nation) == ("test-shape", "GBR")  # from the token
+
+
+async def test_approvals_from_consoles_release_a_held_directive_and_forged_ones_do_not(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """Approvers approve through the gateway, which attests who they are; an approval
+    written with the gateway's own Kafka credential but not signed counts for nothing, and a
+    console without an approver role is refused."""
+    far = datetime.now(UTC) + timedelta(hours=2)
+    async with enforcer(env), gateway(env) as gw:
+        await produce(
+            env.kafka, topics.submitted, (b"POL-12BDE", engage(valid_example, "d-console", far))
+        )
+        [held] = await decisions_for(env, topics, "d-console", 1)
+        assert held.data.verdict.value == "HOLD"
+
+        async def approve(token: str, correlation: str) -> dict[str, Any]:
+            async with Console.connect(gw.port, token, ("decisions",)) as console:
+                await console.ws.send(
+                    json.dumps(
+                        {
+                            "op": "approve",
+                            "id": correlation,
+                            "directive_id": "d-console",
+                            "target": "POL-12BDE",
+                            "classification": "NATO SECRET",
+                            "releasableto": "NATO",
+                            "comment": "concur",
+                        }
+                    )
+                )
+                return await console.reply_to(correlation, ("approval", "error"))
+
+        refused = await approve(env.token(unit="SHAPE", nation="GBR"), "no-role")
+        assert (refused["op"], refused["code"]) == ("error", "forbidden")
+
+        # eve holds the gateway's Kafka credential, not its signing key
+        as_gateway = env.as_principal("gateway")
+        await produce(
+            as_gateway, topics.submitted, (b"POL-12BDE", approval("d-console", "eve", ["approver"]))
+        )
+        [forged] = await records_eventually(env, topics.dlq)
+        fields = {k: v.decode() for k, v in forged.headers}
+        assert fields[PREFIX + "stage"] == "enforcer.approval"
+        assert fields[PREFIX + "exception.class.name"] == "UnverifiedRecord"
+
+        first = await approve(env.token(unit="SHAPE", nation="GBR", roles=("approver",)), "a1")
+        assert (first["op"], first["directive_id"]) == ("approval", "d-console")
+        await decisions_for(env, topics, "d-console", 2)  # counted, still one short
+        second = await approve(
+            env.token(unit="JFC-BRUNSSUM", nation="NLD", roles=("approver",)),
+            "a2",
+        )
+        assert second["op"] == "approval", second
+        final = (await decisions_for(env, topics, "d-console", 3))[-1]
+    assert final.data.verdict.value == "ALLOW"
+    [released] = await read_all(env.kafka, topics.approved)
+    assert decode_event(released.value).id == "d-console"
+    counted = [
+        decode_event(r.value)
+        for r in await read_all(env.kafka, topics.submitted)
+        if dict(r.headers).get("c2bus_kid") == env.signing.signer("gateway").kid.encode()
+    ]
+    assert sorted(e.data.approver for e in counted if isinstance(e, ApprovalEvent)) == [
+        "test-jfc-brunssum",
+        "test-shape",
+    ]

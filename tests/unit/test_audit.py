@@ -1,5 +1,6 @@
 """The audit chain: every decision names the one before it in its partition, and the
-verifier names exactly the records that were changed, inserted, moved or lost.
+verifier names exactly the records that were changed, inserted, moved or lost; signed
+checkpoints show records removed from a partition's end.
 
 Signatures are a stand-in here (a keyed digest only the "enforcer" of this test can make);
 the real Ed25519 signatures are checked against Kafka in tests/integration/test_audit.py.
@@ -22,8 +23,10 @@ from c2bus.core.audit import (
     Finding,
     Head,
     Verifier,
+    checkpoint_event,
     digest,
     head_of,
+    newest_checkpoints,
 )
 from c2bus.core.codec import decode_event, encode_event
 from c2bus.core.enforcement import Enforcement, Step, Stream
@@ -65,6 +68,8 @@ class Log:
 
     def __init__(self) -> None:
         self.partitions: dict[int, list[Record]] = {}
+        #: the checkpoints topic (one partition)
+        self.checkpoints: list[Record] = []
 
     def append(self, partition: int, value: bytes | None, headers: Any = None) -> Record:
         records = self.partitions.setdefault(partition, [])
@@ -77,13 +82,23 @@ class Log:
             if w.stream is Stream.DECISIONS:
                 assert w.partition is not None and w.value is not None
                 self.append(w.partition, w.value, sign(w.value))
+            elif w.stream is Stream.CHECKPOINTS:
+                assert w.value is not None
+                self.checkpoint(w.value, sign(w.value))
+
+    def checkpoint(self, value: bytes | None, headers: Any) -> Record:
+        record = Record(0, len(self.checkpoints), value, headers)
+        self.checkpoints.append(record)
+        return record
 
     def verify(self, from_start: bool = True) -> list[Finding]:
-        verifier = Verifier(check, from_start)
+        checkpoints, findings = newest_checkpoints(self.checkpoints, check, "checkpoints")
+        verifier = Verifier(check, from_start, checkpoints)
         for partition, records in sorted(self.partitions.items()):
             for r in records:
                 verifier.feed(partition, r.offset, r.value, r.headers)
-        return verifier.findings
+        verifier.finish({p: len(records) for p, records in self.partitions.items()})
+        return findings + verifier.findings
 
 
 def decided(example: Any, enforcement: Enforcement, log: Log, n: int, partition: int = 0) -> None:
@@ -251,3 +266,93 @@ def test_a_tail_with_nothing_signed_shows_no_head(valid_example: Any) -> None:
     assert head_of([], check) is None
     assert STARTS[0] == START == Head(-1, GENESIS)
     assert decisions(Step()) == []
+
+
+def test_a_lane_checkpoints_its_chain_at_intervals_while_it_moves_on(valid_example: Any) -> None:
+    enforcement, log = core(), Log()  # core(): every partition restored at its start
+    decided(valid_example, enforcement, log, 2, partition=3)
+    log.write(enforcement.tick(3, NOW))  # due at once: the chain moved since the restore
+    log.write(enforcement.tick(4, NOW))  # partition 4 never moved: nothing to vouch for
+    (first,) = [decode_event(r.value or b"") for r in log.checkpoints]
+    assert first.data.partition == 3 and first.data.seq == 1  # the head: its second record
+    assert first.data.head == digest(log.partitions[3][-1].value or b"")
+    assert first.classification.value == "NATO UNCLASSIFIED" and first.subject == "decisions/3"
+    decided(valid_example, enforcement, log, 1, partition=3)
+    log.write(enforcement.tick(3, NOW + timedelta(seconds=29)))  # within the interval
+    assert len(log.checkpoints) == 1
+    log.write(enforcement.tick(3, NOW + timedelta(seconds=30)))
+    assert decode_event(log.checkpoints[-1].value or b"").data.seq == 2
+    log.write(enforcement.tick(3, NOW + timedelta(minutes=5)))  # due, but nothing moved
+    assert len(log.checkpoints) == 2
+    # a lane set up again vouches only for what it appends, never for the tail it found
+    again = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR)
+    again.restore([], {3: head_of(log.partitions[3], check) or START})
+    assert not again.tick(3, NOW + timedelta(minutes=6))
+    decided(valid_example, again, log, 1, partition=3)
+    log.write(again.tick(3, NOW + timedelta(minutes=6)))  # its first: due at once
+    assert decode_event(log.checkpoints[-1].value or b"").data.seq == 3
+    assert log.verify() == []
+
+
+def test_records_removed_from_a_partitions_end_are_named_by_its_checkpoint(
+    valid_example: Any,
+) -> None:
+    enforcement, log = core(), Log()
+    decided(valid_example, enforcement, log, 4, partition=1)
+    log.write(enforcement.tick(1, NOW))  # vouches for seq 3
+    decided(valid_example, enforcement, log, 2, partition=2)
+    log.write(enforcement.tick(2, NOW))
+    del log.partitions[1][2:]  # the last two decisions of partition 1 removed
+    (finding,) = log.verify()
+    assert (finding.partition, finding.offset, finding.topic) == (1, 2, None)
+    assert finding.problem == (
+        f"records removed from the end: the checkpoint at offset 0 ({NOW:%Y-%m-%d %H:%M:%SZ}) "
+        "vouches for seq 3, the partition ends at seq 1"
+    )
+    del log.partitions[1][:]  # all of it: named from the beginning, not judged part-way
+    assert [f.problem.endswith("ends at no chained record") for f in log.verify()] == [True]
+    assert log.verify(from_start=False) == []
+
+
+def test_a_partition_cut_back_and_written_again_is_named_where_it_differs(
+    valid_example: Any,
+) -> None:
+    """The holder of the enforcer's key (or a lane set up on a cut-down log) writes the
+    removed sequence numbers again: every link holds, but the checkpoint's record differs."""
+    enforcement, log = core(), Log()
+    decided(valid_example, enforcement, log, 4)
+    log.write(enforcement.tick(0, NOW))  # vouches for seq 3
+    del log.partitions[0][2:]
+    later = Enforcement(ScriptedPolicy(), source=SOURCE, actor=ACTOR)
+    later.restore([], {0: head_of(log.partitions[0], check) or START})
+    for offset in (2, 3, 4):  # other directives at the removed places
+        log.write(later.submitted(directive(valid_example, f"x{offset}", "STRIKE"), 0, offset, NOW))
+    (finding,) = log.verify()
+    assert (finding.partition, finding.offset) == (0, 3)
+    assert finding.problem.startswith("seq 3 is not the record the checkpoint at offset 0")
+
+
+def test_only_signed_checkpoints_count_and_the_furthest_of_a_partition_is_used(
+    valid_example: Any,
+) -> None:
+    enforcement, log = core(), Log()
+    decided(valid_example, enforcement, log, 3)
+    real = checkpoint_event(0, Head(2, digest(log.partitions[0][-1].value or b"")), NOW, SOURCE)
+    older = checkpoint_event(0, Head(1, digest(log.partitions[0][1].value or b"")), NOW, SOURCE)
+    log.checkpoint(encode_event(real), sign(encode_event(real)))
+    log.checkpoint(encode_event(older), sign(encode_event(older)))  # read later, vouches less
+    far = checkpoint_event(0, Head(9, GENESIS), NOW, SOURCE)  # a forgery: vouches for more
+    forged = log.checkpoint(encode_event(far), [("sig", b"forged")])
+    garbage = log.checkpoint(b"{}", sign(b"{}"))
+    newest, bad = newest_checkpoints(log.checkpoints, check, "c2.audit.checkpoints")
+    assert newest[0].seq == 2 and newest[0].offset == 0
+    assert [(f.offset, f.topic) for f in bad] == [
+        (forged.offset, "c2.audit.checkpoints"),
+        (garbage.offset, "c2.audit.checkpoints"),
+    ]
+    assert str(bad[0]) == (
+        f"c2.audit.checkpoints partition 0 offset {forged.offset}: signature: badly signed"
+    )
+    assert bad[1].problem.startswith("not a checkpoint:")
+    verified = log.verify()
+    assert [f.topic for f in verified] == ["checkpoints", "checkpoints"]  # the chain holds

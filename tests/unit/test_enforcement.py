@@ -295,7 +295,9 @@ def test_a_tick_denies_expired_holds_and_forgets_expired_seen_ids(valid_example:
     enforcement.submitted(directive(valid_example, "later", "ENGAGE"), 0, 2, NOW)
     enforcement.submitted(directive(valid_example, "other", "ENGAGE", soon), 1, 0, NOW)
 
-    assert not enforcement.tick(0, NOW)  # nothing expired yet: nothing to write
+    vouched = enforcement.tick(0, NOW)  # nothing expired yet: only the chain's checkpoint
+    assert [w.stream for w in vouched.writes] == [Stream.CHECKPOINTS]
+    assert not enforcement.tick(0, NOW)  # nothing expired, nothing new to vouch for
     step = enforcement.tick(0, soon)
     [denial] = decisions(step)
     assert denial.data.directive_id == "held" and denial.data.verdict is Verdict.DENY

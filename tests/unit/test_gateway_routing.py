@@ -85,6 +85,13 @@ def test_parse_client_messages() -> None:
         ('{"op": "ack", "id": "c5", "directive_id": "d", "state": "MAYBE"}', "c5"),
         ('{"op": "submit", "id": "c6", "directive": {"kind": "MOVE"}}', "c6"),
         ('{"op": "launch", "id": "c3"}', "c3"),
+        # an approval names no approver: the gateway takes them from the token
+        (
+            '{"op": "approve", "id": "c8", "directive_id": "d", "target": "POL-12BDE",'
+            ' "classification": "NATO SECRET", "releasableto": "NATO", "approver": "SHAPE"}',
+            "c8",
+        ),
+        ('{"op": "approve", "id": "c9", "directive_id": "d"}', "c9"),
         ("not json", ""),
         # nested deeper than any decoder recurses: a bad message, not a dead reader
         ("[" * 10_000 + "]" * 10_000, ""),

@@ -58,6 +58,7 @@ def test_topic_names_cover_the_design_topics_under_one_prefix() -> None:
         "c2.sa",
         "c2.directives.submitted",
         "c2.directives.approved",
+        "c2.audit.checkpoints",
         "c2.decisions",
         "c2.directives.status",
         "c2.directives.held",

@@ -1,8 +1,10 @@
-"""Record signatures: a trust store says exactly why a record is not to be trusted; local
-keys are made once, readable by their owner only, and trusted for what they sign."""
+"""Record signatures: a trust store says exactly why a record is not to be trusted, signed
+alone or in a record set; local keys are made once, readable by their owner only, and
+trusted for what they sign."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -17,8 +19,10 @@ from c2bus.adapters.signing import (
     APPROVED,
     DECISIONS,
     KEY_ID_HEADER,
+    SET_HEADER,
     SIGNATURE_HEADER,
     STATUS,
+    VERIFIED_SETS,
     LocalKeys,
     Signer,
     TrustStore,
@@ -55,6 +59,78 @@ def test_the_trust_store_names_what_is_wrong_with_a_record() -> None:
     swapped = [(KEY_ID_HEADER, enforcer.kid.encode()), (SIGNATURE_HEADER, b"\x00" * 64)]
     assert (trust.check(APPROVED, VALUE, swapped) or "").startswith("bad signature")
     assert trust.check(APPROVED, VALUE, [(KEY_ID_HEADER, b"\xff"), (SIGNATURE_HEADER, b"x")])
+
+
+def test_a_record_set_signs_each_of_its_records_and_nothing_else() -> None:
+    """One signature over the list of a step's records (family and digest of each): each
+    record verifies on its own, and only as the family it was listed as."""
+    enforcer = Signer(Ed25519PrivateKey.generate())
+    ingest = Signer(Ed25519PrivateKey.generate())
+    trust = TrustStore.of(
+        ("enforcer", enforcer.public, [DECISIONS, APPROVED, STATUS]),
+        ("ingest", ingest.public, [APPROVALS]),
+    )
+    decision, status, release = b'{"d": 1}', b'{"s": 1}', VALUE
+    records = [(DECISIONS, decision), (STATUS, status), (APPROVED, release)]
+    shared = enforcer.set_headers(records)
+    assert [name for name, _ in shared] == [KEY_ID_HEADER, SIGNATURE_HEADER, SET_HEADER]
+    for family, value in records:
+        assert trust.check(family, value, shared) is None
+    # a listed record as another family (the decision passed off as a release) is not listed
+    passed_off = trust.check(APPROVED, decision, shared) or ""
+    assert passed_off.startswith(f"altered: not a record of the set key {enforcer.kid}")
+    altered = release.replace(b"POL-12BDE", b"POL-12BDF")
+    assert (trust.check(APPROVED, altered, shared) or "").startswith("altered:")
+    # a list changed to take a forged release in: the signature no longer covers it
+    listed = dict(shared)[SET_HEADER].replace(
+        dict(shared)[SET_HEADER].split(b"\n")[2],
+        b"directives.approved " + hashlib.sha256(altered).hexdigest().encode(),
+    )
+    forged = [
+        (KEY_ID_HEADER, enforcer.kid.encode()),
+        (SIGNATURE_HEADER, dict(shared)[SIGNATURE_HEADER]),
+        (SET_HEADER, listed),
+    ]
+    assert (trust.check(APPROVED, altered, forged) or "").startswith("bad signature by key")
+    # a key not trusted for the family is refused before the set is looked at
+    by_ingest = trust.check(APPROVALS, decision, ingest.set_headers(records[:2])) or ""
+    assert by_ingest.startswith("altered:")  # listed as a decision, not an approval
+    assert "not trusted to sign directives.approved" in (
+        trust.check(APPROVED, release, ingest.set_headers(records)) or ""
+    )
+    # one record alone is signed as before, with no list
+    assert enforcer.set_headers(records[:1])[-1][0] == SIGNATURE_HEADER
+    assert trust.check(DECISIONS, decision, enforcer.set_headers(records[:1])) is None
+
+
+def test_a_reader_verifies_a_record_sets_signature_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    enforcer = Signer(Ed25519PrivateKey.generate())
+    trust = TrustStore.of(("enforcer", enforcer.public, [DECISIONS, STATUS]))
+    verified: list[bytes] = []
+    public = trust.keys[enforcer.kid].public
+
+    class Counting:
+        def verify(self, signature: bytes, message: bytes) -> None:
+            verified.append(message)
+            public.verify(signature, message)
+
+    key = trust.keys[enforcer.kid]
+    trust.keys[enforcer.kid] = type(key)(key.kid, Counting(), key.families, key.name)  # type: ignore[arg-type]
+    sets = [enforcer.set_headers([(DECISIONS, b"d%d" % n), (STATUS, b"s%d" % n)]) for n in range(3)]
+    for n, shared in enumerate(sets):
+        assert trust.check(DECISIONS, b"d%d" % n, shared) is None
+        assert trust.check(STATUS, b"s%d" % n, shared) is None
+    assert len(verified) == 3  # once per set, not per record
+    bad = [*sets[0][:1], (SIGNATURE_HEADER, b"\x00" * 64), sets[0][2]]
+    assert (trust.check(DECISIONS, b"d0", bad) or "").startswith("bad signature")
+    assert trust.check(DECISIONS, b"d0", bad) is not None  # a failure is never remembered
+    for n in range(VERIFIED_SETS + 1):  # the memory is bounded: the oldest set is forgotten
+        trust.check(
+            DECISIONS, b"x%d" % n, enforcer.set_headers([(DECISIONS, b"x%d" % n), (STATUS, b"")])
+        )
+    verified.clear()
+    assert trust.check(DECISIONS, b"d0", sets[0]) is None
+    assert len(verified) == 1
 
 
 def test_local_keys_are_made_once_private_and_trusted_for_what_they_sign(

@@ -21,7 +21,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
@@ -66,6 +66,7 @@ class Enforcer:
             None,
             source=f"urn:c2bus:{self.actor}",
             actor=self.actor,
+            checkpoint_interval=timedelta(seconds=self.config.checkpoint_interval_s),
             # an approval counts only when an edge trusted to attest approvals signed it
             attest=functools.partial(trust.check, APPROVALS),
         )
@@ -82,6 +83,7 @@ class Enforcer:
                 Stream.STATUS: topics.status,
                 Stream.APPROVED: topics.approved,
                 Stream.HELD: topics.held,
+                Stream.CHECKPOINTS: topics.checkpoints,
             },
             dlq,
             self.core.held,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from c2bus.adapters.dlq import DeadLetters
 from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import KafkaSettings
-from c2bus.adapters.signing import APPROVED, DECISIONS, STATUS, Signer
+from c2bus.adapters.signing import APPROVED, CHECKPOINTS, DECISIONS, STATUS, Signer
 from c2bus.core.audit import Check
 from c2bus.core.cloudevents import KAFKA_HEADERS
 from c2bus.core.enforcement import Step, Stream, Write
@@ -64,7 +64,8 @@ class Outputs:
     topics: dict[Stream, str]
     dlq: DeadLetters
     held: HeldDirectives
-    #: signs every decision and approved directive (None: unsigned, for benchmarks only)
+    #: signs every decision, approved directive, DECIDED step and checkpoint (None:
+    #: unsigned, for benchmarks only)
     signer: Signer | None
     #: checks a decision's signature, when the audit chain's head is read back
     trusted: Check
@@ -72,19 +73,37 @@ class Outputs:
     def topic(self, stream: Stream) -> str:
         return self.topics[stream]
 
-    def headers(self, write: Write) -> list[tuple[str, bytes]] | None:
-        """Events in CloudEvents structured mode, decisions, approved directives and
-        lifecycle steps signed; held-state records are not events."""
-        if write.kind is None:
-            return None
-        family = SIGNED.get(write.stream)
-        if family is None or self.signer is None:
-            return list(KAFKA_HEADERS)
-        return [*KAFKA_HEADERS, *self.signer.headers(family, write.value or b"")]
+    def headers(self, writes: Sequence[Write]) -> list[list[tuple[str, bytes]] | None]:
+        """The headers of each of a step's ``writes``: events in CloudEvents structured
+        mode; the decisions, approved directives, DECIDED steps and checkpoints among them
+        signed as one record set (one signature for the step); held-state records are not
+        events and carry none."""
+        out = [None if w.kind is None else list(KAFKA_HEADERS) for w in writes]
+        signed = [
+            (i, SIGNED[w.stream]) for i, w in enumerate(writes) if w.kind and w.stream in SIGNED
+        ]
+        if self.signer is None:
+            return out
+        for start in range(0, len(signed), SET_SIZE):
+            chunk = signed[start : start + SET_SIZE]
+            shared = self.signer.set_headers([(f, writes[i].value or b"") for i, f in chunk])
+            for i, _ in chunk:
+                out[i] = [*KAFKA_HEADERS, *shared]
+        return out
 
+
+#: Records signed by one signature at most: a directive's decision, DECIDED step and
+#: release. Each record carries the set's list, so a larger set (an expiry sweep of many
+#: directives) is signed in sets of this size.
+SET_SIZE = 3
 
 #: The streams whose records the enforcer signs, with their record family.
-SIGNED = {Stream.DECISIONS: DECISIONS, Stream.APPROVED: APPROVED, Stream.STATUS: STATUS}
+SIGNED = {
+    Stream.DECISIONS: DECISIONS,
+    Stream.APPROVED: APPROVED,
+    Stream.STATUS: STATUS,
+    Stream.CHECKPOINTS: CHECKPOINTS,
+}
 
 
 @dataclass(eq=False)
@@ -169,13 +188,13 @@ class Lane:
         await self.touch()
         generation = outputs.held.generation(self.partition)
         with kafka_step("send"):
-            for write in step.writes:
+            for write, headers in zip(step.writes, outputs.headers(step.writes), strict=True):
                 delivery = await producer.send(
                     outputs.topic(write.stream),
                     write.value,
                     key=write.key,
                     partition=write.partition,
-                    headers=outputs.headers(write),
+                    headers=headers,
                 )
                 if write.stream is Stream.HELD:
                     delivery.add_done_callback(

@@ -68,6 +68,11 @@ class GatewayMetrics:
         self.submitted = Counter(
             "c2bus_gateway_directives_submitted", "Directives submitted by consoles", registry=r
         )
+        self.approvals = Counter(
+            "c2bus_gateway_approvals",
+            "Approvals of held directives written for consoles' approvers",
+            registry=r,
+        )
         self.lifecycle = Counter(
             "c2bus_gateway_lifecycle_steps",
             "DELIVERED, WILCO, CANTCO and HAVE_DO steps produced",

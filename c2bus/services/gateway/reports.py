@@ -1,5 +1,6 @@
 """Lifecycle steps the gateway writes, each signed with its key: DELIVERED when a directive
-reaches a console of its target, and the consoles' WILCO, CANTCO and HAVE_DO.
+reaches a console of its target, and the consoles' WILCO, CANTCO and HAVE_DO; and what its
+consoles submit (directives, and approvals it attests with its key).
 
 DELIVERED steps are produced off the console writers: a writer hands the step to a bounded
 queue and goes on sending; one task produces them in order and retries a failed produce
@@ -68,7 +69,9 @@ class Reports:
         signer: Signer,
     ) -> None:
         self.status_topic = status_topic
-        #: signs every lifecycle step this gateway writes (consoles get only signed ones)
+        #: signs every lifecycle step this gateway writes (consoles get only signed ones) and
+        #: the approvals of the approvers it authenticated
+        self.signer = signer
         self.sign_step = functools.partial(signer.headers, STATUS)
         self.source = source
         self.directory = directory
@@ -76,14 +79,15 @@ class Reports:
         self.producer: AIOKafkaProducer | None = None
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue(QUEUE_LIMIT)
 
-    async def produce(self, topic: str, event: Envelope) -> str:
-        """Produce one event and wait for Kafka to take it; its position, or Refused."""
+    async def produce(self, topic: str, event: Envelope, family: str | None = None) -> str:
+        """Produce one event, signed as a record of ``family`` if given, and wait for Kafka
+        to take it; its position, or Refused."""
         if self.producer is None:
             raise Refused("unavailable", "the gateway is shutting down")
+        sign = None if family is None else functools.partial(self.signer.headers, family)
         try:
             with kafka_step("produce"):
                 async with asyncio.timeout(PRODUCE_TIMEOUT_S):
-                    sign = self.sign_step if isinstance(event, DirectiveStatusEvent) else None
                     sent = await send_event(self.producer, topic, event, sign)
                     meta = await sent
         except KafkaError as exc:

@@ -1,7 +1,7 @@
 """What a console asks for: subscribe (live, snapshot or resume), unsubscribe, ping, submit
-a directive, acknowledge one. Each request is answered with its correlation id, or refused
-with an ``error`` frame (:class:`~c2bus.errors.Refused`); directives and acknowledgements
-are rate limited per session."""
+a directive, approve a held one, acknowledge one. Each request is answered with its
+correlation id, or refused with an ``error`` frame (:class:`~c2bus.errors.Refused`);
+directives, approvals and acknowledgements are rate limited per session."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from c2bus.adapters.settings import GatewaySettings
+from c2bus.adapters.signing import APPROVALS, STATUS
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.cloudevents import new_event
+from c2bus.core.directives import APPROVER_ROLES, approval_event
 from c2bus.core.events import DirectiveData, DirectiveEvent, DirectiveState, issuer_scoped
 from c2bus.core.labels import SecurityLabel, parse_releasability
 from c2bus.core.protocol import (
     COMMANDER_ROLE,
     Ack,
+    Approve,
     BadMessage,
     ClientMessage,
     Ping,
@@ -124,12 +127,14 @@ class Requests:
                 if wait:
                     raise Refused(
                         "rate_limited",
-                        f"at most {self.config.submit_rate:g} directives and "
+                        f"at most {self.config.submit_rate:g} directives, approvals and "
                         "acknowledgements per second",
                         retry_after_ms=int(wait * 1000) + 1,
                     )
                 if isinstance(message, Submit):
                     await self.submit(session, message)
+                elif isinstance(message, Approve):
+                    await self.approve(session, message)
                 else:
                     await self.ack(session, message)
         except Refused as exc:
@@ -220,6 +225,40 @@ class Requests:
         )
         session.outbox.reply(frame("submitted", id=message.id, directive_id=event.id, pos=position))
 
+    async def approve(self, session: Session, message: Approve) -> None:
+        """Write the approval of the console's user, attested by this gateway's signature:
+        it authenticated the approver. Any approval the user may label is written, whether
+        or not the directive exists or they may see it (the enforcer counts only approvals
+        that the policy lets count), so the answer reveals nothing of other directives."""
+        identity = session.identity
+        if not any(identity.has_role(role) for role in APPROVER_ROLES):
+            roles = " or ".join(APPROVER_ROLES)
+            raise Refused("forbidden", f"approving directives needs the role {roles}")
+        label = SecurityLabel(message.classification, parse_releasability(message.releasableto))
+        if not identity.may_see(label):
+            raise Refused(
+                "forbidden", "an approval cannot be labelled above what its approver may see"
+            )
+        event = approval_event(
+            identity,
+            message.directive_id,
+            message.target,
+            classification=message.classification,
+            releasableto=message.releasableto,
+            comment=message.comment,
+            source=self.source,
+            now=datetime.now(UTC),
+        )
+        position = await self.reports.produce(self.topics.submitted, event, APPROVALS)
+        self.metrics.approvals.inc()
+        log.info(
+            "approval.accepted",
+            extra={"directive_id": message.directive_id, "approver": identity.subject},
+        )
+        session.outbox.reply(
+            frame("approval", id=message.id, directive_id=message.directive_id, pos=position)
+        )
+
     async def ack(self, session: Session, message: Ack) -> None:
         identity = session.identity
         directive = self.directory.get(message.directive_id)
@@ -235,7 +274,7 @@ class Requests:
             raise Refused("bad_request", "CANTCO needs a reason")
         state = DirectiveState(message.state)
         status = status_step(directive, state, identity, message.reason, self.source)
-        position = await self.reports.produce(self.topics.status, status)
+        position = await self.reports.produce(self.topics.status, status, STATUS)
         self.metrics.lifecycle.labels(state.value).inc()
         delivered_at = self.directory.delivered_at(directive.id)
         if state is not DirectiveState.HAVE_DO and delivered_at is not None:

@@ -39,11 +39,9 @@ from c2bus.adapters.ops import (
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.signing import APPROVALS, signer_for
 from c2bus.adapters.topics import TopicNames
-from c2bus.core.cloudevents import new_event
 from c2bus.core.codec import MALFORMED, EventDecoder
+from c2bus.core.directives import APPROVER_ROLES, approval_event
 from c2bus.core.events import (
-    ApprovalData,
-    ApprovalEvent,
     DirectiveEvent,
     Envelope,
     PositionEvent,
@@ -67,7 +65,6 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 #: An approval is a directive id, a target and a comment: a few hundred bytes.
 MAX_APPROVAL_BYTES = 64 * 1024
 MAX_BATCH = 1000
-APPROVER_ROLES = ("approver", "red-card-holder")
 
 
 class ApprovalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -283,23 +280,15 @@ class Ingest:
                 raise Refused(
                     "forbidden", "an approval cannot be labelled above what its approver may see"
                 )
-            event = new_event(
-                ApprovalEvent,
-                id=f"approval:{body.directive_id}:{identity.subject}",
-                source=f"urn:c2bus:ingest:{self.settings.instance}",
-                time=datetime.now(UTC),
+            event = approval_event(
+                identity,
+                body.directive_id,
+                body.target,
                 classification=body.classification,
                 releasableto=body.releasableto,
-                subject=body.directive_id,
-                data=ApprovalData(
-                    directive_id=body.directive_id,
-                    target=body.target,
-                    approver=identity.subject,
-                    nation=identity.nation,
-                    roles=sorted(identity.roles),
-                    comment=body.comment,
-                    clearance=identity.clearance,
-                ),
+                comment=body.comment,
+                source=f"urn:c2bus:ingest:{self.settings.instance}",
+                now=datetime.now(UTC),
             )
             # the attestation: this edge authenticated the approver named in the event
             attest = functools.partial(self.signer.headers, APPROVALS)
