@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest, DescribeAclsRequest
 from aiokafka.protocol.api import Request
 
-from c2bus.adapters.kafka import client_options
+from c2bus.adapters.kafka import bootstrap, client_options
 from c2bus.adapters.settings import KafkaSettings, project_root
 from c2bus.errors import ConfigError, KafkaError
 
@@ -214,7 +214,7 @@ async def _describe_each(
     """The bindings under ``prefix`` as each broker (or just one) enforces them."""
     client = AIOKafkaClient(**client_options(kafka))
     try:
-        await client.bootstrap()
+        await bootstrap(client)
         nodes = [b.nodeId for b in client.cluster.brokers()]
         # any resource type, name, pattern type, principal, host, operation and permission
         request = DescribeAclsRequest(1, None, 1, None, None, 1, 1)
@@ -264,7 +264,7 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
 async def _send(kafka: KafkaSettings, request: Any) -> Any:
     client = AIOKafkaClient(**client_options(kafka))
     try:
-        await client.bootstrap()
+        await bootstrap(client)
         node = client.get_random_node()
         return await client.send(node, request)
     except AioKafkaError as exc:

@@ -13,9 +13,9 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -247,29 +247,30 @@ class ClusterInfo:
 async def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> ClusterInfo:
     """Ask the cluster for its metadata; raise :class:`KafkaUnavailable` if nobody answers
     within ``timeout_s`` (default: the request timeout)."""
-    bootstrap = kafka.bootstrap
     timeout_s = kafka.request_timeout_s if timeout_s is None else timeout_s
+    # half the deadline per request: a bootstrap (a connection, then a metadata request)
+    # ends on its own within it, and a deadline that cuts one short waits for that end
     client = AIOKafkaClient(
-        **{**client_options(kafka), "request_timeout_ms": int(timeout_s * 1000)},
+        **{**client_options(kafka), "request_timeout_ms": max(1, int(timeout_s * 500))},
         retry_backoff_ms=200,
         metadata_max_age_ms=60_000,
     )
     with _reasons() as reasons:
         try:
             async with asyncio.timeout(timeout_s):
-                await client.bootstrap()
+                await bootstrap(client)
                 metadata = await client.fetch_all_metadata()
         except (TimeoutError, AioKafkaError, OSError) as exc:
             error = refusal(kafka, reasons.last, exc)
             if isinstance(error, KafkaRefused):
                 raise error from exc
             raise KafkaUnavailable(
-                f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s"
+                f"no Kafka broker answered at {kafka.bootstrap} within {timeout_s:g}s"
             ) from exc
         finally:
             await client.close()
     return ClusterInfo(
-        bootstrap=bootstrap,
+        bootstrap=kafka.bootstrap,
         broker_ids=tuple(sorted(b.nodeId for b in metadata.brokers())),
         controller_id=metadata.controller.nodeId if metadata.controller else None,
         topics=frozenset(metadata.topics()),
@@ -284,7 +285,7 @@ async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClien
     """A started admin client, closed on exit; unreachable clusters raise KafkaUnavailable."""
     admin = AIOKafkaAdminClient(**client_options(kafka))
     try:
-        await admin.start()
+        await uncut(admin.start(), admin.close)
     except (AioKafkaError, OSError) as exc:
         await admin.close()
         raise KafkaUnavailable(f"no Kafka broker answered at {kafka.bootstrap}") from exc
@@ -432,35 +433,50 @@ def refusal(kafka: KafkaSettings, reason: str | None, exc: BaseException) -> Kaf
     return KafkaUnavailable(f"no Kafka broker answered at {where}{suffix}")
 
 
-_CLEANUPS: set[asyncio.Future[None]] = set()  # stops under way for callers that left
+_T = TypeVar("_T")
+_CLEANUPS: set[asyncio.Future[None]] = set()  # undoings under way for callers that left
 
 
-async def _stop_once_started(
-    client: AIOKafkaProducer | AIOKafkaConsumer, starting: asyncio.Future[None]
-) -> None:
+async def _undo_once_done(work: asyncio.Future[Any], undo: Callable[[], Awaitable[Any]]) -> None:
+    with contextlib.suppress(BaseException):
+        await work
     with contextlib.suppress(Exception):
-        await starting
-    with contextlib.suppress(Exception):
-        await client.stop()
+        await undo()
+
+
+async def uncut(work: Awaitable[_T], undo: Callable[[], Awaitable[Any]]) -> _T:
+    """Await ``work`` (a client's start or bootstrap) so that a caller who gives up (a
+    console that left mid-replay, a service stopping, a deadline) leaves nothing open.
+
+    aiokafka loses a connection cut off while it bootstraps (the metadata request in
+    flight: it closes the connection only on a Kafka error or its own timeout), and the
+    socket stays open until the collector warns of it. So a cancelled ``work`` is let
+    finish, bounded by the client's own request timeout, then ``undo`` (its stop or close)
+    runs, and only then does the cancellation go on."""
+    started = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+        cleanup = asyncio.ensure_future(_undo_once_done(started, undo))
+        _CLEANUPS.add(cleanup)
+        cleanup.add_done_callback(_CLEANUPS.discard)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(cleanup)
+        raise
+
+
+async def bootstrap(client: AIOKafkaClient) -> None:
+    """``client.bootstrap()``, closing the client if the caller gives up (see :func:`uncut`)."""
+    await uncut(client.bootstrap(), client.close)
 
 
 async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, kafka: KafkaSettings) -> None:
     """Start a client; a failure comes out as :class:`KafkaRefused` (a broker said no, and
-    why) or :class:`KafkaUnavailable` (none answered)."""
+    why) or :class:`KafkaUnavailable` (none answered). A caller who gives up while it
+    starts leaves it stopped (see :func:`uncut`)."""
     with _reasons() as reasons:
-        starting = asyncio.ensure_future(client.start())
         try:
-            await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            # A caller that gave up (a console that left mid-replay) must not leave a
-            # half-started client behind. The start is let finish rather than cancelled:
-            # aiokafka loses track of a connection cancelled while it connects.
-            cleanup = asyncio.ensure_future(_stop_once_started(client, starting))
-            _CLEANUPS.add(cleanup)
-            cleanup.add_done_callback(_CLEANUPS.discard)
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(cleanup)
-            raise
+            await uncut(client.start(), client.stop)
         except (AioKafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await client.stop()

@@ -13,7 +13,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 
-from c2bus.adapters.kafka import admin_client, client_options, probe
+from c2bus.adapters.kafka import admin_client, bootstrap, client_options, probe
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.errors import TopicError
 
@@ -237,7 +237,7 @@ async def _wait_until_ready(
     client = AIOKafkaClient(**client_options(kafka))
     deadline = time.monotonic() + kafka.request_timeout_s
     try:
-        await client.bootstrap()
+        await bootstrap(client)
         request = MetadataRequest(list(expected), allow_auto_topic_creation=False)
         while True:
             pending: set[str] = set()

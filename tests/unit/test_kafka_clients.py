@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.protocol.admin import ApiVersionResponse_v0
 from prometheus_client import CollectorRegistry
 
 from c2bus.adapters import kafka
@@ -173,3 +175,60 @@ async def test_a_client_whose_start_is_cancelled_is_stopped_and_holds_no_connect
         await task
     # its start was let finish, not cut off mid-connect, and then it was stopped
     assert client.started and client.stopped
+
+
+class StallingBroker:
+    """Answers a client's version lookup, then never answers again: a broker that stalls
+    while a client bootstraps (the metadata request in flight). Counts open connections."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.stalled = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            while True:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                request = await reader.readexactly(size)
+                api_key, _, correlation = struct.unpack(">hhi", request[:8])
+                if api_key != ApiVersionResponse_v0.API_KEY:
+                    self.stalled.set()
+                    continue
+                versions = [(ApiVersionResponse_v0.API_KEY, 0, 0), (3, 0, 1)]  # 3: metadata
+                body = struct.pack(">i", correlation) + ApiVersionResponse_v0(0, versions).encode()
+                writer.write(struct.pack(">i", len(body)) + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+@pytest.mark.parametrize("cancelled_by", ["the caller", "the probe's own timeout"])
+async def test_a_probe_cut_short_while_the_broker_stalls_leaves_no_connection_open(
+    cancelled_by: str,
+) -> None:
+    """aiokafka's bootstrap loses its connection when cancelled with the metadata request
+    in flight (it closes it only on a Kafka error or its own timeout): a follower or a replay
+    stopped then, or a probe's deadline, left a socket open, warned of when collected."""
+    broker = StallingBroker()
+    server = await asyncio.start_server(broker.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = dataclasses.replace(SETTINGS, bootstrap=f"127.0.0.1:{port}")
+    try:
+        if cancelled_by == "the caller":
+            task = asyncio.create_task(kafka.probe(settings, 2.0))
+            await asyncio.wait_for(broker.stalled.wait(), 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(KafkaError):
+                await kafka.probe(settings, 0.5)
+        await asyncio.sleep(0.1)  # the client's close reaches the broker
+        assert broker.open == 0
+    finally:
+        server.close()
+        await server.wait_closed()

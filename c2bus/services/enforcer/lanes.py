@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from c2bus.adapters.dlq import DeadLetters
-from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer
+from c2bus.adapters.kafka import is_fencing, kafka_step, new_producer, uncut
 from c2bus.adapters.lifecycle import bounded
 from c2bus.adapters.settings import KafkaSettings
 from c2bus.adapters.signing import APPROVED, CHECKPOINTS, DECISIONS, STATUS, Signer
@@ -177,7 +177,7 @@ class Lane:
         )  # from here on, failing the lane closes it
         with kafka_step("init"):
             async with asyncio.timeout(timeout_s):
-                await self.producer.start()
+                await uncut(self.producer.start(), self.producer.stop)
                 await self.producer.begin_transaction()  # returns once the id is ours
         self.in_transaction = True
 
