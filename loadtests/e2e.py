@@ -101,7 +101,7 @@ from c2bus.tools.simulator.model import (
 )
 
 from .core import Bench, Result
-from .enforcer_txn import Enforcer
+from .enforcer_txn import Enforcer, UnsignedEnforcer
 
 ROOT = project_root()
 POLICY = ROOT / "deploy" / "policies" / "alliance.yaml"
@@ -177,9 +177,12 @@ class GatewayPorts(NamedTuple):
 
 
 @contextlib.asynccontextmanager
-async def gateway(world: Deployment) -> AsyncIterator[GatewayPorts]:
-    """``python -m c2bus.services.gateway`` on free ports; yields them once ``/readyz`` says
-    ready, SIGTERM at the end (SIGKILL if it has not stopped within 30 s)."""
+async def gateway(
+    world: Deployment, module: str = "c2bus.services.gateway"
+) -> AsyncIterator[GatewayPorts]:
+    """``python -m c2bus.services.gateway`` (or the bench's ``module`` in its place) on free
+    ports; yields them once ``/readyz`` says ready, SIGTERM at the end (SIGKILL if it has
+    not stopped within 30 s)."""
     port, ops = _free_port(), _free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{world.topics.prefix}-gateway.log"
@@ -197,7 +200,7 @@ async def gateway(world: Deployment) -> AsyncIterator[GatewayPorts]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "c2bus.services.gateway",
+            module,
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -752,6 +755,9 @@ class DirectiveRun:
     warm: int  # the first ``warm`` of the plan warm up, sent at once and not measured
     seconds: float
     interval_ms: int
+    #: False: the enforcer signs nothing and the gateway checks nothing (the baseline of
+    #: what signing costs, ``loadtests/unsigned_*.py``)
+    signed: bool = True
     targets: list[str] = field(init=False)
     sent: dict[str, float] = field(default_factory=dict)
     report: Report = field(default_factory=Report)
@@ -785,8 +791,10 @@ class DirectiveRun:
         with tempfile.TemporaryDirectory(prefix="c2bus-e2e-") as workdir:
             world = await Deployment.create(kafka, "dir", Path(workdir))
             self.bench.say(f"topics under {world.topics.prefix}; starting enforcer and gateway")
-            with Enforcer(kafka, world.topics.prefix, True, self.interval_ms):
-                async with gateway(world) as (port, _):
+            enforcer = Enforcer if self.signed else UnsignedEnforcer
+            module = "c2bus.services.gateway" if self.signed else "loadtests.unsigned_gateway"
+            with enforcer(kafka, world.topics.prefix, True, self.interval_ms):
+                async with gateway(world, module) as (port, _):
                     subscribe = {"id": "s", "streams": ["directives"], "snapshot": False}
                     specs = [
                         {
