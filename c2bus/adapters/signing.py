@@ -9,12 +9,15 @@ their trust store, each for the families it names: the gateway delivers an appro
 directive only when a key trusted for ``directives.approved`` signed it, and a lifecycle
 step only when a key trusted for ``directives.status`` (the enforcer's, a gateway's) did.
 
-A writer that writes several records of one step together (the enforcer: a decision, its
-DECIDED step and the approved directive) may sign them as a *record set*, with one
-signature: a third header, ``c2bus_set``, lists each record of the set as its family and
-the SHA-256 of its value, and the signature covers that list. A reader checks that its
-record's family and digest are in the list and the signature over the list; a reader of
-several records of the set verifies the signature once (a verified list is remembered).
+A writer that writes many records together (the enforcer: the decisions, DECIDED steps
+and approved directives of a batch of directives, in one transaction) may sign them as a
+*record tree*, with one signature: the records are the leaves of a Merkle tree (RFC 9162,
+:mod:`c2bus.adapters.merkle`), each leaf its record's family and value under the record
+domain tag, and the signature covers the tree's size and root. A third header,
+``c2bus_tree``, carries the record's leaf index, the tree's size and the record's inclusion
+path. A reader computes the root from its record and the path and checks the signature
+over it; a reader of several records of the tree verifies the signature once (a verified
+root is remembered).
 
 Local deployments keep their keys in one directory (``C2BUS_SIGNING_DIR``, default
 ``.c2bus/secrets/signing``): ``<name>.key`` (PKCS#8 PEM, mode 0600, made on first use) and
@@ -31,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -44,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from c2bus.adapters import merkle
 from c2bus.adapters.settings import SigningSettings
 from c2bus.errors import ConfigError
 
@@ -51,11 +56,14 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "c2bus_sig"
 KEY_ID_HEADER = "c2bus_kid"
-SET_HEADER = "c2bus_set"
+TREE_HEADER = "c2bus_tree"
 _DOMAIN = b"c2bus.record.v1\x00"
-_SET_DOMAIN = b"c2bus.record-set.v1\x00"
-#: verified record sets a reader remembers (a set's records are read close together)
-VERIFIED_SETS = 4096
+_TREE_DOMAIN = b"c2bus.record-tree.v1\x00"
+#: verified record trees a reader remembers (a tree's records are read close together)
+VERIFIED_TREES = 4096
+#: the most records one signature covers (a tree's path is at most 20 hashes)
+MAX_TREE = 1 << 20
+_TREE_AT = struct.Struct(">II")  # a record's leaf index and its tree's size
 
 #: The families of records that are signed, and who signs them.
 DECISIONS = "decisions"
@@ -74,9 +82,9 @@ def signed_message(family: str, value: bytes) -> bytes:
     return _DOMAIN + family.encode() + b"\x00" + value
 
 
-def set_entry(family: str, value: bytes) -> bytes:
-    """A record's line in a record set: its family and the SHA-256 of its value."""
-    return f"{family} {hashlib.sha256(value).hexdigest()}".encode()
+def tree_message(size: int, root: bytes) -> bytes:
+    """The bytes a record tree's signature covers: a domain tag, the tree's size, its root."""
+    return _TREE_DOMAIN + size.to_bytes(8, "big") + root
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -114,14 +122,25 @@ class Signer:
         signature = self._private.sign(signed_message(family, value))
         return [(KEY_ID_HEADER, self._kid), (SIGNATURE_HEADER, signature)]
 
-    def set_headers(self, records: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        """The headers that sign ``records`` (family, value) as one record set: the same for
-        each of them. A single record is signed alone."""
+    def tree_headers(self, records: Sequence[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+        """The headers of each of ``records`` (family, value), signed together as one record
+        tree: one signature, and each record's own inclusion path. A single record is
+        signed alone."""
         if len(records) == 1:
-            return self.headers(*records[0])
-        listed = b"\n".join(set_entry(family, value) for family, value in records)
-        signature = self._private.sign(_SET_DOMAIN + listed)
-        return [(KEY_ID_HEADER, self._kid), (SIGNATURE_HEADER, signature), (SET_HEADER, listed)]
+            return [self.headers(*records[0])]
+        if len(records) > MAX_TREE:
+            raise ValueError(f"a record tree holds at most {MAX_TREE} records")
+        leaves = [merkle.leaf_hash(signed_message(family, value)) for family, value in records]
+        root, paths = merkle.proofs(leaves)
+        size = len(records)
+        signed = [
+            (KEY_ID_HEADER, self._kid),
+            (SIGNATURE_HEADER, self._private.sign(tree_message(size, root))),
+        ]
+        return [
+            [*signed, (TREE_HEADER, _TREE_AT.pack(index, size) + b"".join(path))]
+            for index, path in enumerate(paths)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +167,8 @@ class TrustStore:
         self._stamp: float | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
-        #: record sets whose signature verified: (key id, signature, list), oldest first
-        self._sets: dict[tuple[str, bytes, bytes], None] = {}
+        #: record trees whose signature verified: (key id, signature, message), oldest first
+        self._trees: dict[tuple[str, bytes, bytes], None] = {}
         if path is not None:
             self._reload()
 
@@ -175,32 +194,39 @@ class TrustStore:
             return f"unknown signing key {name[:32]!r}"
         if family not in key.families:
             return f"key {name} ({key.name}) is not trusted to sign {family} records"
-        listed = found.get(SET_HEADER)
-        if listed is not None:
-            return self._check_set(key, signature, listed, set_entry(family, value or b""))
+        at = found.get(TREE_HEADER)
+        if at is not None:
+            return self._check_tree(key, signature, at, signed_message(family, value or b""))
         try:
             key.public.verify(signature, signed_message(family, value or b""))
         except InvalidSignature:
             return f"bad signature by key {name} ({key.name})"
         return None
 
-    def _check_set(
-        self, key: TrustedKey, signature: bytes, listed: bytes, entry: bytes
+    def _check_tree(
+        self, key: TrustedKey, signature: bytes, at: bytes, message: bytes
     ) -> str | None:
-        """Why a record of a record set is not to be trusted: not in the set's list, or the
-        list not signed by ``key`` (verified once per set, then remembered)."""
-        if entry not in listed.split(b"\n"):
-            return f"altered: not a record of the set key {key.kid} ({key.name}) signed"
-        seen = (key.kid, signature, listed)
-        if seen in self._sets:
+        """Why a record of a record tree is not to be trusted: its path does not lead to a
+        root, or the root is not signed by ``key`` (verified once per tree, then
+        remembered)."""
+        if len(at) < _TREE_AT.size or (len(at) - _TREE_AT.size) % merkle.DIGEST:
+            return f"malformed {TREE_HEADER} header"
+        index, size = _TREE_AT.unpack_from(at)
+        path = [at[i : i + merkle.DIGEST] for i in range(_TREE_AT.size, len(at), merkle.DIGEST)]
+        root = merkle.root_from(index, size, merkle.leaf_hash(message), path)
+        if root is None or size > MAX_TREE:
+            return f"malformed {TREE_HEADER} header: no path of a tree of {size} records"
+        signed = tree_message(size, root)
+        seen = (key.kid, signature, signed)
+        if seen in self._trees:
             return None
         try:
-            key.public.verify(signature, _SET_DOMAIN + listed)
+            key.public.verify(signature, signed)
         except InvalidSignature:
             return f"bad signature by key {key.kid} ({key.name})"
-        self._sets[seen] = None
-        if len(self._sets) > VERIFIED_SETS:
-            del self._sets[next(iter(self._sets))]
+        self._trees[seen] = None
+        if len(self._trees) > VERIFIED_TREES:
+            del self._trees[next(iter(self._trees))]
         return None
 
     def _refresh(self) -> None:

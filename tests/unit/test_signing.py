@@ -1,13 +1,13 @@
 """Record signatures: a trust store says exactly why a record is not to be trusted, signed
-alone or in a record set; local keys are made once, readable by their owner only, and
+alone or in a record tree; local keys are made once, readable by their owner only, and
 trusted for what they sign."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
+import struct
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,10 @@ from c2bus.adapters.signing import (
     APPROVED,
     DECISIONS,
     KEY_ID_HEADER,
-    SET_HEADER,
     SIGNATURE_HEADER,
     STATUS,
-    VERIFIED_SETS,
+    TREE_HEADER,
+    VERIFIED_TREES,
     LocalKeys,
     Signer,
     TrustStore,
@@ -61,9 +61,10 @@ def test_the_trust_store_names_what_is_wrong_with_a_record() -> None:
     assert trust.check(APPROVED, VALUE, [(KEY_ID_HEADER, b"\xff"), (SIGNATURE_HEADER, b"x")])
 
 
-def test_a_record_set_signs_each_of_its_records_and_nothing_else() -> None:
-    """One signature over the list of a step's records (family and digest of each): each
-    record verifies on its own, and only as the family it was listed as."""
+def test_a_record_tree_signs_each_of_its_records_and_nothing_else() -> None:
+    """One signature over the Merkle root of a batch's records (family and value of each):
+    each record verifies on its own with its path, and only as the family it was signed
+    as, at its own place in the tree."""
     enforcer = Signer(Ed25519PrivateKey.generate())
     ingest = Signer(Ed25519PrivateKey.generate())
     trust = TrustStore.of(
@@ -71,39 +72,38 @@ def test_a_record_set_signs_each_of_its_records_and_nothing_else() -> None:
         ("ingest", ingest.public, [APPROVALS]),
     )
     decision, status, release = b'{"d": 1}', b'{"s": 1}', VALUE
-    records = [(DECISIONS, decision), (STATUS, status), (APPROVED, release)]
-    shared = enforcer.set_headers(records)
-    assert [name for name, _ in shared] == [KEY_ID_HEADER, SIGNATURE_HEADER, SET_HEADER]
-    for family, value in records:
-        assert trust.check(family, value, shared) is None
-    # a listed record as another family (the decision passed off as a release) is not listed
-    passed_off = trust.check(APPROVED, decision, shared) or ""
-    assert passed_off.startswith(f"altered: not a record of the set key {enforcer.kid}")
+    records = [(DECISIONS, decision), (STATUS, status), (APPROVED, release)] * 3
+    tree = enforcer.tree_headers(records)
+    assert len(tree) == len(records)
+    for (family, value), own in zip(records, tree, strict=True):
+        assert [name for name, _ in own] == [KEY_ID_HEADER, SIGNATURE_HEADER, TREE_HEADER]
+        assert trust.check(family, value, own) is None
+    assert len({dict(own)[SIGNATURE_HEADER] for own in tree}) == 1  # one signature
+    # a record passed off as another family (the decision as a release) does not verify
+    assert (trust.check(APPROVED, decision, tree[0]) or "").startswith("bad signature by key")
     altered = release.replace(b"POL-12BDE", b"POL-12BDF")
-    assert (trust.check(APPROVED, altered, shared) or "").startswith("altered:")
-    # a list changed to take a forged release in: the signature no longer covers it
-    listed = dict(shared)[SET_HEADER].replace(
-        dict(shared)[SET_HEADER].split(b"\n")[2],
-        b"directives.approved " + hashlib.sha256(altered).hexdigest().encode(),
-    )
-    forged = [
-        (KEY_ID_HEADER, enforcer.kid.encode()),
-        (SIGNATURE_HEADER, dict(shared)[SIGNATURE_HEADER]),
-        (SET_HEADER, listed),
-    ]
-    assert (trust.check(APPROVED, altered, forged) or "").startswith("bad signature by key")
-    # a key not trusted for the family is refused before the set is looked at
-    by_ingest = trust.check(APPROVALS, decision, ingest.set_headers(records[:2])) or ""
-    assert by_ingest.startswith("altered:")  # listed as a decision, not an approval
+    assert (trust.check(APPROVED, altered, tree[2]) or "").startswith("bad signature")
+    # another record's path, or its own path moved to another place or another tree size
+    assert (trust.check(APPROVED, release, tree[1]) or "").startswith("bad signature")
+    at = dict(tree[2])[TREE_HEADER]
+    index, size = struct.unpack_from(">II", at)
+    for moved in (struct.pack(">II", index ^ 1, size), struct.pack(">II", index, size + 1)):
+        forged = [*tree[2][:2], (TREE_HEADER, moved + at[8:])]
+        assert trust.check(APPROVED, release, forged) is not None
+    for broken in (b"", at[:7], at + b"x", struct.pack(">II", size, size) + at[8:]):
+        why = trust.check(APPROVED, release, [*tree[2][:2], (TREE_HEADER, broken)]) or ""
+        assert why.startswith("malformed c2bus_tree header"), broken
+    # a key not trusted for the family is refused before the tree is looked at
     assert "not trusted to sign directives.approved" in (
-        trust.check(APPROVED, release, ingest.set_headers(records)) or ""
+        trust.check(APPROVED, release, ingest.tree_headers(records)[2]) or ""
     )
-    # one record alone is signed as before, with no list
-    assert enforcer.set_headers(records[:1])[-1][0] == SIGNATURE_HEADER
-    assert trust.check(DECISIONS, decision, enforcer.set_headers(records[:1])) is None
+    # one record alone is signed as before, with no tree
+    alone = enforcer.tree_headers(records[:1])
+    assert [name for name, _ in alone[0]] == [KEY_ID_HEADER, SIGNATURE_HEADER]
+    assert trust.check(DECISIONS, decision, alone[0]) is None
 
 
-def test_a_reader_verifies_a_record_sets_signature_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reader_verifies_a_record_trees_signature_once() -> None:
     enforcer = Signer(Ed25519PrivateKey.generate())
     trust = TrustStore.of(("enforcer", enforcer.public, [DECISIONS, STATUS]))
     verified: list[bytes] = []
@@ -116,20 +116,22 @@ def test_a_reader_verifies_a_record_sets_signature_once(monkeypatch: pytest.Monk
 
     key = trust.keys[enforcer.kid]
     trust.keys[enforcer.kid] = type(key)(key.kid, Counting(), key.families, key.name)  # type: ignore[arg-type]
-    sets = [enforcer.set_headers([(DECISIONS, b"d%d" % n), (STATUS, b"s%d" % n)]) for n in range(3)]
-    for n, shared in enumerate(sets):
-        assert trust.check(DECISIONS, b"d%d" % n, shared) is None
-        assert trust.check(STATUS, b"s%d" % n, shared) is None
-    assert len(verified) == 3  # once per set, not per record
-    bad = [*sets[0][:1], (SIGNATURE_HEADER, b"\x00" * 64), sets[0][2]]
+
+    def batch(n: int, name: bytes = b"d") -> list[tuple[str, bytes]]:
+        return [(DECISIONS, b"%s%d" % (name, n)), (STATUS, b"s%d" % n)] * 4
+
+    trees = [enforcer.tree_headers(batch(n)) for n in range(3)]
+    for n, tree in enumerate(trees):
+        for (family, value), own in zip(batch(n), tree, strict=True):
+            assert trust.check(family, value, own) is None
+    assert len(verified) == 3  # once per tree, not per record
+    bad = [trees[0][0][0], (SIGNATURE_HEADER, b"\x00" * 64), trees[0][0][2]]
     assert (trust.check(DECISIONS, b"d0", bad) or "").startswith("bad signature")
     assert trust.check(DECISIONS, b"d0", bad) is not None  # a failure is never remembered
-    for n in range(VERIFIED_SETS + 1):  # the memory is bounded: the oldest set is forgotten
-        trust.check(
-            DECISIONS, b"x%d" % n, enforcer.set_headers([(DECISIONS, b"x%d" % n), (STATUS, b"")])
-        )
+    for n in range(VERIFIED_TREES + 1):  # the memory is bounded: the oldest tree is forgotten
+        assert trust.check(DECISIONS, b"x%d" % n, enforcer.tree_headers(batch(n, b"x"))[0]) is None
     verified.clear()
-    assert trust.check(DECISIONS, b"d0", sets[0]) is None
+    assert trust.check(DECISIONS, b"d0", trees[0][0]) is None
     assert len(verified) == 1
 
 

@@ -74,28 +74,21 @@ class Outputs:
         return self.topics[stream]
 
     def headers(self, writes: Sequence[Write]) -> list[list[tuple[str, bytes]] | None]:
-        """The headers of each of a step's ``writes``: events in CloudEvents structured
-        mode; the decisions, approved directives, DECIDED steps and checkpoints among them
-        signed as one record set (one signature for the step); held-state records are not
-        events and carry none."""
+        """The headers of each of ``writes`` (the records of one or more steps): events in
+        CloudEvents structured mode; the decisions, approved directives, DECIDED steps and
+        checkpoints among them signed together as one record tree (one signature); held-state
+        records are not events and carry none."""
         out = [None if w.kind is None else list(KAFKA_HEADERS) for w in writes]
         signed = [
             (i, SIGNED[w.stream]) for i, w in enumerate(writes) if w.kind and w.stream in SIGNED
         ]
-        if self.signer is None:
+        if self.signer is None or not signed:
             return out
-        for start in range(0, len(signed), SET_SIZE):
-            chunk = signed[start : start + SET_SIZE]
-            shared = self.signer.set_headers([(f, writes[i].value or b"") for i, f in chunk])
-            for i, _ in chunk:
-                out[i] = [*KAFKA_HEADERS, *shared]
+        tree = self.signer.tree_headers([(f, writes[i].value or b"") for i, f in signed])
+        for (i, _), own in zip(signed, tree, strict=True):
+            out[i] = [*KAFKA_HEADERS, *own]
         return out
 
-
-#: Records signed by one signature at most: a directive's decision, DECIDED step and
-#: release. Each record carries the set's list, so a larger set (an expiry sweep of many
-#: directives) is signed in sets of this size.
-SET_SIZE = 3
 
 #: The streams whose records the enforcer signs, with their record family.
 SIGNED = {
@@ -182,29 +175,33 @@ class Lane:
         self.in_transaction = True
 
     async def write(
-        self, step: Step, record: Any, producer: AIOKafkaProducer, outputs: Outputs
+        self, steps: Sequence[tuple[Step, Any]], producer: AIOKafkaProducer, outputs: Outputs
     ) -> None:
-        """Write a step's records (and its dead letter) in the open transaction."""
+        """Write the records of ``steps`` (each with its input record, or None) and their
+        dead letters in the open transaction, under one signature."""
         await self.touch()
         generation = outputs.held.generation(self.partition)
+        writes = [write for step, _ in steps for write in step.writes]
+        headers = iter(outputs.headers(writes))
         with kafka_step("send"):
-            for write, headers in zip(step.writes, outputs.headers(step.writes), strict=True):
-                delivery = await producer.send(
-                    outputs.topic(write.stream),
-                    write.value,
-                    key=write.key,
-                    partition=write.partition,
-                    headers=headers,
-                )
-                if write.stream is Stream.HELD:
-                    delivery.add_done_callback(
-                        _locate(outputs.held, self.partition, write.key, generation)
+            for step, record in steps:
+                for write in step.writes:
+                    delivery = await producer.send(
+                        outputs.topic(write.stream),
+                        write.value,
+                        key=write.key,
+                        partition=write.partition,
+                        headers=next(headers),
                     )
-                self.sent.append(delivery)
-            if step.dead_letter is not None:
-                stage, error = step.dead_letter.stage, step.dead_letter.error
-                self.sent.append(await outputs.dlq.send(record, stage, error, producer))
-        self.tally.add(step, outputs.topic)
+                    if write.stream is Stream.HELD:
+                        delivery.add_done_callback(
+                            _locate(outputs.held, self.partition, write.key, generation)
+                        )
+                    self.sent.append(delivery)
+                if step.dead_letter is not None:
+                    stage, error = step.dead_letter.stage, step.dead_letter.error
+                    self.sent.append(await outputs.dlq.send(record, stage, error, producer))
+                self.tally.add(step, outputs.topic)
 
     async def touch(self) -> None:
         """Open a transaction if none is (exactly once) and have the window commit it."""

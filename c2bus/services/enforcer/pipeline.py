@@ -237,7 +237,9 @@ class Pipeline:
     async def _decide_records(
         self, consumer: AIOKafkaConsumer, lane: Lane, records: list[Any]
     ) -> None:
-        producer = self._producer(lane)
+        """Decide a fetched batch of the lane's records, then write what they decided
+        together (one signature over the batch's records)."""
+        steps: list[tuple[Step, Any]] = []
         for record in records:
             if record.offset < lane.position:
                 continue  # fetched before a seek: decided already
@@ -246,12 +248,16 @@ class Pipeline:
             )
             if step.received is not None:
                 self.metrics.flow.received(record.topic, step.received)
-            try:
-                await lane.write(step, record, producer, self.outputs)
-            except KafkaError as exc:
-                await self._fail(consumer, lane, "decide", exc)
-                return
-            lane.position = record.offset + 1
+            steps.append((step, record))
+        if not steps:
+            return
+        try:
+            await lane.write(steps, self._producer(lane), self.outputs)
+        except KafkaError as exc:
+            await self._fail(consumer, lane, "decide", exc)
+            return
+        lane.position = steps[-1][1].offset + 1
+        for step, record in steps:
             _log(step, record)
 
     async def _expire(self, consumer: AIOKafkaConsumer, lane: Lane) -> None:
@@ -261,7 +267,7 @@ class Pipeline:
         step = self.core.tick(lane.partition, self.clock())
         try:
             if step:
-                await lane.write(step, None, self._producer(lane), self.outputs)
+                await lane.write([(step, None)], self._producer(lane), self.outputs)
             elif self.core.mark(lane.partition) != lane.committed_mark:
                 await lane.touch()
         except KafkaError as exc:
