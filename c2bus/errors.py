@@ -78,6 +78,7 @@ class Refused(C2BusError):
         "unknown_directive": 404,
         "timeout": 408,
         "conflict": 409,
+        "illegal_transition": 409,
         "too_large": 413,
         "invalid": 422,
         "rate_limited": 429,

@@ -240,6 +240,7 @@ ErrorCode = Literal[
     "forbidden",
     "bad_position",
     "unknown_directive",
+    "illegal_transition",
     "rate_limited",
     "unavailable",
 ]

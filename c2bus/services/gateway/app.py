@@ -94,6 +94,7 @@ class Gateway:
             self.directory,
             self.metrics,
             signer_for(settings.signing, "gateway"),
+            actor=f"gateway:{settings.instance}",
         )
         requests = Requests(
             config=self.config,
@@ -170,6 +171,7 @@ class Gateway:
                     tasks.create_task(self.sessions.watch_revocations()),
                     tasks.create_task(self.metrics.lag.follow(lambda: consumer, stop)),
                     tasks.create_task(self.reports.run()),
+                    tasks.create_task(self.reports.expire()),
                 ]
                 try:
                     await self.intake.consume(consumer, dlq, stop)

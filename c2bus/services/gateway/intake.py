@@ -2,9 +2,10 @@
 is decoded once, its frame encoded once, remembered where the snapshot or acknowledgements
 need it, and routed to every entitled session (:mod:`routing`).
 
-At start-up the SA and approved topics are read back over the snapshot horizon (the
-latest-SA table, the directive directory) and the policy topic from its start (the command
-structure that scopes units), before any console is accepted.
+At start-up the SA, approved and status topics are read back over the snapshot horizon (the
+latest-SA table, the directive directory and each directive's lifecycle state) and the
+policy topic from its start (the command structure that scopes units), before any console
+is accepted.
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ class Intake:
         return [*self.decoders, self.topics.policy]
 
     async def position(self, consumer: AIOKafkaConsumer, horizon_s: float) -> None:
-        """Start SA and approved directives at the snapshot horizon, policy at its start,
-        decisions and status at the end."""
+        """Start SA, approved directives and their lifecycle steps at the snapshot horizon,
+        policy at its start, decisions at the end."""
         tps = consumer.assignment()
         since = int((time.time() - horizon_s) * 1000)
-        back = [tp for tp in tps if tp.topic in (self.topics.sa, self.topics.approved)]
+        topics = self.topics
+        back = [tp for tp in tps if tp.topic in (topics.sa, topics.approved, topics.status)]
         with kafka_step("position"):
             found = await consumer.offsets_for_times({tp: since for tp in back})
             for tp in back:
@@ -215,6 +217,10 @@ class Intake:
         elif isinstance(routed.event, DirectiveEvent):
             position = f"{record.topic}/{record.partition}/{record.offset}"
             self.directory.add(routed.event, record.timestamp / 1000, position)
+        elif isinstance(routed.event, DirectiveStatusEvent):
+            position = f"{record.topic}/{record.partition}/{record.offset}"
+            if self.directory.read_step(routed.event, position) is None:
+                metrics.lifecycle_ignored.labels(routed.event.data.state.value).inc()
         delivered = self.hub.route(routed, tp, record.offset)
         # Live routing has now handled this offset: a replay may hand over past it.
         self.hub.live_next[tp] = record.offset + 1

@@ -75,7 +75,14 @@ class GatewayMetrics:
         )
         self.lifecycle = Counter(
             "c2bus_gateway_lifecycle_steps",
-            "DELIVERED, WILCO, CANTCO and HAVE_DO steps produced",
+            "DELIVERED, WILCO, CANTCO, HAVE_DO and EXPIRED steps produced",
+            ["state"],
+            registry=r,
+        )
+        self.lifecycle_ignored = Counter(
+            "c2bus_gateway_lifecycle_ignored",
+            "Lifecycle steps read that changed nothing: not legal after the state the "
+            "directive was in (a later, conflicting answer; an EXPIRED written twice)",
             ["state"],
             registry=r,
         )

@@ -1,6 +1,7 @@
 """Lifecycle steps the gateway writes, each signed with its key: DELIVERED when a directive
-reaches a console of its target, and the consoles' WILCO, CANTCO and HAVE_DO; and what its
-consoles submit (directives, and approvals it attests with its key).
+reaches a console of its target, the consoles' WILCO, CANTCO and HAVE_DO, and EXPIRED when a
+directive's validity ends before it was refused or done; and what its consoles submit
+(directives, and approvals it attests with its key).
 
 DELIVERED steps are produced off the console writers: a writer hands the step to a bounded
 queue and goes on sending; one task produces them in order and retries a failed produce
@@ -37,6 +38,8 @@ QUEUE_LIMIT = 10_000
 PRODUCE_TIMEOUT_S = 10.0
 RETRY_MAX_S = 5.0
 BATCH = 500
+#: how often the gateway looks for directives whose validity ended
+EXPIRY_SWEEP_S = 1.0
 #: a directive delivered to a console's session, and when (epoch s)
 Delivery = tuple[Session, DirectiveEvent, float]
 
@@ -67,8 +70,12 @@ class Reports:
         directory: DirectiveDirectory,
         metrics: GatewayMetrics,
         signer: Signer,
+        *,
+        actor: str,
     ) -> None:
         self.status_topic = status_topic
+        #: the ``actor`` of the EXPIRED steps it writes
+        self.actor = actor
         #: signs every lifecycle step this gateway writes (consoles get only signed ones) and
         #: the approvals of the approvers it authenticated
         self.signer = signer
@@ -102,6 +109,33 @@ class Reports:
             return
         session.delivered.add(directive.id)
         await self.queue.put((session, directive, time.time()))
+
+    async def expire(self) -> None:
+        """Write EXPIRED, every sweep, for the directives remembered whose validity ended
+        before they were refused (CANTCO) or done (HAVE_DO). Every gateway does, under one
+        event id per directive: the first step read stands, the others change nothing."""
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_S)
+            now = datetime.now(UTC)
+            for directive in self.directory.expired(now):
+                expires = directive.data.expires.isoformat()
+                status = lifecycle_step(
+                    directive,
+                    DirectiveState.EXPIRED,
+                    event_id=f"expired:{directive.id}",
+                    actor=self.actor,
+                    source=self.source,
+                    now=now,
+                    reason=f"its validity ended at {expires}",
+                )
+                try:
+                    position = await self.produce(self.status_topic, status, STATUS)
+                except Refused:
+                    self.directory.expire_again(directive)  # Kafka did not take it: next sweep
+                    continue
+                self.directory.wrote(directive.id, DirectiveState.EXPIRED, position)
+                self.metrics.lifecycle.labels(DirectiveState.EXPIRED.value).inc()
+                log.info("directive.expired", extra={"directive_id": directive.id})
 
     async def run(self) -> None:
         """Produce the DELIVERED steps queued, a batch at a time, until Kafka takes each."""

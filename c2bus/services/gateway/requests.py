@@ -19,6 +19,7 @@ from c2bus.core.cloudevents import new_event
 from c2bus.core.directives import APPROVER_ROLES, approval_event
 from c2bus.core.events import DirectiveData, DirectiveEvent, DirectiveState, issuer_scoped
 from c2bus.core.labels import SecurityLabel, parse_releasability
+from c2bus.core.lifecycle import refusal
 from c2bus.core.protocol import (
     COMMANDER_ROLE,
     Ack,
@@ -273,8 +274,13 @@ class Requests:
         if message.state == "CANTCO" and not message.reason:
             raise Refused("bad_request", "CANTCO needs a reason")
         state = DirectiveState(message.state)
+        now = datetime.now(UTC)
+        why = refusal(self.directory.state(directive.id), state, directive.data.expires, now)
+        if why is not None:
+            raise Refused("illegal_transition", f"{state.value} refused for {directive.id}: {why}")
         status = status_step(directive, state, identity, message.reason, self.source)
         position = await self.reports.produce(self.topics.status, status, STATUS)
+        self.directory.wrote(directive.id, state, position)
         self.metrics.lifecycle.labels(state.value).inc()
         delivered_at = self.directory.delivered_at(directive.id)
         if state is not DirectiveState.HAVE_DO and delivered_at is not None:
