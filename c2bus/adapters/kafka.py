@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -304,6 +304,7 @@ def new_producer(
     linger_ms: int = 5,
     transaction_timeout_ms: int = 60_000,
     retry_backoff_ms: int = 100,
+    max_batch_size: int = 16_384,
 ) -> AIOKafkaProducer:
     """An idempotent ``acks=all`` producer (transactional when given a transactional id).
 
@@ -322,6 +323,7 @@ def new_producer(
         transaction_timeout_ms=transaction_timeout_ms,
         retry_backoff_ms=retry_backoff_ms,
         linger_ms=linger_ms,
+        max_batch_size=max_batch_size,
     )
 
 
@@ -360,9 +362,20 @@ async def send_event(
     header of the Kafka binding), and the headers ``sign`` gives its bytes (a signature);
     returns its delivery future."""
     value = encode_event(event)
-    headers = KAFKA_HEADERS if sign is None else [*KAFKA_HEADERS, *sign(value)]
+    return await send_encoded(producer, topic, event.key(), value, sign(value) if sign else [])
+
+
+async def send_encoded(
+    producer: AIOKafkaProducer,
+    topic: str,
+    key: str,
+    value: bytes,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> asyncio.Future[Any]:
+    """Queue one encoded event with its key, CloudEvents structured mode and ``headers``
+    (a signature); returns its delivery future."""
     delivery: asyncio.Future[Any] = await producer.send(
-        topic, value, key=event.key().encode(), headers=headers
+        topic, value, key=key.encode(), headers=[*KAFKA_HEADERS, *headers]
     )
     return delivery
 

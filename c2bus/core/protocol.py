@@ -62,12 +62,17 @@ Positions = dict[Annotated[str, Meta(max_length=300)], Annotated[int, Meta(ge=-1
 
 
 class Area(Struct, frozen=True, forbid_unknown_fields=True):
-    """An area of interest: a latitude/longitude box (``west > east`` crosses 180°)."""
+    """An area of interest: a latitude/longitude box (``west > east`` crosses 180°;
+    ``south`` at most ``north``)."""
 
     south: Latitude
     west: Longitude
     north: Latitude
     east: Longitude
+
+    def __post_init__(self) -> None:
+        if self.south > self.north:
+            raise ValueError(f"south ({self.south:g}) is north of north ({self.north:g})")
 
     def contains(self, lat: float, lon: float) -> bool:
         if not self.south <= lat <= self.north:
@@ -196,6 +201,7 @@ class StateFrame(Struct, tag_field="op", tag="state", forbid_unknown_fields=True
 
 
 class SnapshotEndFrame(Struct, tag_field="op", tag="snapshot_end", forbid_unknown_fields=True):
+    id: str
     count: int
     positions: PositionsOut
 
@@ -286,20 +292,27 @@ class BadMessage(Exception):
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """A console's message, or :class:`BadMessage` with its correlation id where it has
-    one (anything that does not parse, nesting too deep to decode included)."""
+    one (anything that does not parse, nesting too deep to decode included; a binary
+    frame, ``bytes``: the protocol is text)."""
+    if isinstance(raw, bytes):
+        raise BadMessage("a binary frame: messages are text frames (UTF-8 JSON)", _id_of(raw))
     try:
         return _client_decoder.decode(raw)
     except RecursionError as exc:
         raise BadMessage("nested too deeply to be a message", "") from exc
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        correlation = ""
-        try:
-            doc = msgspec.json.decode(raw)
-            if isinstance(doc, dict) and isinstance(doc.get("id"), str):
-                correlation = doc["id"][:128]
-        except (msgspec.DecodeError, RecursionError):
-            pass
-        raise BadMessage(str(exc), correlation) from exc
+        raise BadMessage(str(exc), _id_of(raw)) from exc
+
+
+def _id_of(raw: str | bytes) -> str:
+    """The correlation id of a message refused, where one can be read ("" if none)."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return ""
+    if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+        return str(doc["id"])[:128]
+    return ""
 
 
 def frame(op: str, **fields: Any) -> bytes:

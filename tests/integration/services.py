@@ -254,7 +254,7 @@ class Console:
         """Subscribe and (``wait_live``) wait until the gateway says the console is live,
         i.e. has its snapshot or has caught up; returns the ``subscribed`` reply."""
         request = {"op": "subscribe", "id": "s", "streams": list(streams), **subscription}
-        await self.ws.send(orjson.dumps(request))
+        await self.ws.send(orjson.dumps(request).decode())
         reply = await self.reply_to("s", ("subscribed", "error"))
         assert reply["op"] == "subscribed", reply
         if wait_live:
@@ -304,16 +304,17 @@ class Console:
     async def reply_to(
         self, correlation: str, ops: tuple[str, ...], timeout_s: float = 30.0
     ) -> dict[str, Any]:
-        """Read until a non-event frame with one of ``ops`` and this correlation id (the
-        ``live`` after a resume carries none); earlier ones already read count too."""
+        """Read until a non-event frame with one of ``ops`` and this correlation id (every
+        reply carries its request's; an error for a request whose id could not be read,
+        ""); earlier ones already read count too."""
         for message in self.replies:
-            if message["op"] in ops and message.get("id", "") in (correlation, ""):
+            if message["op"] in ops and _answers(message, correlation):
                 self.replies.remove(message)
                 return message
         deadline = time.monotonic() + timeout_s
         while True:
             message = await self.recv(max(0.01, deadline - time.monotonic()))
-            if message["op"] in ops and message.get("id", "") in (correlation, ""):
+            if message["op"] in ops and _answers(message, correlation):
                 self.replies.remove(message)
                 return message
 
@@ -360,6 +361,13 @@ async def eventually(predicate: Any, timeout_s: float = 20.0, interval_s: float 
             if predicate():
                 return
             await asyncio.sleep(interval_s)
+
+
+def _answers(message: dict[str, Any], correlation: str) -> bool:
+    """Whether a reply is to the request ``correlation``: its id, or an error for a request
+    whose id could not be read."""
+    found = message.get("id")
+    return found == correlation or (message["op"] == "error" and found == "")
 
 
 def event_id(frame: dict[str, Any]) -> str:

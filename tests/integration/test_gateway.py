@@ -99,6 +99,11 @@ async def test_bad_client_messages_get_correlated_errors(env: Env) -> None:
             "x2": ({"streams": ["sa"], "units": "SOME-OTHER-UNIT"}, "forbidden"),
             "x3": ({"streams": ["sa"], "positions": {"elsewhere/0": 3}}, "bad_position"),
             "x4": ({"streams": ["sa"], "types": ["c2bus.decision.v1"]}, "bad_request"),
+            # an area that could match nothing (its south north of its north)
+            "x5": (
+                {"streams": ["sa"], "area": {"south": 55, "west": 5, "north": 50, "east": 6}},
+                "bad_request",
+            ),
         }
         for correlation, (fields, _) in requests.items():
             await console.ws.send(json.dumps({"op": "subscribe", "id": correlation, **fields}))
@@ -108,8 +113,16 @@ async def test_bad_client_messages_get_correlated_errors(env: Env) -> None:
         # nested deeper than a decoder recurses (~20 kB): an error frame, not a dead reader
         await console.ws.send("[" * 10_000 + "]" * 10_000)
         assert (await console.reply_to("", ("error",)))["code"] == "bad_request"
+        # the protocol is text: a binary frame is refused, correlated
+        await console.ws.send(json.dumps({"op": "ping", "id": "b1"}).encode())
+        binary = await console.reply_to("b1", ("error", "pong"))
+        assert binary["op"] == "error" and binary["code"] == "bad_request", binary
         await console.ws.send(json.dumps({"op": "ping", "id": "p1"}))
         assert await console.reply_to("p1", ("pong",)) == {"op": "pong", "id": "p1"}
+        # every reply to a subscribe names it, the end of its snapshot and its live too
+        await console.ws.send(json.dumps({"op": "subscribe", "id": "s9", "streams": ["sa"]}))
+        for op in ("subscribed", "snapshot_end", "live"):
+            assert (await console.reply_to("s9", (op,)))["id"] == "s9"
 
 
 def get(url: str) -> tuple[int, str]:

@@ -93,15 +93,34 @@ def test_parse_client_messages() -> None:
         ),
         ('{"op": "approve", "id": "c9", "directive_id": "d"}', "c9"),
         ("not json", ""),
+        # an area whose south is north of its north matches nothing: refused, not accepted
+        (
+            '{"op": "subscribe", "id": "c10", "streams": ["sa"],'
+            ' "area": {"south": 55, "west": 5, "north": 50, "east": 6}}',
+            "c10",
+        ),
+        # the protocol is text: a binary frame is refused, however well formed
+        (b'{"op": "ping", "id": "c11"}', "c11"),
         # nested deeper than any decoder recurses: a bad message, not a dead reader
         ("[" * 10_000 + "]" * 10_000, ""),
         ('{"op": "ping", "id": "c7", "x": ' + "[" * 10_000 + "]" * 10_000 + "}", ""),
     ],
 )
-def test_bad_client_messages_keep_their_correlation_id(raw: str, correlation: str) -> None:
+def test_bad_client_messages_keep_their_correlation_id(raw: str | bytes, correlation: str) -> None:
     with pytest.raises(BadMessage) as err:
         parse_client_message(raw)
     assert err.value.correlation_id == correlation
+
+
+def test_loose_input_is_refused_with_what_is_wrong() -> None:
+    area = (
+        '{"op": "subscribe", "streams": ["sa"],'
+        ' "area": {"south": 55, "west": 5, "north": 50.5, "east": 6}}'
+    )
+    with pytest.raises(BadMessage, match=r"south \(55\) is north of north \(50.5\) - at `\$.area`"):
+        parse_client_message(area)
+    with pytest.raises(BadMessage, match="a binary frame: messages are text frames"):
+        parse_client_message(b'{"op": "ping"}')
 
 
 def test_event_frame_embeds_the_event_once_and_the_state_frame_is_the_same(

@@ -144,6 +144,7 @@ def test_a_snapshot_holds_the_latest_entitled_sa_then_live(valid_example: Any) -
     assert sent[1]["op"] == "state"
     assert sent[2] == {
         "op": "snapshot_end",
+        "id": "s",
         "count": 1,
         "positions": {f"{SA}/0": 4, f"{SA}/1": 4},
     }

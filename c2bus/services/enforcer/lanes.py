@@ -90,6 +90,11 @@ class Outputs:
         return out
 
 
+#: A lane's producer batches (per topic partition) hold this many bytes at most (half the
+#: broker's default message.max.bytes): a window's records for a partition go in few
+#: requests (aiokafka's default, 16 KiB, holds a handful of signed decisions).
+LANE_BATCH_BYTES = 512 * 1024
+
 #: The streams whose records the enforcer signs, with their record family.
 SIGNED = {
     Stream.DECISIONS: DECISIONS,
@@ -167,6 +172,7 @@ class Lane:
             # that much to every commit.
             retry_backoff_ms=10,
             transaction_timeout_ms=max(30_000, int(2_000 * timeout_s)),
+            max_batch_size=LANE_BATCH_BYTES,
         )  # from here on, failing the lane closes it
         with kafka_step("init"):
             async with asyncio.timeout(timeout_s):

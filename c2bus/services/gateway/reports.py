@@ -16,13 +16,15 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from c2bus.adapters.kafka import kafka_step, send_event
+from c2bus.adapters.kafka import kafka_step, send_encoded, send_event
 from c2bus.adapters.signing import STATUS, Signer
+from c2bus.core.codec import encode_event
 from c2bus.core.directives import lifecycle_step
 from c2bus.core.events import DirectiveEvent, DirectiveState, DirectiveStatusEvent, Envelope
 from c2bus.core.events import event_type as type_of
@@ -79,7 +81,10 @@ class Reports:
         #: signs every lifecycle step this gateway writes (consoles get only signed ones) and
         #: the approvals of the approvers it authenticated
         self.signer = signer
-        self.sign_step = functools.partial(signer.headers, STATUS)
+        #: the headers of a batch of steps (their values): one signature over their tree
+        self.sign_steps: Callable[[list[bytes]], list[list[tuple[str, bytes]]]] = lambda values: (
+            signer.tree_headers([(STATUS, value) for value in values])
+        )
         self.source = source
         self.directory = directory
         self.metrics = metrics
@@ -155,20 +160,28 @@ class Reports:
                     backoff = min(2 * backoff, RETRY_MAX_S)
 
     async def _produce_batch(self, batch: list[Delivery]) -> list[Delivery]:
-        """Send every step, then wait for them all; returns those Kafka did not take."""
+        """Send every step, signed together as one record tree, then wait for them all;
+        returns those Kafka did not take."""
         producer = self.producer
         if producer is None:
             return batch
+        steps = [
+            (
+                item,
+                status_step(item[1], DirectiveState.DELIVERED, item[0].identity, None, self.source),
+            )
+            for item in batch
+        ]
+        values = [encode_event(status) for _, status in steps]
+        signed = self.sign_steps(values)
         sent: list[tuple[Delivery, DirectiveStatusEvent, asyncio.Future[Any]]] = []
         failed: list[Delivery] = []
-        for item in batch:
-            session, directive, _ = item
-            status = status_step(
-                directive, DirectiveState.DELIVERED, session.identity, None, self.source
-            )
+        for (item, status), value, headers in zip(steps, values, signed, strict=True):
             try:
                 with kafka_step("produce"):
-                    future = await send_event(producer, self.status_topic, status, self.sign_step)
+                    future = await send_encoded(
+                        producer, self.status_topic, status.key(), value, headers
+                    )
             except KafkaError as exc:
                 log.error("produce.failed", extra={"topic": self.status_topic, "error": str(exc)})
                 failed.append(item)

@@ -172,16 +172,19 @@ class Requests:
             now=datetime.now(UTC),
         )
         self.metrics.resumes.labels(subscription.mode).inc()
-        spawn(self._catch_up(session, subscription.replay) if subscription.replay else None)
+        replay = subscription.replay
+        spawn(self._catch_up(session, message.id, replay) if replay else None)
 
-    async def _catch_up(self, session: Session, starts: dict[TopicPartition, int]) -> None:
+    async def _catch_up(
+        self, session: Session, correlation: str, starts: dict[TopicPartition, int]
+    ) -> None:
         try:
             await self.history.replay(session, starts)
         except KafkaError as exc:
             log.error("console.replay_failed", extra={"session": session.id, "error": str(exc)})
             session.outbox.overflow()  # closed with 4008: the console resumes again
             return
-        session.outbox.put(frame("live", id=""))  # after the replayed events
+        session.outbox.put(frame("live", id=correlation))  # after the replayed events
 
     # --- directives and acknowledgements ------------------------------------------------
 

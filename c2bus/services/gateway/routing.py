@@ -306,7 +306,7 @@ class Hub:
                 )
             )
         if snapshot:
-            self._snapshot(session, sa_partitions, latest, now)
+            self._snapshot(session, message.id, sa_partitions, latest, now)
         if session.catching_up:
             pending = {tp: replay[tp] for tp in session.catching_up}
         else:
@@ -321,6 +321,7 @@ class Hub:
     def _snapshot(
         self,
         session: Session,
+        correlation: str,
         sa_partitions: set[TopicPartition],
         latest: LatestSa,
         now: datetime,
@@ -335,7 +336,9 @@ class Hub:
                 outbox.snapshot.append(entry.frame)
                 count += 1
         positions = {position_key(*tp): self.live_next[tp] - 1 for tp in sorted(sa_partitions)}
-        outbox.snapshot.append(frame("snapshot_end", count=count, positions=positions))
+        outbox.snapshot.append(
+            frame("snapshot_end", id=correlation, count=count, positions=positions)
+        )
 
     def add(self, session: Session) -> None:
         self.sessions.add(session)

@@ -52,7 +52,7 @@ async def run_console(
                     open_timeout=10,
                 ) as ws:
                     backoff = 0.5
-                    await ws.send(orjson.dumps(_subscription(streams, picture)))
+                    await ws.send(orjson.dumps(_subscription(streams, picture)).decode())
                     while True:
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:

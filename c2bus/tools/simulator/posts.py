@@ -54,8 +54,9 @@ def post_identity(unit: str, nation: str) -> Identity:
     )
 
 
-def submit_message(directive: DirectiveEvent, correlation: str) -> bytes:
-    """The ``submit`` request that issues ``directive`` from its issuer's console."""
+def submit_message(directive: DirectiveEvent, correlation: str) -> str:
+    """The ``submit`` request that issues ``directive`` from its issuer's console (a text
+    frame's JSON)."""
     data = directive.data
     body = DirectiveBody(
         kind=data.kind,
@@ -74,7 +75,7 @@ def submit_message(directive: DirectiveEvent, correlation: str) -> bytes:
             id=correlation,
             directive_id=directive.id,
         )
-    )
+    ).decode()
 
 
 class CommandPost:
@@ -133,7 +134,7 @@ class CommandPost:
 
     async def _session(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         subscription = {"op": "subscribe", "id": "s", "streams": ["sa", "directives"]}
-        await ws.send(orjson.dumps(subscription))
+        await ws.send(orjson.dumps(subscription).decode())
         async with asyncio.TaskGroup() as tasks:
             closer = tasks.create_task(self._close_on(stop, ws))
             self._ws = ws
@@ -179,7 +180,7 @@ class CommandPost:
     async def _ack(self, ws: ClientConnection, directive_id: str, state: str) -> None:
         self._seq += 1
         message = {"op": "ack", "id": f"a{self._seq}", "directive_id": directive_id, "state": state}
-        await ws.send(orjson.dumps(message))
+        await ws.send(orjson.dumps(message).decode())
 
 
 class CommandPosts:
