@@ -325,7 +325,7 @@ async def test_a_service_refused_by_kafka_at_run_time_says_so_counts_it_and_serv
             "classification": "NATO SECRET",
             "releasableto": "NATO",
         }
-        await console.ws.send(orjson.dumps(submit))
+        await console.ws.send(orjson.dumps(submit).decode())
         reply = await console.reply_to("sub-1", ("submitted", "error"))
         assert (reply["op"], reply["code"]) == ("error", "unavailable"), reply
         assert "Kafka refused" in reply["message"] and "gateway" not in reply["message"]
@@ -339,7 +339,7 @@ async def test_a_service_refused_by_kafka_at_run_time_says_so_counts_it_and_serv
         await grant(env.kafka, env.prefix)
         async with asyncio.timeout(30):  # serves on once granted again, no restart
             while True:
-                await console.ws.send(orjson.dumps(submit | {"id": "sub-2"}))
+                await console.ws.send(orjson.dumps(submit | {"id": "sub-2"}).decode())
                 reply = await console.reply_to("sub-2", ("submitted", "error"))
                 if reply["op"] == "submitted":
                     break

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -78,3 +81,11 @@ def test_allows_never_exceeds_clearance_or_release(
     cleared = level.rank <= clearance.rank
     released = nation in markings or ("NATO" in markings and nation in NATO_MEMBERS)
     assert allowed == (cleared and released)
+
+
+def test_the_nations_nato_releases_to_are_the_ones_the_docs_list() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "events.md").read_text(encoding="utf-8")
+    listed = re.search(r"the 32 NATO member nations \(.*?\):(.*?)\. A partner", text, re.S)
+    assert listed is not None
+    nations = {n.strip() for n in listed.group(1).split(",")}
+    assert nations == NATO_MEMBERS and len(NATO_MEMBERS) == 32
