@@ -47,17 +47,17 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 from c2bus.adapters.auth import TokenVerifier, mint
 from c2bus.adapters.dlq import DeadLetters
-from c2bus.adapters.settings import ServiceSettings
+from c2bus.adapters.settings import GatewaySettings, ServiceSettings
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
 from c2bus.core.protocol import SUBPROTOCOL
 from c2bus.services.gateway.app import Gateway
-from c2bus.services.gateway.sessions import HEARTBEAT_S
 
 from .core import Bench, Result
 from .wsframes import CLOSE, PING, PONG, masked, split_frames
 
 AUDIENCE, ISSUER = "c2bus", "c2bus-bench"
+HEARTBEAT_S = GatewaySettings.from_env({}).heartbeat_s
 KEY = b"bench-key-" + b"k" * 40
 BATCH = 200  # messages routed between yields, as the gateway's consumer loop does
 CONTROL_FRAMES = {"gateway": 3, "bare": 0}  # welcome, subscribed, live
@@ -154,6 +154,7 @@ class BareServer:
             "127.0.0.1",
             0,
             compression=None,
+            # the library's keepalive, as often as the gateway's own heartbeat pings
             ping_interval=HEARTBEAT_S,
             ping_timeout=HEARTBEAT_S,
             backlog=1024,

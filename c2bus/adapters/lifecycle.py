@@ -54,9 +54,32 @@ def run_service(service: str, main: Main) -> int:
 
 
 async def bounded(step: str, awaitable: Awaitable[object], timeout_s: float) -> None:
-    """One shutdown step, given at most ``timeout_s``; a step that overruns is logged."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            await awaitable
-    except TimeoutError:
+    """One shutdown step, given at most ``timeout_s``; a step that overruns is cancelled and
+    logged, one that fails raises its error.
+
+    A cancellation of the caller meanwhile (a session's task group aborting a replay that is
+    already stopping its consumer, a second signal) does not cut the step short: the step
+    still runs to its end or its deadline, and then the cancellation goes on. A client's
+    stop cut half way leaves its broker connections open."""
+    work = asyncio.ensure_future(awaitable)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    cancelled = False
+    while not work.done() and (remaining := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait([work], timeout=remaining)
+        except asyncio.CancelledError:
+            cancelled = True
+    if not work.done():
         log.warning("shutdown.step_timed_out", extra={"step": step, "timeout_s": timeout_s})
+        work.cancel()
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not work.cancelled():
+            work.exception()  # seen: the cancellation is what goes on
+        raise asyncio.CancelledError
+    if not work.cancelled():
+        work.result()

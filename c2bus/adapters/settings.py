@@ -422,6 +422,8 @@ class GatewaySettings:
     ``replays``: resumes read from Kafka at the same time (the others wait their turn).
     ``ops_port``: the operators' listener (``/metrics``, ``/healthz``, ``/readyz``), apart
     from the console port (0 picks a free one).
+    ``heartbeat_s``: a ping to each console this often; one not answered within as long
+    again closes the console as slow (4008).
     """
 
     buffer_bytes: int
@@ -429,6 +431,7 @@ class GatewaySettings:
     submit_rate: float
     replays: int
     ops_port: int
+    heartbeat_s: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -439,6 +442,7 @@ class GatewaySettings:
             submit_rate=float(_int(env, "C2BUS_GATEWAY_SUBMIT_RATE", 5, 1, 10_000)),
             replays=_int(env, "C2BUS_GATEWAY_REPLAYS", 4, 1, 64),
             ops_port=_int(env, "C2BUS_GATEWAY_OPS_PORT", GATEWAY_OPS_PORT, 0, 65535),
+            heartbeat_s=float(_int(env, "C2BUS_GATEWAY_HEARTBEAT_S", 20, 1, 300)),
         )
 
 

@@ -13,6 +13,7 @@ gets its own topic prefix and consumer group.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +45,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect after each test, so that a connection a test left open is reported against
+    that test, not against whichever test runs when the collector next comes by."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from c2bus.core.labels import Classification
 from c2bus.core.protocol import SUBPROTOCOL, CloseCode
 from c2bus.services.gateway.app import Gateway
 from tests.integration.services import AUDIENCE, ISSUER, Console, Env, gateway, running
+from tests.integration.test_pipeline import produce, track
 
 
 async def refused(port: int, token: str | None, subprotocol: bool = True) -> tuple[int, str]:
@@ -167,14 +168,20 @@ def stalling(port: int, token: str) -> Any:
     )
 
 
-async def closed_as_slow(stalled: Any) -> None:
-    """The stalled console is closed with the documented code (read to find out)."""
+async def closed_as_slow(stalled: Any) -> str:
+    """The stalled console is closed with the documented code (read to find out); the
+    close reason."""
     with pytest.raises(ConnectionClosed) as closed:
         async with asyncio.timeout(30):
             while True:
                 await stalled.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
+    return closed.value.rcvd.reason
+
+
+def slow_disconnects(gw: Gateway, reason: str) -> float | None:
+    return gw.registry.get_sample_value("c2bus_gateway_slow_disconnects_total", {"reason": reason})
 
 
 async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starved(
@@ -214,7 +221,42 @@ async def test_a_console_that_stops_reading_is_closed_as_slow_not_silently_starv
         assert len(healthy.frames) == count + 1  # everything, nothing dropped
         assert len({f["pos"] for f in healthy.frames}) == count + 1  # and nothing twice
         # The stalled one is closed with the documented code once its buffer is full.
-        await closed_as_slow(stalled)
+        assert await closed_as_slow(stalled) == "slow consumer: resume"
+        assert slow_disconnects(gw, "outbox_full") == 1
+        assert slow_disconnects(gw, "no_pong") == 0
+
+
+async def test_a_console_that_stops_reading_at_an_ordinary_rate_is_found_by_its_heartbeat(
+    env: Env, topics: TopicNames, valid_example: Any
+) -> None:
+    """A few events a second would take hours to fill an outbox: the ping the console no
+    longer answers finds it instead, and it is closed with 4008 as the docs say (not the
+    WebSocket library's 1011), while a console that reads is served on."""
+    sent = [f"hb-{i}" for i in range(10)]
+    async with (
+        gateway(env, C2BUS_GATEWAY_HEARTBEAT_S="1") as gw,
+        stalling(gw.port, env.token()) as stalled,
+        Console.connect(gw.port, env.token(nation="POL"), ("sa",)) as healthy,
+    ):
+        assert json.loads(await stalled.recv())["heartbeat_s"] == 1
+        await stalled.send(json.dumps({"op": "subscribe", "id": "s", "streams": ["sa"]}))
+        assert json.loads(await stalled.recv())["op"] == "subscribed"
+        stalled.transport.pause_reading()  # from here on it reads nothing, pings neither
+        records = [(b"T1", track(valid_example, i, "NATO UNCLASSIFIED", "NATO")) for i in sent]
+        await produce(env.kafka, topics.sa, *records)
+        await healthy.events_with(set(sent))
+        await asyncio.sleep(3.5)  # a ping, its timeout, and some
+        stalled.transport.resume_reading()
+        assert await closed_as_slow(stalled) == "slow consumer: no pong within 1 s: resume"
+        assert slow_disconnects(gw, "no_pong") == 1
+        assert slow_disconnects(gw, "outbox_full") == 0
+        # The console that reads answered every ping and is still served.
+        await produce(
+            env.kafka,
+            topics.sa,
+            (b"T1", track(valid_example, "hb-late", "NATO UNCLASSIFIED", "NATO")),
+        )
+        await healthy.events_with({*sent, "hb-late"})
 
 
 async def test_eddsa_and_rs256_tokens_from_a_jwks_file(env: Env, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from c2bus.services.gateway.metrics import GatewayMetrics
 from c2bus.services.gateway.reports import Reports
 from c2bus.services.gateway.requests import Requests
 from c2bus.services.gateway.routing import Hub
-from c2bus.services.gateway.sessions import HEARTBEAT_S, Sessions
+from c2bus.services.gateway.sessions import Sessions
 from c2bus.services.gateway.state import DirectiveDirectory, LatestSa
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class Gateway:
             reports=self.reports,
             metrics=self.metrics,
             buffer_bytes=self.config.buffer_bytes,
+            heartbeat_s=self.config.heartbeat_s,
         )
         self.handshake = Handshake(verifier, self.metrics.refused, lambda: self.ready)
         self.ops = HttpServer(
@@ -136,8 +137,8 @@ class Gateway:
             # No permessage-deflate: it would compress every frame once per console,
             # undoing encode-once fan-out, and hide the bytes really queued per console.
             compression=None,
-            ping_interval=HEARTBEAT_S,
-            ping_timeout=HEARTBEAT_S,
+            # The sessions' own heartbeat pings (4008 when a pong is late, not 1011).
+            ping_interval=None,
             backlog=1024,
         )
         self.port = next(iter(server.sockets)).getsockname()[1]

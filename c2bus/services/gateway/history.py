@@ -59,9 +59,10 @@ class History:
         return {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
 
     async def close(self) -> None:
-        if self._probe is not None:
-            await self._probe.stop()
-            self._probe = None
+        async with self._probe_lock:  # a probe being started is then stopped here too
+            if self._probe is not None:
+                await self._probe.stop()
+                self._probe = None
 
     async def replay(self, session: Session, starts: dict[TP, int]) -> None:
         """Deliver to ``session`` every entitled record from ``starts`` until live.

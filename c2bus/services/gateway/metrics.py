@@ -43,8 +43,13 @@ class GatewayMetrics:
         self.flow = EventFlow(r)
         self.lag = ConsumerLag(r)
         self.slow = Counter(
-            "c2bus_gateway_slow_disconnects", "Consoles closed as too slow", registry=r
+            "c2bus_gateway_slow_disconnects",
+            "Consoles closed as slow (4008), by why: outbox_full, no_pong, replay_failed",
+            ["reason"],
+            registry=r,
         )
+        for reason in ("outbox_full", "no_pong", "replay_failed"):
+            self.slow.labels(reason)
         self.conflated = Counter(
             "c2bus_gateway_conflated",
             "SA frames replaced by a newer state of the same entity before being sent",

@@ -26,6 +26,7 @@ from c2bus.core.protocol import (
     Approve,
     BadMessage,
     ClientMessage,
+    CloseCode,
     Ping,
     Submit,
     Subscribe,
@@ -182,7 +183,10 @@ class Requests:
             await self.history.replay(session, starts)
         except KafkaError as exc:
             log.error("console.replay_failed", extra={"session": session.id, "error": str(exc)})
-            session.outbox.overflow()  # closed with 4008: the console resumes again
+            self.metrics.slow.labels("replay_failed").inc()
+            session.outbox.close_with(
+                CloseCode.SLOW_CONSUMER, "slow consumer: the resume could not read Kafka: resume"
+            )
             return
         session.outbox.put(frame("live", id=correlation))  # after the replayed events
 

@@ -1,7 +1,8 @@
 """One console session over its WebSocket: authenticated at the handshake, then three tasks
 in the session's own task group (the writer, the reader, the token guard) and, during a
-resume, its replay. The session ends when any of them ends: the console closed, its outbox
-overflowed (4008), its token expired (4001) or was revoked (4003)."""
+resume, its replay, and the heartbeat. The session ends when any of them ends: the console
+closed, its outbox overflowed or it left a ping unanswered (4008, slow consumer), its token
+expired (4001) or was revoked (4003)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from c2bus.services.gateway.routing import Hub, Outbox, Session
 from c2bus.services.gateway.signals import ConsoleSignals
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 20.0
 # Frames written to a console's socket in one call, at most.
 WRITE_BATCH = 256
 # The kernel's send buffer per console socket, fixed (instead of autotuned up to megabytes)
@@ -51,6 +51,7 @@ class Sessions:
         reports: Reports,
         metrics: GatewayMetrics,
         buffer_bytes: int,
+        heartbeat_s: float,
     ) -> None:
         self.verifier = verifier
         self.hub = hub
@@ -58,6 +59,7 @@ class Sessions:
         self.reports = reports
         self.metrics = metrics
         self.buffer_bytes = buffer_bytes
+        self.heartbeat_s = heartbeat_s
         self._revocations_changed = asyncio.Condition()
 
     async def handle(self, connection: ServerConnection) -> None:
@@ -81,7 +83,7 @@ class Sessions:
             extra={"session": session.id, "sub": identity.subject, "unit": identity.unit},
         )
         try:
-            await connection.send(welcome(session.id, identity, HEARTBEAT_S), text=True)
+            await connection.send(welcome(session.id, identity, self.heartbeat_s), text=True)
             async with asyncio.TaskGroup() as tasks:
                 replay: list[asyncio.Task[None]] = []
 
@@ -95,6 +97,7 @@ class Sessions:
                     tasks.create_task(self._write(connection, session, signals)),
                     tasks.create_task(self._read(connection, session, spawn)),
                     tasks.create_task(self._guard(connection, session, verified)),
+                    tasks.create_task(self._heartbeat(connection, session)),
                 ]
                 await asyncio.wait(main, return_when=asyncio.FIRST_COMPLETED)
                 for task in main + replay:
@@ -129,6 +132,28 @@ class Sessions:
                 async with asyncio.timeout(remaining), self._revocations_changed:
                     await self._revocations_changed.wait()
 
+    async def _heartbeat(self, connection: ServerConnection, session: Session) -> None:
+        """Ping the console every ``heartbeat_s``; close it as slow (4008) when a pong does
+        not come back within as long again. A console that stops reading stops answering
+        pings too, long before its outbox fills at ordinary rates: this is how it is found
+        then, and a link that died without a FIN with it."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                async with asyncio.timeout(self.heartbeat_s):
+                    pong = await connection.ping()  # waits while the socket takes nothing
+                    await pong
+            except TimeoutError:
+                self.metrics.slow.labels("no_pong").inc()
+                log.warning(
+                    "console.no_pong", extra={"session": session.id, "timeout_s": self.heartbeat_s}
+                )
+                await connection.close(
+                    CloseCode.SLOW_CONSUMER,
+                    f"slow consumer: no pong within {self.heartbeat_s:g} s: resume",
+                )
+                return
+
     async def watch_revocations(self) -> None:
         """Re-read the revocation list as it changes and wake every session's guard."""
         revocations = self.verifier.revocations
@@ -156,7 +181,7 @@ class Sessions:
                     log.info("console.closed", extra={"session": session.id, "code": code})
                     await connection.close(code, reason)
                     return
-                self.metrics.slow.inc()
+                self.metrics.slow.labels("outbox_full").inc()
                 log.warning("console.too_slow", extra={"session": session.id})
                 await connection.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume")
         except* ConnectionClosed:
