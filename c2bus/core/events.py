@@ -123,7 +123,11 @@ class DirectiveState(enum.Enum):
     EXPIRED = "EXPIRED"
 
 
-ParamValue = str | int | float | bool
+#: A directive's parameter: a short string (at most 128 characters), a number or a flag.
+ParamValue = Annotated[str, Meta(max_length=128)] | int | float | bool
+#: At most 32 parameters: with the area's 1,024 points and the 4,096-character text, they
+#: bound a directive, so the largest a schema accepts fits the gateway's request limit.
+Parameters = Annotated[dict[Identifier, ParamValue], Meta(max_length=32)]
 
 
 class DirectiveData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -140,7 +144,7 @@ class DirectiveData(Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     valid_from: Timestamp | None = None
     area: Annotated[list[GeoPoint], Meta(min_length=3, max_length=1024)] | None = None
     text: Text = ""
-    parameters: dict[Identifier, ParamValue] = msgspec.field(default_factory=dict)
+    parameters: Parameters = msgspec.field(default_factory=dict)
 
 
 class Reason(Struct, frozen=True, forbid_unknown_fields=True):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct
 
-from c2bus.core.events import ParamValue
+from c2bus.core.events import Parameters
 from c2bus.core.fields import (
     EventId,
     GeoPoint,
@@ -39,6 +39,7 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001  # the gateway is shutting down
     POLICY = 1008  # token no longer valid
+    MESSAGE_TOO_BIG = 1009  # a message over MAX_FRAME_BYTES (sent by the WebSocket library)
     TOKEN_EXPIRED = 4001  # the token expired during the session; reconnect with a fresh one
     REVOKED = 4003  # the token or its subject was revoked during the session
     SLOW_CONSUMER = 4008  # the console fell behind its buffer; reconnect and resume
@@ -114,7 +115,7 @@ class DirectiveBody(Struct, frozen=True, forbid_unknown_fields=True):
     valid_from: Timestamp | None = None
     area: Annotated[list[GeoPoint], Meta(min_length=3, max_length=1024)] | None = None
     text: Text = ""
-    parameters: dict[Identifier, ParamValue] = msgspec.field(default_factory=dict)
+    parameters: Parameters = msgspec.field(default_factory=dict)
 
 
 class Submit(Struct, tag_field="op", tag="submit", forbid_unknown_fields=True):
@@ -144,12 +145,22 @@ class Approve(Struct, tag_field="op", tag="approve", forbid_unknown_fields=True)
 
 
 class Ack(Struct, tag_field="op", tag="ack", forbid_unknown_fields=True):
-    """The target unit's answer to a directive delivered to it."""
+    """The target unit's answer to a directive delivered to it (CANTCO says why)."""
 
     directive_id: EventId
     state: Literal["WILCO", "CANTCO", "HAVE_DO"]
     id: CorrelationId = ""
-    reason: Text | None = None
+    reason: (
+        Annotated[
+            Text,
+            Meta(description="Why the unit cannot comply: required with CANTCO, not blank"),
+        ]
+        | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        if self.state == "CANTCO" and not (self.reason or "").strip():
+            raise ValueError("CANTCO needs a reason")
 
 
 # --- server frames (built by ``frame``; these structs are their published contract) -------
@@ -243,6 +254,7 @@ class AckedFrame(Struct, tag_field="op", tag="acked", forbid_unknown_fields=True
 
 ErrorCode = Literal[
     "bad_request",
+    "too_large",
     "forbidden",
     "bad_position",
     "unknown_directive",
@@ -282,20 +294,37 @@ _client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(Clie
 _encoder = msgspec.json.Encoder()
 
 
-class BadMessage(Exception):
-    """A client message that does not parse; carries the correlation id if one was sent."""
+#: The longest request a console may send, in UTF-8 bytes: longer ones get a ``too_large``
+#: error (not read) and the connection stays open. The largest message the console-message
+#: schema accepts, every character escaped as JSON allows, is well within it (a unit test
+#: builds it).
+MAX_REQUEST_BYTES = 256 * 1024
+#: The longest WebSocket message the gateway reads at all: a longer one closes the
+#: connection with 1009 (message too big) before it is read.
+MAX_FRAME_BYTES = 1024 * 1024
 
-    def __init__(self, message: str, correlation_id: str = "") -> None:
+
+class BadMessage(Exception):
+    """A client message refused as it stands (``code``: ``bad_request`` or ``too_large``);
+    carries the correlation id if one was sent and could be read."""
+
+    def __init__(self, message: str, correlation_id: str = "", code: str = "bad_request") -> None:
         super().__init__(message)
         self.correlation_id = correlation_id
+        self.code = code
 
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """A console's message, or :class:`BadMessage` with its correlation id where it has
     one (anything that does not parse, nesting too deep to decode included; a binary
-    frame, ``bytes``: the protocol is text)."""
+    frame, ``bytes``: the protocol is text; one over :data:`MAX_REQUEST_BYTES`)."""
     if isinstance(raw, bytes):
         raise BadMessage("a binary frame: messages are text frames (UTF-8 JSON)", _id_of(raw))
+    size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_REQUEST_BYTES:  # not read, so its id is not known either
+        raise BadMessage(
+            f"a request of {size} bytes: at most {MAX_REQUEST_BYTES}", "", code="too_large"
+        )
     try:
         return _client_decoder.decode(raw)
     except RecursionError as exc:

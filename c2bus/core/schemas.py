@@ -62,7 +62,7 @@ def generate() -> dict[str, Any]:
         "docs/policy.md.",
     )
     docs[CONSOLE_FILE] = _document(
-        msgspec.json.schema(ClientMessage),
+        _cantco_says_why(msgspec.json.schema(ClientMessage)),
         "urn:c2bus:schema:console-message:v1",
         "c2bus.v1 console message",
         "A message a console sends a gateway over the c2bus.v1 WebSocket subprotocol; `op` "
@@ -76,6 +76,17 @@ def generate() -> dict[str, Any]:
         "selects the shape. See docs/gateway-protocol.md.",
     )
     return docs
+
+
+def _cantco_says_why(schema: dict[str, Any]) -> dict[str, Any]:
+    """What ``Ack.__post_init__`` checks and msgspec cannot say: CANTCO carries a reason
+    that is not blank."""
+    schema["$defs"]["Ack"]["if"] = {"properties": {"state": {"const": "CANTCO"}}}
+    schema["$defs"]["Ack"]["then"] = {
+        "required": ["reason"],
+        "properties": {"reason": {"type": "string", "pattern": "\\S"}},
+    }
+    return schema
 
 
 def render(doc: Any) -> str:

@@ -12,7 +12,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,11 @@ from c2bus.adapters.kafka import client_options
 from c2bus.adapters.topics import TopicNames
 from c2bus.core.identity import Identity
 from c2bus.core.labels import Classification
-from c2bus.core.protocol import SUBPROTOCOL, CloseCode
+from c2bus.core.protocol import MAX_FRAME_BYTES, MAX_REQUEST_BYTES, SUBPROTOCOL, CloseCode
 from c2bus.services.gateway.app import Gateway
 from tests.integration.services import AUDIENCE, ISSUER, Console, Env, gateway, running
 from tests.integration.test_pipeline import produce, track
+from tests.unit.test_request_limits import largest_submit
 
 
 async def refused(port: int, token: str | None, subprotocol: bool = True) -> tuple[int, str]:
@@ -124,6 +125,36 @@ async def test_bad_client_messages_get_correlated_errors(env: Env) -> None:
         await console.ws.send(json.dumps({"op": "subscribe", "id": "s9", "streams": ["sa"]}))
         for op in ("subscribed", "snapshot_end", "live"):
             assert (await console.reply_to("s9", (op,)))["id"] == "s9"
+
+
+async def test_request_limits_agree_with_the_schema_and_the_docs(env: Env) -> None:
+    """The largest submit the schema accepts is taken; a longer request gets a too_large
+    error and the connection stays open; a message past the frame limit closes it with
+    1009, as documented."""
+    largest = largest_submit()["directive"]
+    largest.update(
+        kind="MOVE",
+        target="POL-12BDE",
+        expires=(datetime.now(UTC) + timedelta(hours=2)).isoformat(),
+    )
+    largest.pop("valid_from")
+    token = env.token(unit="MNC-NE", roles=("console", "commander"))
+    async with gateway(env) as gw, Console.connect(gw.port, token, ("sa",)) as console:
+        assert await console.submit(largest)  # about 190 KB, as a client writes it
+        await console.ws.send(
+            json.dumps({"op": "ping", "id": "big", "pad": " " * MAX_REQUEST_BYTES})
+        )
+        refused = await console.reply_to("", ("error",))
+        assert refused["code"] == "too_large", refused
+        await console.ws.send(json.dumps({"op": "ping", "id": "after"}))
+        assert await console.reply_to("after", ("pong",)) == {"op": "pong", "id": "after"}
+        await console.ws.send("x" * (MAX_FRAME_BYTES + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await console.ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.MESSAGE_TOO_BIG
 
 
 def get(url: str) -> tuple[int, str]:

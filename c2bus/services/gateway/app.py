@@ -35,7 +35,7 @@ from c2bus.adapters.policy_source import PolicySource
 from c2bus.adapters.settings import ServiceSettings
 from c2bus.adapters.signing import signer_for, trust_for
 from c2bus.adapters.topics import TopicNames
-from c2bus.core.protocol import SUBPROTOCOL
+from c2bus.core.protocol import MAX_FRAME_BYTES, SUBPROTOCOL
 from c2bus.errors import UnverifiedRecord
 from c2bus.services.gateway.handshake import Handshake
 from c2bus.services.gateway.history import History
@@ -48,8 +48,6 @@ from c2bus.services.gateway.sessions import Sessions
 from c2bus.services.gateway.state import DirectiveDirectory, LatestSa
 
 log = logging.getLogger(__name__)
-#: the largest frame a console may send (bytes)
-MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class Gateway:
@@ -133,7 +131,7 @@ class Gateway:
             self.settings.port,
             process_request=self.handshake.process_request,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            max_size=MAX_MESSAGE_BYTES,
+            max_size=MAX_FRAME_BYTES,  # longer: 1009; over MAX_REQUEST_BYTES: too_large
             # No permessage-deflate: it would compress every frame once per console,
             # undoing encode-once fan-out, and hide the bytes really queued per console.
             compression=None,

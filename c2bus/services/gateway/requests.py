@@ -116,7 +116,7 @@ class Requests:
                 message: ClientMessage = parse_client_message(raw)
             except BadMessage as exc:
                 correlation = exc.correlation_id
-                raise Refused("bad_request", str(exc)) from exc
+                raise Refused(exc.code, str(exc)) from exc
             correlation = message.id
             if isinstance(message, Subscribe):
                 await self.subscribe(session, message, spawn)
@@ -278,8 +278,6 @@ class Requests:
             or directive.data.target != identity.unit
         ):
             raise Refused("unknown_directive", f"no approved directive {message.directive_id}")
-        if message.state == "CANTCO" and not message.reason:
-            raise Refused("bad_request", "CANTCO needs a reason")
         state = DirectiveState(message.state)
         now = datetime.now(UTC)
         why = refusal(self.directory.state(directive.id), state, directive.data.expires, now)
