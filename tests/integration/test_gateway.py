@@ -92,6 +92,25 @@ async def test_browser_style_query_token(env: Env) -> None:
         ) as ws,
     ):
         assert json.loads(await ws.recv())["op"] == "welcome"
+        # one token, one place: in the header and the query too (even the same one), or
+        # the parameter twice, is refused before any session exists
+        for path, header in (
+            (f"/?access_token={env.token()}", env.token()),
+            (f"/?access_token={env.token()}&access_token={env.token(nation='POL')}", None),
+        ):
+            with pytest.raises(InvalidStatus) as err:
+                async with connect(
+                    f"ws://127.0.0.1:{gw.port}{path}",
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    additional_headers={"Authorization": f"Bearer {header}"} if header else {},
+                ):
+                    pass
+            assert err.value.response.status_code == 401
+            assert b"more than one token" in err.value.response.body
+        refused = gw.registry.get_sample_value(
+            "c2bus_gateway_refused_total", {"reason": "ambiguous"}
+        )
+        assert refused == 2
 
 
 async def test_bad_client_messages_get_correlated_errors(env: Env) -> None:

@@ -22,12 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def token_of(request: Request) -> str | None:
-    token = bearer_token(request.headers.get("Authorization", ""))
-    if token is not None:
-        return token
-    query = parse_qs(urlsplit(request.path).query)
-    values = query.get("access_token")
-    return values[0] if values else None
+    """The request's token, from its ``Authorization`` header or its ``access_token``
+    parameter; :class:`AuthError` if it carries more than one (both, or the parameter
+    twice): which would count is not the client's to guess (RFC 6750, one method per
+    request), so the handshake fails closed."""
+    header = bearer_token(request.headers.get("Authorization", ""))
+    found = [header] if header is not None else []
+    found += parse_qs(urlsplit(request.path).query).get("access_token", [])
+    if len(found) > 1:
+        raise AuthError(
+            "more than one token: send one, in the Authorization header or the "
+            "access_token parameter"
+        )
+    return found[0] if found else None
 
 
 class Handshake:
@@ -49,7 +56,10 @@ class Handshake:
             if self.ready():
                 return connection.respond(HTTPStatus.OK, '{"status": "ready"}\n')
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, '{"status": "not ready"}\n')
-        token = token_of(request)
+        try:
+            token = token_of(request)
+        except AuthError as exc:
+            return self._refuse(connection, "ambiguous", str(exc))
         if not token:
             return self._refuse(connection, "missing", "a bearer token is required")
         try:

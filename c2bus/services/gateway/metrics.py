@@ -22,7 +22,7 @@ class GatewayMetrics:
         self.refused = Counter(
             "c2bus_gateway_refused", "Handshakes refused", ["reason"], registry=r
         )
-        for reason in ("missing", "invalid"):
+        for reason in ("missing", "invalid", "ambiguous"):
             self.refused.labels(reason)
         self.sent = Counter(
             "c2bus_gateway_events_sent",

@@ -63,8 +63,8 @@ class Sessions:
         self._revocations_changed = asyncio.Condition()
 
     async def handle(self, connection: ServerConnection) -> None:
-        token = token_of(connection.request) if connection.request else None
         try:
+            token = token_of(connection.request) if connection.request else None
             verified = self.verifier.verify_token(token or "")
         except AuthError:  # expired between the handshake and now: fail closed
             await connection.close(CloseCode.POLICY, "token no longer valid")
