@@ -431,7 +431,7 @@ class GatewaySettings:
     submit_rate: float
     replays: int
     ops_port: int
-    heartbeat_s: float = 20.0
+    heartbeat_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

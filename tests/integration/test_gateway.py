@@ -159,7 +159,7 @@ async def test_request_limits_agree_with_the_schema_and_the_docs(env: Env) -> No
     largest.pop("valid_from")
     token = env.token(unit="MNC-NE", roles=("console", "commander"))
     async with gateway(env) as gw, Console.connect(gw.port, token, ("sa",)) as console:
-        assert await console.submit(largest)  # about 190 KB, as a client writes it
+        assert await console.submit(largest)  # about 198 KB, as a client writes it
         await console.ws.send(
             json.dumps({"op": "ping", "id": "big", "pad": " " * MAX_REQUEST_BYTES})
         )
@@ -168,12 +168,7 @@ async def test_request_limits_agree_with_the_schema_and_the_docs(env: Env) -> No
         await console.ws.send(json.dumps({"op": "ping", "id": "after"}))
         assert await console.reply_to("after", ("pong",)) == {"op": "pong", "id": "after"}
         await console.ws.send("x" * (MAX_FRAME_BYTES + 1))
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(10):
-                while True:
-                    await console.ws.recv()
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == CloseCode.MESSAGE_TOO_BIG
+        await closed_with(console.ws, CloseCode.MESSAGE_TOO_BIG, 10)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -218,16 +213,21 @@ def stalling(port: int, token: str) -> Any:
     )
 
 
+async def closed_with(ws: Any, code: CloseCode, timeout_s: float = 30) -> str:
+    """Read until the gateway closes ``ws``; it closed with ``code``. The close reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code
+    return closed.value.rcvd.reason
+
+
 async def closed_as_slow(stalled: Any) -> str:
     """The stalled console is closed with the documented code (read to find out); the
     close reason."""
-    with pytest.raises(ConnectionClosed) as closed:
-        async with asyncio.timeout(30):
-            while True:
-                await stalled.recv()
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
-    return closed.value.rcvd.reason
+    return await closed_with(stalled, CloseCode.SLOW_CONSUMER)
 
 
 def slow_disconnects(gw: Gateway, reason: str) -> float | None:

@@ -1,6 +1,6 @@
-"""One console session over its WebSocket: authenticated at the handshake, then three tasks
-in the session's own task group (the writer, the reader, the token guard) and, during a
-resume, its replay, and the heartbeat. The session ends when any of them ends: the console
+"""One console session over its WebSocket: authenticated at the handshake, then four tasks
+in the session's own task group (the writer, the reader, the token guard, the heartbeat)
+and, during a resume, its replay. The session ends when any of them ends: the console
 closed, its outbox overflowed or it left a ping unanswered (4008, slow consumer), its token
 expired (4001) or was revoked (4003)."""
 
